@@ -1,0 +1,12 @@
+"""infwidth: infinite-width neural networks in JAX.
+
+Describe a network once as stax layers and get the finite network (``init_fn``, ``apply_fn``)
+and its exact infinite-width NNGP and NTK kernels (``kernel_fn``).
+"""
+
+from . import stax
+from .kernel import Kernel
+
+__version__ = "0.1.0"
+
+__all__ = ["Kernel", "stax", "__version__"]

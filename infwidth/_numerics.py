@@ -1,0 +1,54 @@
+"""Numerically safe primitives shared by the kernel formulas.
+
+The dual-kernel formulas take square roots and angles of quantities that are exactly zero for
+identical or collinear inputs (``var1 * var2 - cov12**2``) and for zero inputs. The plain
+functions give infinite or NaN gradients there; these versions give finite values and the
+one-sided derivatives that make the composed kernel maps differentiable.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+
+@jax.custom_jvp
+def safe_sqrt(x):
+    """``sqrt(max(x, 0))`` with derivative 0 where ``x <= 0`` instead of inf/NaN.
+
+    >>> float(safe_sqrt(-1e-9)), float(jax.grad(safe_sqrt)(0.))
+    (0.0, 0.0)
+    """
+    return jnp.sqrt(jnp.maximum(x, 0))
+
+
+@safe_sqrt.defjvp
+def _safe_sqrt_jvp(primals, tangents):
+    (x,), (t,) = primals, tangents
+    y = safe_sqrt(x)
+    positive = x > 0
+    dydx = jnp.where(positive, 0.5 / jnp.where(positive, y, 1), 0)
+    return y, dydx * t
+
+
+def safe_arctan2(y, x, fill_zero=0.0):
+    """``arctan2(y, x)`` that returns ``fill_zero`` (with zero gradient) where ``x == y == 0``.
+
+    >>> float(safe_arctan2(0., 0., fill_zero=1.5)), float(jax.grad(safe_arctan2)(0., 0.))
+    (1.5, 0.0)
+    """
+    both_zero = (x == 0) & (y == 0)
+    x_safe = jnp.where(both_zero, 1, x)
+    return jnp.where(both_zero, fill_zero, jnp.arctan2(y, x_safe))
+
+
+def safe_divide(num, den, fill=0.0):
+    """``num / den`` that returns ``fill`` (with zero gradient) where ``den == 0``."""
+    zero = den == 0
+    return jnp.where(zero, fill, num / jnp.where(zero, 1, den))
+
+
+def clipped_correlation(cov12, var1, var2):
+    """``cov12 / sqrt(var1 var2)`` clipped to [-1, 1], and 0 where a variance is zero."""
+    norm = safe_sqrt(var1 * var2)
+    return jnp.clip(safe_divide(cov12, norm), -1, 1)

@@ -1,0 +1,89 @@
+"""The `Kernel`: what flows through `kernel_fn` from layer to layer.
+
+Layout conventions (the same as neural-tangents, so arrays can be compared directly):
+
+* Inputs are batch-first and channel-last: ``(N, [spatial...,] C)``; images are NHWC.
+* ``nngp`` and ``ntk`` have shape ``(N1, N2)`` for flat inputs. With ``S`` spatial dimensions they
+  have shape ``(N1, N2, H, H', W, W', ...)`` (position pairs interleaved) or, when
+  ``diagonal_spatial`` is true, ``(N1, N2, H, W, ...)`` (only equal positions are kept).
+* ``cov1`` is the covariance of ``x1`` with itself: ``(N1, ...)`` when ``diagonal_batch`` is true
+  (only each input with itself) and ``(N1, N1, ...)`` otherwise, followed by the same spatial axes
+  as ``nngp``. ``cov2`` is the same for ``x2``, and ``None`` when ``x2`` is ``x1``.
+* ``shape1`` and ``shape2`` are the shapes the finite network's activations would have; a layer
+  whose kernel depends on a finite width (the 'standard' parameterization) reads its fan-in there.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import jax
+
+Array = Any
+
+DATA_FIELDS = ("nngp", "ntk", "cov1", "cov2")
+STATIC_FIELDS = ("shape1", "shape2", "x1_is_x2", "is_gaussian", "diagonal_batch",
+                 "diagonal_spatial")
+
+
+@dataclasses.dataclass(frozen=True)
+class Kernel:
+    """Covariances of a network's pre-activations over two batches of inputs.
+
+    Attributes:
+      nngp: the NNGP kernel, E[f(x1) f(x2)] for one output channel.
+      ntk: the neural tangent kernel, or ``None`` when it was not asked for.
+      cov1: the NNGP kernel of ``x1`` with itself (diagonal over the batch unless
+        ``diagonal_batch=False`` was asked for).
+      cov2: the same for ``x2``; ``None`` when ``x2`` is ``x1``.
+      shape1, shape2: the shapes the finite network's activations would have.
+      x1_is_x2: whether the two batches are the same inputs.
+      is_gaussian: whether the activations described are jointly Gaussian (true after an affine
+        layer, false after a nonlinearity); nonlinearities need Gaussian inputs.
+      diagonal_batch, diagonal_spatial: which covariances are stored (see module docstring).
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from infwidth import stax
+      >>> _, _, kernel_fn = stax.serial(stax.Dense(512), stax.Relu(), stax.Dense(1))
+      >>> k = kernel_fn(jnp.ones((3, 4)), jnp.ones((2, 4)))
+      >>> k.nngp.shape, k.ntk.shape, k.cov1.shape
+      ((3, 2), (3, 2), (3,))
+      >>> k.replace(ntk=None).ntk is None
+      True
+    """
+
+    nngp: Array
+    ntk: Array | None
+    cov1: Array
+    cov2: Array | None
+    shape1: tuple[int, ...]
+    shape2: tuple[int, ...]
+    x1_is_x2: bool = False
+    is_gaussian: bool = True
+    diagonal_batch: bool = True
+    diagonal_spatial: bool = False
+
+    def replace(self, **changes) -> Kernel:
+        """A copy with the given fields changed."""
+        return dataclasses.replace(self, **changes)
+
+    @property
+    def n_spatial(self) -> int:
+        """Number of spatial dimensions (0 for flat inputs)."""
+        return len(self.shape1) - 2
+
+    def scale(self, factor) -> Kernel:
+        """The kernel of ``factor * f``: every covariance and the NTK times ``factor**2``."""
+        var = factor**2
+        return self.replace(
+            nngp=var * self.nngp,
+            ntk=None if self.ntk is None else var * self.ntk,
+            cov1=var * self.cov1,
+            cov2=None if self.cov2 is None else var * self.cov2,
+        )
+
+
+jax.tree_util.register_dataclass(Kernel, data_fields=list(DATA_FIELDS),
+                                 meta_fields=list(STATIC_FIELDS))

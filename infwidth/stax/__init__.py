@@ -1,0 +1,31 @@
+"""Layers as (init_fn, apply_fn, kernel_fn) triples, with neural-tangents' `stax` names.
+
+Describe an architecture once and get the finite network and its infinite-width kernels:
+
+>>> import jax, jax.numpy as jnp
+>>> from infwidth import stax
+>>> init_fn, apply_fn, kernel_fn = stax.serial(stax.Dense(512), stax.Relu(), stax.Dense(1))
+>>> x = jax.random.normal(jax.random.PRNGKey(0), (4, 3))
+>>> kernel_fn(x, x, get='ntk').shape
+(4, 4)
+"""
+
+from ._layer import Layer
+from .activations import ABRelu, Abs, Erf, LeakyRelu, Relu
+from .combinators import Identity, parallel, serial
+from .dense import Dense
+from .elementwise import elementwise
+
+__all__ = [
+    "Layer",
+    "serial",
+    "parallel",
+    "Identity",
+    "Dense",
+    "elementwise",
+    "ABRelu",
+    "Relu",
+    "LeakyRelu",
+    "Abs",
+    "Erf",
+]

@@ -1,0 +1,97 @@
+"""`Dense`: the fully connected layer and its kernel map."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from ..parameterization import affine_cov, affine_kernels, affine_scales, resolve_parameterization
+from ._layer import (
+    Layer,
+    check_kernel_input,
+    check_nonnegative,
+    check_positive_int,
+    check_shape,
+    make_layer,
+)
+
+
+def Dense(out_dim: int, W_std: float = 1.0, b_std: float | None = None, batch_axis: int = 0,
+          channel_axis: int = -1, parameterization: str = "ntk", s=(1, 1)) -> Layer:
+    """Fully connected layer acting on the last (channel) axis, as neural-tangents' `stax.Dense`.
+
+    Under ``parameterization='ntk'`` the layer computes
+    ``W_std / sqrt(fan_in) * x @ W + b_std * b`` with ``W, b ~ N(0, 1)``; under ``'standard'``
+    ``x @ W / sqrt(s[0]) + b`` with ``W ~ N(0, W_std**2 s[0] / fan_in)``, ``b ~ N(0, b_std**2)``.
+    ``b_std=None`` means no bias at all (``b_std=0.`` keeps a zero-variance bias, which under
+    'standard' still adds 1 to the NTK). The kernel map is
+    ``nngp' = W_std**2 nngp + b_std**2`` and ``ntk' = nngp' + W_std**2 ntk`` ('ntk') or
+    ``ntk' = fan_in / s[0] * nngp + [1] + W_std**2 ntk`` ('standard'), following Lee et al. 2018
+    (arXiv:1711.00165), Jacot et al. 2018 (arXiv:1806.07572) and Sohl-Dickstein et al. 2020
+    (arXiv:2001.07301).
+
+    Args:
+      out_dim: output width of the finite network (the kernel does not depend on it under 'ntk').
+      W_std: weight standard deviation.
+      b_std: bias standard deviation, or ``None`` for no bias.
+      batch_axis, channel_axis: only the default layout (batch first, channels last) is
+        supported; move axes with ``jnp.moveaxis`` first.
+      parameterization: ``'ntk'`` or ``'standard'``.
+      s: width multipliers of the input and output under 'standard' (see neural-tangents).
+
+    Example:
+      >>> import jax, jax.numpy as jnp
+      >>> from infwidth import stax
+      >>> init_fn, apply_fn, kernel_fn = stax.Dense(3, W_std=1.5, b_std=0.1)
+      >>> _, params = init_fn(jax.random.PRNGKey(0), (2, 4))
+      >>> apply_fn(params, jnp.ones((2, 4))).shape
+      (2, 3)
+      >>> x = jnp.array([[1., 0.], [0., 2.]])
+      >>> kernel_fn(x, get='nngp')  # 1.5**2 * x @ x.T / 2 + 0.1**2
+      Array([[1.135, 0.01 ],
+             [0.01 , 4.51 ]], dtype=float32)
+    """
+    name = "Dense"
+    out_dim = check_positive_int(out_dim, "out_dim", name)
+    W_std = check_nonnegative(W_std, "W_std", name)
+    b_std = check_nonnegative(b_std, "b_std", name, allow_none=True)
+    parameterization = resolve_parameterization(parameterization, name)
+    if batch_axis not in (0,) or channel_axis not in (-1,):
+        raise ValueError(
+            f"{name}(batch_axis={batch_axis}, channel_axis={channel_axis}): infwidth keeps the "
+            f"batch first and channels last; move the axes of your inputs with jnp.moveaxis."
+        )
+    if (not isinstance(s, (tuple, list)) or len(s) != 2
+            or any(check_positive_int(v, "s", name) != v for v in s)):
+        raise ValueError(f"{name}(s={s!r}): s must be a pair of positive integers.")
+    s = tuple(int(v) for v in s)
+    width = out_dim * s[1] if parameterization == "standard" else out_dim
+
+    def shape_fn(input_shape):
+        return tuple(input_shape[:-1]) + (width,)
+
+    def init_fn(key, input_shape):
+        check_shape(input_shape, name, min_ndim=1)
+        fan_in = input_shape[-1]
+        scales = affine_scales(parameterization, W_std, b_std, fan_in, s)
+        k_w, k_b = jax.random.split(key)
+        W = scales.w_init * jax.random.normal(k_w, (fan_in, width))
+        b = None
+        if b_std is not None:
+            b = scales.b_init * jax.random.normal(k_b, (1,) * (len(input_shape) - 1) + (width,))
+        return shape_fn(input_shape), (W, b)
+
+    def apply_fn(params, x, **kwargs):
+        W, b = params
+        scales = affine_scales(parameterization, W_std, b_std, x.shape[-1], s)
+        out = scales.w_mult * jnp.tensordot(x, W, (-1, 0))
+        return out if b is None else out + scales.b_mult * b
+
+    def transform(k, **kwargs):
+        k = check_kernel_input(k, name)
+        fan_in_over_s = k.shape1[-1] / s[0]
+        nngp, ntk = affine_kernels(parameterization, k.nngp, k.ntk, W_std, b_std, fan_in_over_s)
+        return k.replace(nngp=nngp, ntk=ntk, cov1=affine_cov(k.cov1, W_std, b_std),
+                         cov2=affine_cov(k.cov2, W_std, b_std), is_gaussian=True)
+
+    return make_layer(name, init_fn, apply_fn, transform, shape_fn)

@@ -1,0 +1,138 @@
+"""The shared helper behind every elementwise nonlinearity.
+
+An activation ``phi`` is described to the helper by its *dual kernel* (Cho & Saul 2009; Daniely
+et al. 2016, arXiv:1602.05897): for a centred Gaussian pair (u, v) with variances ``var1``,
+``var2`` and covariance ``cov12``,
+
+* ``nngp_fn(cov12, var1, var2) = E[phi(u) phi(v)]`` (the NNGP map), and
+* ``d_nngp_fn(cov12, var1, var2) = E[phi'(u) phi'(v)]`` (the map the NTK needs; by Price's
+  theorem it is the derivative of ``nngp_fn`` in ``cov12``, which is what autodiff supplies
+  when it is omitted).
+
+The helper applies them to every covariance a `Kernel` stores (``nngp``, ``cov1``, ``cov2``,
+full or diagonal over the batch and over positions) and multiplies the NTK by the derivative
+map (Jacot et al. 2018, arXiv:1806.07572; Lee et al. 2019, arXiv:1902.06720).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+
+from ..kernel import Kernel
+from ._layer import Layer, check_kernel_input, make_layer
+
+_LOWER, _UPPER = "hwdefgijkl", "HWDEFGIJKL"
+
+
+def _pairs_diagonal(x, n_lead: int):
+    """(lead..., h, h', w, w', ...) -> (lead..., h, w, ...): equal positions only."""
+    n_spatial = (x.ndim - n_lead) // 2
+    if n_spatial == 0:
+        return x
+    lead = "abc"[:n_lead]
+    lo = _LOWER[:n_spatial]
+    return jnp.einsum(f"{lead}{''.join(c + c for c in lo)}->{lead}{lo}", x)
+
+
+def variances(cov, k: Kernel):
+    """Per-input, per-position variances ``(N, *spatial)`` from a stored ``cov1``/``cov2``."""
+    if not k.diagonal_batch:
+        cov = jnp.moveaxis(jnp.diagonal(cov, axis1=0, axis2=1), -1, 0)
+    if not k.diagonal_spatial:
+        cov = _pairs_diagonal(cov, 1)
+    return cov
+
+
+def _expand(var, side: int, n_lead: int, diagonal_spatial: bool):
+    """Reshapes variances ``(N, *spatial)`` to broadcast against a covariance of the Kernel layout.
+
+    ``n_lead`` is the number of batch axes of the target (2 for nngp or a full-batch cov, 1 for a
+    diagonal-batch cov); ``side`` says whether ``var`` indexes the first or second member of each
+    (batch and position) pair.
+    """
+    n, spatial = var.shape[0], var.shape[1:]
+    lead = ((n, 1) if side == 1 else (1, n)) if n_lead == 2 else (n,)
+    if diagonal_spatial:
+        return var.reshape(lead + spatial)
+    pairs = ()
+    for s in spatial:
+        pairs += (s, 1) if side == 1 else (1, s)
+    return var.reshape(lead + pairs)
+
+
+def _map_cov(cov, var, k: Kernel, nngp_fn, diag_fn):
+    """Applies the NNGP map to ``cov1`` (or ``cov2``) in whichever layout it is stored."""
+    if cov is None:
+        return None
+    if k.diagonal_batch and (k.diagonal_spatial or k.n_spatial == 0):
+        return diag_fn(cov)
+    n_lead = 1 if k.diagonal_batch else 2
+    return nngp_fn(cov, _expand(var, 1, n_lead, k.diagonal_spatial),
+                   _expand(var, 2, n_lead, k.diagonal_spatial))
+
+
+def derivative_from_autodiff(nngp_fn: Callable) -> Callable:
+    """``d_nngp_fn`` as the elementwise derivative of ``nngp_fn`` in ``cov12`` (Price's theorem)."""
+
+    def d_nngp_fn(cov12, var1, var2):
+        return jax.jvp(lambda c: nngp_fn(c, var1, var2), (cov12,), (jnp.ones_like(cov12),))[1]
+
+    return d_nngp_fn
+
+
+def elementwise_kernel(k: Kernel, name: str, nngp_fn: Callable, d_nngp_fn: Callable,
+                       diag_fn: Callable | None = None) -> Kernel:
+    """The Kernel after the elementwise nonlinearity with the given dual-kernel maps."""
+    k = check_kernel_input(k, name, gaussian=True)
+    if diag_fn is None:
+        def diag_fn(var):
+            return nngp_fn(var, var, var)
+    var1 = variances(k.cov1, k)
+    var2 = var1 if k.cov2 is None else variances(k.cov2, k)
+    v1 = _expand(var1, 1, 2, k.diagonal_spatial)
+    v2 = _expand(var2, 2, 2, k.diagonal_spatial)
+    nngp = nngp_fn(k.nngp, v1, v2)
+    ntk = None if k.ntk is None else k.ntk * d_nngp_fn(k.nngp, v1, v2)
+    return k.replace(nngp=nngp, ntk=ntk,
+                     cov1=_map_cov(k.cov1, var1, k, nngp_fn, diag_fn),
+                     cov2=_map_cov(k.cov2, var2, k, nngp_fn, diag_fn),
+                     is_gaussian=False)
+
+
+def elementwise(fn: Callable, name: str, nngp_fn: Callable, d_nngp_fn: Callable | None = None,
+                diag_fn: Callable | None = None) -> Layer:
+    """A parameterless layer applying ``fn`` elementwise, with the given dual-kernel maps.
+
+    Args:
+      fn: the activation, applied elementwise by ``apply_fn``.
+      name: the layer's name in error messages, e.g. ``'Erf(1.0, 1.0, 0.0)'``.
+      nngp_fn: ``(cov12, var1, var2) -> E[fn(u) fn(v)]`` for a centred Gaussian pair.
+      d_nngp_fn: ``(cov12, var1, var2) -> E[fn'(u) fn'(v)]``; autodiff of ``nngp_fn`` if None.
+      diag_fn: optional ``var -> E[fn(u)**2]``, a cheaper form of ``nngp_fn(var, var, var)``.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from infwidth import stax
+      >>> # the identity activation: E[u v] = cov12 and E[1 * 1] = 1
+      >>> linear = elementwise(lambda x: x, 'Linear', lambda c, v1, v2: c)
+      >>> _, _, kernel_fn = stax.serial(stax.Dense(8), linear, stax.Dense(1))
+      >>> k = kernel_fn(jnp.eye(2))
+      >>> k.nngp.tolist(), k.ntk.tolist()
+      ([[0.5, 0.0], [0.0, 0.5]], [[1.0, 0.0], [0.0, 1.0]])
+    """
+    if d_nngp_fn is None:
+        d_nngp_fn = derivative_from_autodiff(nngp_fn)
+
+    def init_fn(key, input_shape):
+        return tuple(input_shape), ()
+
+    def apply_fn(params, x, **kwargs):
+        return fn(x)
+
+    def transform(k, **kwargs):
+        return elementwise_kernel(k, name, nngp_fn, d_nngp_fn, diag_fn)
+
+    return make_layer(name, init_fn, apply_fn, transform, shape_fn=lambda shape: shape)
