@@ -57,32 +57,44 @@ def assert_close(actual, expected, rtol, what=""):
 
 
 def mc_kernels(init_fn, apply_fn, x1, x2, key, n_samples: int, ntk: bool = True,
-               apply_kwargs=None):
+               apply_kwargs=None, chunk: int = 4):
     """Monte Carlo NNGP and NTK of the finite network, averaged over ``n_samples`` draws.
 
     NNGP: output covariance averaged over seeds and output channels. NTK: the Jacobian
-    contraction of output channel 0, averaged over seeds. Works for outputs of shape (N, O).
+    contraction of output channel 0, averaged over seeds. Outputs are flattened to (N, -1).
+    Without ``apply_kwargs`` both batches go through the network together (inputs of a batch
+    must not interact, as in every layer without a ``pattern``); with them, separately.
     """
     apply_kwargs = apply_kwargs or {}
     x2 = x1 if x2 is None else x2
+    n1 = x1.shape[0]
+
+    if apply_kwargs:
+        def outputs(params):
+            f1 = apply_fn(params, x1, **apply_kwargs)
+            f2 = apply_fn(params, x2, **apply_kwargs)
+            return f1.reshape(n1, -1), f2.reshape(x2.shape[0], -1)
+    else:
+        x12 = jnp.concatenate([x1, x2])
+
+        def outputs(params):
+            f = apply_fn(params, x12)
+            f = f.reshape(f.shape[0], -1)
+            return f[:n1], f[n1:]
 
     def one(k):
         _, params = init_fn(k, x1.shape)
-        f1, f2 = apply_fn(params, x1, **apply_kwargs), apply_fn(params, x2, **apply_kwargs)
-        f1, f2 = f1.reshape(f1.shape[0], -1), f2.reshape(f2.shape[0], -1)
+        f1, f2 = outputs(params)
         nngp = f1 @ f2.T / f1.shape[-1]
         if not ntk:
             return nngp, jnp.zeros_like(nngp)
-        j1 = jax.jacrev(lambda p: apply_fn(p, x1, **apply_kwargs).reshape(x1.shape[0], -1)[:, 0])(
-            params)
-        j2 = jax.jacrev(lambda p: apply_fn(p, x2, **apply_kwargs).reshape(x2.shape[0], -1)[:, 0])(
-            params)
-        leaves = zip(jax.tree_util.tree_leaves(j1), jax.tree_util.tree_leaves(j2))
-        t = sum(a.reshape(a.shape[0], -1) @ b.reshape(b.shape[0], -1).T for a, b in leaves)
+        jac = jax.jacrev(lambda p: jnp.concatenate([o[:, 0] for o in outputs(p)]))(params)
+        t = sum(a.reshape(a.shape[0], -1)[:n1] @ a.reshape(a.shape[0], -1)[n1:].T
+                for a in jax.tree_util.tree_leaves(jac))
         return nngp, t
 
     keys = jax.random.split(key, n_samples)
-    nngps, ntks = jax.lax.map(jax.jit(one), keys)
+    nngps, ntks = jax.lax.map(jax.jit(one), keys, batch_size=chunk)
     return np.asarray(nngps.mean(0)), np.asarray(ntks.mean(0))
 
 

@@ -62,7 +62,7 @@ def make_layer(name: str, init_fn: Callable, apply_fn: Callable, transform: Call
 # `get`
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _namedtuple(names: tuple[str, ...]):
     return collections.namedtuple("Kernel", names)
 

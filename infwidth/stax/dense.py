@@ -47,9 +47,8 @@ def Dense(out_dim: int, W_std: float = 1.0, b_std: float | None = None, batch_ax
       >>> apply_fn(params, jnp.ones((2, 4))).shape
       (2, 3)
       >>> x = jnp.array([[1., 0.], [0., 2.]])
-      >>> kernel_fn(x, get='nngp')  # 1.5**2 * x @ x.T / 2 + 0.1**2
-      Array([[1.135, 0.01 ],
-             [0.01 , 4.51 ]], dtype=float32)
+      >>> kernel_fn(x, get='nngp').round(4).tolist()  # 1.5**2 * x @ x.T / 2 + 0.1**2
+      [[1.135, 0.01], [0.01, 4.51]]
     """
     name = "Dense"
     out_dim = check_positive_int(out_dim, "out_dim", name)
