@@ -52,3 +52,30 @@ def clipped_correlation(cov12, var1, var2):
     """``cov12 / sqrt(var1 var2)`` clipped to [-1, 1], and 0 where a variance is zero."""
     norm = safe_sqrt(var1 * var2)
     return jnp.clip(safe_divide(cov12, norm), -1, 1)
+
+
+# Abramowitz & Stegun, Handbook of Mathematical Functions, 4.4.46: on [0, 1],
+# arccos(x) = sqrt(1 - x) * sum_k a_k x^k with absolute error below 2e-8.
+_ACOS_COEFFS = (1.5707963050, -0.2145988016, 0.0889789874, -0.0501743046, 0.0308918810,
+                -0.0170881256, 0.0066700901, -0.0012624911)
+
+
+def arccos(x):
+    """``arccos`` of a correlation in [-1, 1] with finite gradients at +-1.
+
+    In float64 it is exact (``arctan2(sqrt(1 - x**2), x)``). In lower precision it uses the
+    degree-7 polynomial of Abramowitz & Stegun 4.4.46 (absolute error < 2e-8, below float32
+    rounding), which is several times faster than ``arctan2`` on CPUs and GPUs.
+
+    >>> round(float(arccos(0.5)), 6), round(float(arccos(-1.)), 6)
+    (1.047198, 3.141593)
+    """
+    x = jnp.asarray(x)
+    if x.dtype == jnp.float64:
+        return safe_arctan2(safe_sqrt(1 - x * x), x, fill_zero=jnp.pi / 2)
+    ax = jnp.abs(x)
+    poly = _ACOS_COEFFS[-1]
+    for a in _ACOS_COEFFS[-2::-1]:
+        poly = poly * ax + a
+    half = safe_sqrt(1 - ax) * poly
+    return jnp.where(x < 0, jnp.pi - half, half)

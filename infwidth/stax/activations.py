@@ -10,7 +10,7 @@ import math
 import jax.numpy as jnp
 from jax.scipy.special import erf
 
-from .._numerics import safe_arctan2, safe_divide, safe_sqrt
+from .._numerics import arccos, safe_divide, safe_sqrt
 from ._layer import Layer
 from .elementwise import elementwise
 
@@ -50,10 +50,12 @@ def ABRelu(a: float, b: float, do_stabilize: bool = False) -> Layer:
     mean_sq = (a**2 + b**2) / 2
 
     def angle_terms(cov12, var1, var2):
+        # var1 and var2 broadcast against cov12 (outer shapes), so the square roots and
+        # reciprocals are taken on the small factors before they are combined.
         norm = safe_sqrt(var1) * safe_sqrt(var2)
         corr = jnp.clip(safe_divide(cov12, norm), -1, 1)
-        sin_norm = norm * safe_sqrt(1 - corr**2)
-        theta = safe_arctan2(sin_norm, cov12, fill_zero=math.pi / 2)
+        sin_norm = norm * safe_sqrt(1 - corr * corr)
+        theta = arccos(corr)  # pi / 2 where an input is zero, as in neural-tangents
         return sin_norm, mean_sq - factor * theta
 
     def nngp_fn(cov12, var1, var2):

@@ -74,6 +74,23 @@ def _map_cov(cov, var, k: Kernel, nngp_fn, diag_fn):
                    _expand(var, 2, n_lead, k.diagonal_spatial))
 
 
+def materialize(*arrays):
+    """Returns ``arrays`` unchanged, computed once and written out.
+
+    XLA has no multi-output fusion on CPU: a cheap value with two consumers (a layer's NNGP feeds
+    both the next NNGP and, through the derivative map, the NTK) is recomputed inside each
+    consumer, and across a deep network that recomputation grows quadratically. A conditional is
+    a boundary fusion cannot cross; its other branch (taken only if the kernel is already NaN)
+    keeps the compiler from removing it. On accelerators `optimization_barrier` does the same.
+    """
+    if arrays[0].size == 0:
+        return arrays
+    if jax.default_backend() != "cpu":  # accelerators honour the barrier (and a cond syncs)
+        return jax.lax.optimization_barrier(arrays)
+    poisoned = jnp.isnan(arrays[0].ravel()[0])
+    return jax.lax.cond(poisoned, lambda a: tuple(x * jnp.nan for x in a), lambda a: a, arrays)
+
+
 def derivative_from_autodiff(nngp_fn: Callable) -> Callable:
     """``d_nngp_fn`` as the elementwise derivative of ``nngp_fn`` in ``cov12`` (Price's theorem)."""
 
@@ -95,7 +112,11 @@ def elementwise_kernel(k: Kernel, name: str, nngp_fn: Callable, d_nngp_fn: Calla
     v1 = _expand(var1, 1, 2, k.diagonal_spatial)
     v2 = _expand(var2, 2, 2, k.diagonal_spatial)
     nngp = nngp_fn(k.nngp, v1, v2)
-    ntk = None if k.ntk is None else k.ntk * d_nngp_fn(k.nngp, v1, v2)
+    if k.ntk is None:
+        ntk = None
+    else:
+        ntk = k.ntk * d_nngp_fn(k.nngp, v1, v2)
+        nngp, ntk = materialize(nngp, ntk)
     return k.replace(nngp=nngp, ntk=ntk,
                      cov1=_map_cov(k.cov1, var1, k, nngp_fn, diag_fn),
                      cov2=_map_cov(k.cov2, var2, k, nngp_fn, diag_fn),
