@@ -230,7 +230,8 @@ def gradient_descent_mse_ensemble(kernel_fn, x_train, y_train, learning_rate: fl
         if missing:
             k = kernel_fn(x_train, None, missing, **kernel_fn_train_train_kwargs)
             for g in missing:
-                k_dd_cache[g] = layout.check_train_kernel(kernel_attr(k, g, "kernel_fn(x_train)"))
+                k_dd_cache[g] = layout.check_train_kernel(
+                    kernel_attr(k, g, "kernel_fn(x_train)"), f"kernel_fn(x_train).{g}")
         return {g: k_dd_cache[g] for g in names}
 
     def eigen(g):
@@ -257,7 +258,8 @@ def gradient_descent_mse_ensemble(kernel_fn, x_train, y_train, learning_rate: fl
         if x_test is not None:
             kw_td, kw_tt = _merge_kwargs(kernel_fn_train_train_kwargs, kernel_fn_test_test_kwargs)
             k = kernel_fn(x_test, x_train, deps, **kw_td)
-            k_td = {g: layout.check_test_kernel(kernel_attr(k, g, "kernel_fn(x_test, x_train)"))
+            k_td = {g: layout.check_test_kernel(kernel_attr(k, g, "kernel_fn(x_test, x_train)"),
+                                                f"kernel_fn(x_test, x_train).{g}")
                     for g in deps}
             if compute_cov:
                 nngp_tt = kernel_attr(kernel_fn(x_test, None, ("nngp",), **kw_tt), "nngp",
