@@ -29,3 +29,10 @@ __all__ = [
     "Abs",
     "Erf",
 ]
+
+from .conv import Conv, ConvLocal, ConvTranspose  # noqa: E402
+from .pooling import AvgPool, GlobalAvgPool, GlobalSumPool, SumPool  # noqa: E402
+from .reshape import Flatten  # noqa: E402
+
+__all__ += ["Conv", "ConvTranspose", "ConvLocal", "AvgPool", "SumPool", "GlobalAvgPool",
+            "GlobalSumPool", "Flatten"]
