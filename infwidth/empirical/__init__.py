@@ -1,0 +1,16 @@
+"""Finite-width kernels: empirical NTK/NNGP of any JAX function, Monte Carlo estimates of the
+infinite-width kernels, linearization, and the finite-vs-infinite comparison over widths.
+
+Names and semantics follow neural-tangents 0.6.5 (``nt.empirical_ntk_fn``, ``nt.linearize``,
+``nt.monte_carlo_kernel_fn``, ...).
+"""
+
+from ._flax import nnx_apply_fn
+from .ntk import DEFAULT_NTK_IMPLEMENTATION, NtkImplementation, empirical_ntk_fn
+
+__all__ = [
+    "NtkImplementation",
+    "DEFAULT_NTK_IMPLEMENTATION",
+    "empirical_ntk_fn",
+    "nnx_apply_fn",
+]
