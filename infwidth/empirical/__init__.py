@@ -6,11 +6,24 @@ Names and semantics follow neural-tangents 0.6.5 (``nt.empirical_ntk_fn``, ``nt.
 """
 
 from ._flax import nnx_apply_fn
+from .linearize import linearize, taylor_expand
+from .monte_carlo import MonteCarloEstimate, monte_carlo_kernel_fn
+from .nngp import empirical_kernel_fn, empirical_nngp_fn
 from .ntk import DEFAULT_NTK_IMPLEMENTATION, NtkImplementation, empirical_ntk_fn
+from .widths import WidthComparison, compare_widths, fit_rate
 
 __all__ = [
     "NtkImplementation",
     "DEFAULT_NTK_IMPLEMENTATION",
     "empirical_ntk_fn",
+    "empirical_nngp_fn",
+    "empirical_kernel_fn",
+    "monte_carlo_kernel_fn",
+    "MonteCarloEstimate",
+    "linearize",
+    "taylor_expand",
     "nnx_apply_fn",
+    "compare_widths",
+    "WidthComparison",
+    "fit_rate",
 ]

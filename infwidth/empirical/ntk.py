@@ -393,7 +393,29 @@ def empirical_ntk_fn(f, trace_axes=(-1,), diagonal_axes=(), vmap_axes=None,
         if impl == NtkImplementation.AUTO:
             costs = estimate_costs(f, x1, x2, params, vm, fx1, fx2, axes, kw1)
             chosen = min(costs, key=costs.get)
-        out = _IMPLS[chosen](f, x1, x2, params, kw1, kw2, axes, vm, fx1, fx2)
-        return jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(fx1), out)
+
+        def compute(x1, x2, params, kw1, kw2):
+            out = _IMPLS[chosen](f, x1, x2, params, kw1, kw2, axes, vm, fx1, fx2)
+            return jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(fx1), out)
+
+        return _jit_call(compute, x1, x2, params, kw1, kw2)
 
     return ntk_fn
+
+
+def _is_arraylike(v) -> bool:
+    return all(isinstance(a, (jax.Array, np.ndarray, np.generic, float, int, complex))
+               and not isinstance(a, bool) for a in jax.tree_util.tree_leaves(v))
+
+
+def _jit_call(compute, x1, x2, params, kw1, kw2):
+    """Runs ``compute`` under ``jax.jit`` (eager op-by-op autodiff is slow), with keyword
+    arguments that are not arrays (flags such as ``train=False``) held static."""
+    dyn = [k for k in kw1 if _is_arraylike(kw1[k]) and _is_arraylike(kw2[k])]
+    static1 = {k: v for k, v in kw1.items() if k not in dyn}
+    static2 = {k: v for k, v in kw2.items() if k not in dyn}
+
+    def run(x1, x2, params, d1, d2):
+        return compute(x1, x2, params, {**d1, **static1}, {**d2, **static2})
+
+    return jax.jit(run)(x1, x2, params, {k: kw1[k] for k in dyn}, {k: kw2[k] for k in dyn})
