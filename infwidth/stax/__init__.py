@@ -36,3 +36,7 @@ from .reshape import Flatten  # noqa: E402
 
 __all__ += ["Conv", "ConvTranspose", "ConvLocal", "AvgPool", "SumPool", "GlobalAvgPool",
             "GlobalSumPool", "Flatten"]
+
+from .output_scale import OutputScale  # noqa: E402
+
+__all__ += ["OutputScale"]

@@ -26,7 +26,13 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from ..parameterization import affine_cov, affine_kernels, affine_scales, resolve_parameterization
+from ..parameterization import (
+    affine_cov,
+    affine_kernels,
+    affine_scales,
+    check_has_kernel,
+    resolve_parameterization,
+)
 from ._layer import (
     Layer,
     check_kernel_input,
@@ -166,7 +172,8 @@ def _Conv(name, out_chan, filter_shape, strides, padding, W_std, b_std, dimensio
     def init_fn(key, input_shape):
         check_input(input_shape)
         out_shape = shape_fn(input_shape)
-        scales = affine_scales(parameterization, W_std, b_std, input_shape[-1] * taps, s)
+        scales = affine_scales(parameterization, W_std, b_std, input_shape[-1] * taps, s,
+                              width)
         k_w, k_b = jax.random.split(key)
         if shared:
             w_shape = filter_shape + (input_shape[-1], width)
@@ -186,7 +193,7 @@ def _Conv(name, out_chan, filter_shape, strides, padding, W_std, b_std, dimensio
     def apply_fn(params, x, **kwargs):
         W, b = params
         check_input(x.shape, "x")
-        scales = affine_scales(parameterization, W_std, b_std, x.shape[-1] * taps, s)
+        scales = affine_scales(parameterization, W_std, b_std, x.shape[-1] * taps, s, width)
         lax_padding = "VALID" if padding == "CIRCULAR" else padding
         if transpose:
             out = lax.conv_transpose(x, W, strides, lax_padding, dimension_numbers=dn)
@@ -205,6 +212,7 @@ def _Conv(name, out_chan, filter_shape, strides, padding, W_std, b_std, dimensio
         return out if b is None else out + scales.b_mult * b
 
     def transform(k, **kwargs):
+        check_has_kernel(parameterization, name)
         k = check_kernel_input(k, name)
         check_input(k.shape1, "x1")
         geo = geometry(k.shape1)
