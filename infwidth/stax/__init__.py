@@ -12,6 +12,7 @@ Describe an architecture once and get the finite network and its infinite-width 
 
 from ._layer import Layer
 from .activations import ABRelu, Abs, Erf, LeakyRelu, Relu
+from .branching import FanInConcat, FanInProd, FanInSum, FanOut, Scale
 from .combinators import Identity, parallel, serial
 from .dense import Dense
 from .elementwise import elementwise
@@ -28,4 +29,9 @@ __all__ = [
     "LeakyRelu",
     "Abs",
     "Erf",
+    "FanOut",
+    "FanInSum",
+    "FanInProd",
+    "FanInConcat",
+    "Scale",
 ]
