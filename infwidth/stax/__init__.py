@@ -13,7 +13,7 @@ Describe an architecture once and get the finite network and its infinite-width 
 from ._layer import Layer
 from .activations import ABRelu, Abs, Erf, LeakyRelu, Relu
 from .branching import FanInConcat, FanInProd, FanInSum, FanOut, Scale
-from .combinators import Identity, parallel, serial
+from .combinators import Identity, parallel, repeat, serial
 from .dense import Dense
 from .elementwise import elementwise
 
@@ -34,4 +34,5 @@ __all__ = [
     "FanInProd",
     "FanInConcat",
     "Scale",
+    "repeat",
 ]
