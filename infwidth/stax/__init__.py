@@ -12,7 +12,8 @@ Describe an architecture once and get the finite network and its infinite-width 
 
 from ._layer import Layer
 from .activations import ABRelu, Abs, Erf, LeakyRelu, Relu
-from .combinators import Identity, parallel, serial
+from .branching import FanInConcat, FanInProd, FanInSum, FanOut, Scale
+from .combinators import Identity, parallel, repeat, serial
 from .dense import Dense
 from .elementwise import elementwise
 
@@ -28,6 +29,12 @@ __all__ = [
     "LeakyRelu",
     "Abs",
     "Erf",
+    "FanOut",
+    "FanInSum",
+    "FanInProd",
+    "FanInConcat",
+    "Scale",
+    "repeat",
 ]
 
 from .conv import Conv, ConvLocal, ConvTranspose  # noqa: E402
