@@ -9,6 +9,8 @@ Time convention (neural-tangents'): the loss is ``||f - y||^2 / (2 * y_train.siz
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -128,23 +130,30 @@ def gradient_descent_mse(k_train_train, y_train, learning_rate: float = 1.0,
 
         t = as_times(t, where + ".predict_fn", dtype)
         t_shape = t.shape
-        s = (t * learning_rate / layout.size).reshape(-1, 1, 1)
+        s = (t * learning_rate / layout.size).reshape(-1)
         rhs = -y_train if fx_train_0 is None else fx_train_0 - y_train
         e = eigen()
-        b = e.project(layout.to_rows(rhs).astype(dtype))[None]  # (1, P, C)
-        evals = e.evals[None, :, None]
-
+        dfx_train, dfx_test = _mse_finite(e.evals, e.evecs, layout.to_rows(rhs).astype(dtype), s,
+                                          None if fx_test_0 is None else k_td2,
+                                          fx_train_0 is not None)
         outs = []
         if fx_train_0 is not None:
-            dfx = e.unproject(expm1_neg(evals, s) * b)
-            outs.append(fx_train_0 + layout.from_rows(dfx, t_shape))
+            outs.append(fx_train_0 + layout.from_rows(dfx_train, t_shape))
         if fx_test_0 is not None:
-            w = e.unproject(-phi(evals, s) * b)
-            dfx = _mm(k_td2, w)
-            outs.append(fx_test_0 + layout.from_rows(dfx, t_shape, test_shape))
+            outs.append(fx_test_0 + layout.from_rows(dfx_test, t_shape, test_shape))
         return outs[0] if len(outs) == 1 else tuple(outs)
 
     return predict_fn
+
+
+@functools.partial(jax.jit, static_argnames="train")
+def _mse_finite(evals, evecs, rhs, s, k_td2, train):
+    """Changes of train / test outputs at times ``s`` (T,), rows layout: (T, P, C) each."""
+    b = _mm(evecs.T, rhs)[None]
+    ev, s3 = evals[None, :, None], s[:, None, None]
+    d_train = _mm(evecs, expm1_neg(ev, s3) * b) if train else None
+    d_test = None if k_td2 is None else _mm(k_td2, _mm(evecs, -phi(ev, s3) * b))
+    return d_train, d_test
 
 
 def _merge_kwargs(train_kwargs, test_kwargs):
@@ -221,7 +230,8 @@ def gradient_descent_mse_ensemble(kernel_fn, x_train, y_train, learning_rate: fl
         if missing:
             k = kernel_fn(x_train, None, missing, **kernel_fn_train_train_kwargs)
             for g in missing:
-                k_dd_cache[g] = layout.check_train_kernel(kernel_attr(k, g, "kernel_fn(x_train)"))
+                k_dd_cache[g] = layout.check_train_kernel(
+                    kernel_attr(k, g, "kernel_fn(x_train)"), f"kernel_fn(x_train).{g}")
         return {g: k_dd_cache[g] for g in names}
 
     def eigen(g):
@@ -248,7 +258,8 @@ def gradient_descent_mse_ensemble(kernel_fn, x_train, y_train, learning_rate: fl
         if x_test is not None:
             kw_td, kw_tt = _merge_kwargs(kernel_fn_train_train_kwargs, kernel_fn_test_test_kwargs)
             k = kernel_fn(x_test, x_train, deps, **kw_td)
-            k_td = {g: layout.check_test_kernel(kernel_attr(k, g, "kernel_fn(x_test, x_train)"))
+            k_td = {g: layout.check_test_kernel(kernel_attr(k, g, "kernel_fn(x_test, x_train)"),
+                                                f"kernel_fn(x_test, x_train).{g}")
                     for g in deps}
             if compute_cov:
                 nngp_tt = kernel_attr(kernel_fn(x_test, None, ("nngp",), **kw_tt), "nngp",
@@ -262,28 +273,25 @@ def gradient_descent_mse_ensemble(kernel_fn, x_train, y_train, learning_rate: fl
         dtype = k_dd[deps[0]].dtype
         t = as_times(t, where + ".predict_fn", dtype)
         t_shape = t.shape
-        s = (t * learning_rate / layout.size).reshape(-1, 1)
+        s = (t * learning_rate / layout.size).reshape(-1)
         y_rows = layout.to_rows(y_train).astype(dtype)
         test_shape = layout.nontrace_shape if k_td is None else k_td[deps[0]].shape[::2]
 
         out = {}
         for g in names:
             e = eigen(g)
-            b = e.project(y_rows)[None]  # (1, P, C)
-            if k_td is None:
-                mean = e.unproject(-expm1_neg(e.evals[None, :, None], s[..., None]) * b)
-            else:
-                a = _mm(make_2d(k_td[g]), e.evecs)  # Θ_*d V, reused by every t
-                mean = _mm(a, phi(e.evals[None, :, None], s[..., None]) * b)
-            mean = layout.from_rows(mean, t_shape, test_shape)
+            k_td2 = None if k_td is None else make_2d(k_td[g])
+            mean = layout.from_rows(_ens_mean(e.evals, e.evecs, y_rows, s, k_td2), t_shape,
+                                    test_shape)
             if not compute_cov:
                 out[g] = mean
                 continue
             nngp_dd = make_2d(k_dd["nngp"])
             if k_td is None:
-                cov = _train_cov(g, e, s, nngp_dd)
+                cov = _train_cov(g, e.evals, e.evecs, s, nngp_dd)
             else:
-                cov = _test_cov(g, e, s, a, make_2d(k_td["nngp"]), nngp_dd, make_2d(nngp_tt))
+                cov = _test_cov(g, e.evals, e.evecs, s, k_td2, make_2d(k_td["nngp"]), nngp_dd,
+                                make_2d(nngp_tt))
             cov = zip_axes(cov.reshape(t_shape + test_shape + test_shape), len(t_shape))
             out[g] = Gaussian(mean, cov)
         return pack(out, names, single)
@@ -298,29 +306,43 @@ class _Pair:
         self.nngp, self.ntk = nngp, ntk
 
 
-def _train_cov(g, e, s, nngp_dd):
-    """Covariance on the training set at times ``s`` (shape (T, 1)): (T, N, N)."""
+@jax.jit
+def _ens_mean(evals, evecs, y_rows, s, k_td2):
+    """Ensemble mean at times ``s`` (T,) on the training set (``k_td2=None``) or the test set."""
+    b = _mm(evecs.T, y_rows)[None]
+    ev, s3 = evals[None, :, None], s[:, None, None]
+    if k_td2 is None:
+        return _mm(evecs, -expm1_neg(ev, s3) * b)
+    return _mm(k_td2, _mm(evecs, phi(ev, s3) * b))
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _train_cov(g, evals, evecs, s, nngp_dd):
+    """Covariance on the training set at times ``s`` (T,): (T, N, N)."""
+    s = s[:, None]
     if g == "nngp":
-        w = e.evals * jnp.exp(-2 * jnp.where(e.evals > 0, e.evals * s, 0))
-        return _mm(e.evecs * w[:, None, :], e.evecs.T)
-    decay = _mm(e.evecs * jnp.exp(-jnp.where(e.evals > 0, e.evals * s, 0))[:, None, :],
-                e.evecs.T)  # e^{-Θ s}
+        w = evals * jnp.exp(-2 * jnp.where(evals > 0, evals * s, 0))
+        return _mm(evecs * w[:, None, :], evecs.T)
+    decay = _mm(evecs * jnp.exp(-jnp.where(evals > 0, evals * s, 0))[:, None, :],
+                evecs.T)  # e^{-Θ s}
     return _mm(decay, _mm(nngp_dd, decay))
 
 
-def _test_cov(g, e, s, a, nngp_td, nngp_dd, nngp_tt):
-    """Covariance on the test set at times ``s`` (shape (T, 1)): (T, N*, N*).
+@functools.partial(jax.jit, static_argnums=0)
+def _test_cov(g, evals, evecs, s, k_td2, nngp_td, nngp_dd, nngp_tt):
+    """Covariance on the test set at times ``s`` (T,): (T, N*, N*).
 
-    ``a = K_*d V`` (the mode's kernel in the eigenbasis of its regularized train kernel).
+    The mode's test-train kernel is rotated once into the eigenbasis of its regularized
+    train-train kernel (``a = K_*d V``); each time then costs one ``N* x N x N`` product.
     """
+    a = _mm(k_td2, evecs)
     if g == "nngp":
-        return nngp_tt[None] - _mm(a * phi(e.evals, 2 * s)[:, None, :], a.T)
+        return nngp_tt[None] - _mm(a * phi(evals, 2 * s[:, None])[:, None, :], a.T)
 
     def one(s1):
-        m = _mm(a * phi(e.evals, s1), e.evecs.T)  # Θ_*d Θ^{-1}(I - e^{-Θ s}): (N*, N)
-        q = _mm(m, nngp_dd)
+        m = _mm(a * phi(evals, s1), evecs.T)  # Θ_*d Θ^{-1}(I - e^{-Θ s}): (N*, N)
         cross = _mm(m, nngp_td.T)
-        return _mm(q, m.T) - cross - cross.T + nngp_tt
+        return _mm(_mm(m, nngp_dd), m.T) - cross - cross.T + nngp_tt
 
     return jax.lax.map(one, s)
 

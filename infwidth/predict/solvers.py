@@ -206,10 +206,15 @@ class _CholeskyFactor:
 
     def solve(self, b):
         """``K^{-1} b`` for ``b`` of shape ``(N, ...)``."""
-        b2 = b.reshape(b.shape[0], -1)
-        z = jsl.solve_triangular(self.factor, b2, lower=True)
-        x = jsl.solve_triangular(self.factor, z, lower=True, trans="T")
-        return x.reshape(b.shape)
+        return _cho_solve(self.factor, b)
+
+
+@jax.jit
+def _cho_solve(factor, b):
+    b2 = b.reshape(b.shape[0], -1)
+    z = jsl.solve_triangular(factor, b2, lower=True)
+    x = jsl.solve_triangular(factor, z, lower=True, trans="T")
+    return x.reshape(b.shape)
 
 
 def tiled_matmul(k2d, x, tile_size: int):
@@ -309,13 +314,6 @@ class Eigen:
                               f"to 0. Use float64 or add diag_reg.", stacklevel=3)
         self.evals = jnp.maximum(evals, 0)
 
-    def project(self, x):
-        """``V^T x`` for ``x`` of shape ``(N, M)``."""
-        return jnp.matmul(self.evecs.T, x, precision=_HIGHEST)
-
-    def unproject(self, x):
-        """``V x`` for ``x`` of shape ``(..., N, M)``."""
-        return jnp.matmul(self.evecs, x, precision=_HIGHEST)
 
 
 def expm1_neg(evals, s):
