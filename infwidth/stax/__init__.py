@@ -29,3 +29,7 @@ __all__ = [
     "Abs",
     "Erf",
 ]
+
+from .output_scale import OutputScale  # noqa: E402
+
+__all__ += ["OutputScale"]

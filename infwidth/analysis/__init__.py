@@ -1,0 +1,23 @@
+"""Analysis of networks and their kernels.
+
+* Training diagnostics (lazy vs rich): `kernel_movement`, `weight_movement`, `linearize`,
+  `empirical_kernel`, `track_training`, `TrainingTrace`.
+"""
+
+from .training import (
+    TrainingTrace,
+    empirical_kernel,
+    kernel_movement,
+    linearize,
+    track_training,
+    weight_movement,
+)
+
+__all__ = [
+    "TrainingTrace",
+    "empirical_kernel",
+    "kernel_movement",
+    "linearize",
+    "track_training",
+    "weight_movement",
+]
