@@ -300,6 +300,12 @@ def _put(host, sharding):
     return jax.make_array_from_callback(host.shape, sharding, lambda idx: host[idx])
 
 
+def _put_copies(host, n, sharding):
+    """``n`` copies of ``host`` stacked on a new leading axis, one on each device."""
+    return jax.make_array_from_callback((n,) + host.shape, sharding,
+                                        lambda idx: host[None][(slice(0, 1),) + idx[1:]])
+
+
 def _fetch(arr) -> np.ndarray:
     if arr.is_fully_addressable:
         return np.asarray(arr)
@@ -370,10 +376,13 @@ def _evaluate(kernel_fn, x1, x2, args, kwargs, *, batch_size, mesh, store_on_hos
         call_tile = _call_fn(kernel_fn, body_trace, static_leaves, arg_tree)
 
         def body(a, b, d):
-            first = jax.tree_util.tree_map(lambda v: v[0], (a, b))
-            return [v[None] for v in call_tile(*first, d)]
+            # Array arguments arrive with a leading device axis, one copy per device, rather
+            # than replicated: derivatives inside kernel_fn (empirical kernels) must not be
+            # summed over devices as the gradients of a replicated value would be.
+            a, b, d = jax.tree_util.tree_map(lambda v: v[0], (a, b, d))
+            return [v[None] for v in call_tile(a, b, d)]
 
-        compiled = (jax.jit(jax.shard_map(body, mesh=mesh, in_specs=(P(AXIS), P(AXIS), P()),
+        compiled = (jax.jit(jax.shard_map(body, mesh=mesh, in_specs=(P(AXIS), P(AXIS), P(AXIS)),
                                           out_specs=P(AXIS))), body_trace)
         if key is not None:
             cache[key] = compiled
@@ -381,7 +390,7 @@ def _evaluate(kernel_fn, x1, x2, args, kwargs, *, batch_size, mesh, store_on_hos
 
     in_sharding = NamedSharding(mesh, P(AXIS))
     replicated = NamedSharding(mesh, P())
-    dyn_dev = [_put(np.asarray(a), replicated) for a in dyn]
+    dyn_dev = [_put_copies(np.asarray(a), n_dev, in_sharding) for a in dyn]
     perms = [None] * len(roles)
     checked = not sym_tiles
 
@@ -539,8 +548,12 @@ def _assemble_on_devices(parts, order, perm, n1, n2, n_rows, n_cols, br, bc, mes
                 src[i, j], flip[i, j] = index[(j, i)], True
     n_dev = mesh.shape[AXIS]
     spec = P(AXIS) if n1 % n_dev == 0 else (P(None, AXIS) if n2 % n_dev == 0 else None)
-    out_sharding = (NamedSharding(mesh, spec) if spec is not None
-                    else NamedSharding(Mesh(np.array(mesh.devices.flat[:1]), (AXIS,)), P()))
+    if spec is None:  # no even split: the whole kernel goes to the first device
+        first = mesh.devices.flat[0]
+        parts = [jax.device_put(p, first) for p in parts]
+        out_sharding = jax.sharding.SingleDeviceSharding(first)
+    else:
+        out_sharding = NamedSharding(mesh, spec)
 
     def assemble(*parts):
         import jax.numpy as jnp
