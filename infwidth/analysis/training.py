@@ -24,7 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .._numerics import safe_divide
-from .._training import check_positive_int, make_step, mse_loss
+from .._training import check_optimizer, check_positive_int, mse_loss
 
 _tm = jax.tree_util.tree_map
 
@@ -215,30 +215,39 @@ def track_training(apply_fn, params, x, y, optimizer, steps: int, record_every: 
     x, y = jnp.asarray(x), jnp.asarray(y)
     x_eval = x if x_eval is None else jnp.asarray(x_eval)
     f_lin = linearize(apply_fn, params)
-    init, step = make_step(lambda p: loss_fn(apply_fn(p, x), y), optimizer, caller)
-    init_l, step_l = make_step(lambda p: loss_fn(f_lin(p, x), y), optimizer, caller)
-    kernel = jax.jit(lambda p: _ntk(apply_fn, p, x_eval, lr_scales))
-    fwd = jax.jit(apply_fn)
-    fwd_lin = jax.jit(f_lin)
-    loss_jit = jax.jit(lambda p, f: loss_fn(f(p, x), y), static_argnums=1)
+    init, update = check_optimizer(optimizer, caller)
 
-    k0, f0 = kernel(params), fwd(params, x_eval)
-    p, s, pl, sl = params, init(params), params, init_l(params)
+    def one_step(p, s, model):
+        grads = jax.grad(lambda q: loss_fn(model(q, x), y))(p)
+        updates, s = update(grads, s, p)
+        return _tm(lambda a, u: a + u, p, updates), s
+
+    @jax.jit
+    def both_steps(p, s, pl, sl):  # one compiled step for the network and its linearization
+        return one_step(p, s, apply_fn) + one_step(pl, sl, f_lin)
+
+    @jax.jit
+    def measure(p, pl):
+        ft, fl = apply_fn(p, x_eval), f_lin(pl, x_eval)
+        return (loss_fn(apply_fn(p, x), y), loss_fn(f_lin(pl, x), y),
+                _ntk(apply_fn, p, x_eval, lr_scales), ft, fl)
+
+    _, _, k0, f0, _ = measure(params, params)
+    p, s, pl, sl = params, init(params), params, init(params)
     rec = {k: [] for k in ("steps", "loss", "loss_lin", "km", "wm", "ld")}
 
     def record(t):
-        ft, fl = fwd(p, x_eval), fwd_lin(pl, x_eval)
+        loss, loss_lin, kt, ft, fl = measure(p, pl)
         rec["steps"].append(t)
-        rec["loss"].append(float(loss_jit(p, apply_fn)))
-        rec["loss_lin"].append(float(loss_jit(pl, f_lin)))
-        rec["km"].append(_rel(kernel(p), k0))
+        rec["loss"].append(float(loss))
+        rec["loss_lin"].append(float(loss_lin))
+        rec["km"].append(_rel(kt, k0))
         rec["wm"].append(weight_movement(params, p))
         rec["ld"].append(float(safe_divide(jnp.linalg.norm(ft - fl), jnp.linalg.norm(fl - f0))))
 
     record(0)
     for t in range(1, steps + 1):
-        p, s, _ = step(p, s)
-        pl, sl, _ = step_l(pl, sl)
+        p, s, pl, sl = both_steps(p, s, pl, sl)
         if t % record_every == 0 or t == steps:
             record(t)
     return TrainingTrace(np.asarray(rec["steps"]), np.asarray(rec["loss"]),
