@@ -11,10 +11,33 @@ Describe an architecture once and get the finite network and its infinite-width 
 """
 
 from ._layer import Layer
-from .activations import ABRelu, Abs, Erf, LeakyRelu, Relu
+from .activations import (
+    ABRelu,
+    Abs,
+    Erf,
+    Gelu,
+    LeakyRelu,
+    RectifiedMonomial,
+    Relu,
+    Sigmoid_like,
+    Sign,
+)
+from .activations_poly import Hermite, Monomial, Polynomial
+from .activations_trig import Cos, Exp, ExpNormalized, Gabor, Gaussian, Rbf, Sin
 from .combinators import Identity, parallel, serial
 from .dense import Dense
 from .elementwise import elementwise
+from .numerical import (
+    Elementwise,
+    ElementwiseNumerical,
+    Elu,
+    Mish,
+    Selu,
+    Sigmoid,
+    Silu,
+    Softplus,
+    Tanh,
+)
 
 __all__ = [
     "Layer",
@@ -28,4 +51,27 @@ __all__ = [
     "LeakyRelu",
     "Abs",
     "Erf",
+    "Sign",
+    "Sigmoid_like",
+    "Gelu",
+    "RectifiedMonomial",
+    "Monomial",
+    "Polynomial",
+    "Hermite",
+    "Sin",
+    "Cos",
+    "Rbf",
+    "Gabor",
+    "Gaussian",
+    "Exp",
+    "ExpNormalized",
+    "Elementwise",
+    "ElementwiseNumerical",
+    "Tanh",
+    "Sigmoid",
+    "Silu",
+    "Softplus",
+    "Elu",
+    "Selu",
+    "Mish",
 ]
