@@ -16,6 +16,7 @@ from .branching import FanInConcat, FanInProd, FanInSum, FanOut, Scale
 from .combinators import Identity, parallel, repeat, serial
 from .dense import Dense
 from .elementwise import elementwise
+from .normalization import Dropout, LayerNorm
 
 __all__ = [
     "Layer",
@@ -35,4 +36,6 @@ __all__ = [
     "FanInConcat",
     "Scale",
     "repeat",
+    "LayerNorm",
+    "Dropout",
 ]
