@@ -12,6 +12,7 @@ Describe an architecture once and get the finite network and its infinite-width 
 
 from ._layer import Layer
 from .activations import ABRelu, Abs, Erf, LeakyRelu, Relu
+from .attention import GlobalSelfAttention
 from .branching import FanInConcat, FanInProd, FanInSum, FanOut, Scale
 from .combinators import Identity, parallel, repeat, serial
 from .dense import Dense
@@ -38,4 +39,5 @@ __all__ = [
     "repeat",
     "LayerNorm",
     "Dropout",
+    "GlobalSelfAttention",
 ]
