@@ -17,6 +17,7 @@ from .branching import FanInConcat, FanInProd, FanInSum, FanOut, Scale
 from .combinators import Identity, parallel, repeat, serial
 from .dense import Dense
 from .elementwise import elementwise
+from .graph import Aggregate
 from .normalization import Dropout, LayerNorm
 
 __all__ = [
@@ -40,4 +41,5 @@ __all__ = [
     "LayerNorm",
     "Dropout",
     "GlobalSelfAttention",
+    "Aggregate",
 ]
