@@ -24,10 +24,13 @@ from .activations import (
 )
 from .activations_poly import Hermite, Monomial, Polynomial
 from .activations_trig import Cos, Exp, ExpNormalized, Gabor, Gaussian, Rbf, Sin
+from .attention import GlobalSelfAttention
 from .branching import FanInConcat, FanInProd, FanInSum, FanOut, Scale
 from .combinators import Identity, parallel, repeat, serial
 from .dense import Dense
 from .elementwise import elementwise
+from .graph import Aggregate
+from .normalization import Dropout, LayerNorm
 from .numerical import (
     Elementwise,
     ElementwiseNumerical,
@@ -81,6 +84,10 @@ __all__ = [
     "Elu",
     "Selu",
     "Mish",
+    "LayerNorm",
+    "Dropout",
+    "GlobalSelfAttention",
+    "Aggregate",
 ]
 
 from .conv import Conv, ConvLocal, ConvTranspose  # noqa: E402
