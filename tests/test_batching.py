@@ -166,18 +166,22 @@ def test_empirical_kernel_fn(x2_given):
         assert batched.stats["mirrored"] == (not x2_given)
 
 
-def test_empirical_kernel_fn_of_issue6():
-    """The library's own empirical kernel function, once infwidth.empirical exists (issue 6)."""
+def test_empirical_and_monte_carlo_kernel_fns_of_issue6():
+    """The library's own empirical and Monte Carlo kernel functions (infwidth.empirical)."""
     empirical = pytest.importorskip("infwidth.empirical")
     init_fn, apply_fn, _ = stax.serial(stax.Dense(16), stax.Relu(), stax.Dense(2))
-    _, params = init_fn(jax.random.PRNGKey(0), (-1, 5))
-    kernel_fn = empirical.empirical_kernel_fn(apply_fn, trace_axes=())
     with x64():
+        _, params = init_fn(jax.random.PRNGKey(0), (-1, 5))
+        emp_fn = empirical.empirical_kernel_fn(apply_fn, trace_axes=())
+        mc_fn = empirical.monte_carlo_kernel_fn(init_fn, apply_fn, jax.random.PRNGKey(1), 3)
         x1, x2 = _inputs()
         for x in (None, x2):
-            ref = kernel_fn(x1, x, "ntk", params)
-            out = infwidth.batch(kernel_fn, TILE)(x1, x, "ntk", params)
-            _assert_same(out, ref, tol("exact", np.float64) * 10)
+            ref = emp_fn(x1, x, None, params)
+            out = infwidth.batch(emp_fn, TILE)(x1, x, None, params)
+            _assert_same(out, ref, tol("exact", np.float64))
+            ref = mc_fn(x1, x, ("nngp", "ntk"))
+            out = infwidth.batch(mc_fn, TILE)(x1, x, ("nngp", "ntk"))
+            _assert_same(out, ref, tol("exact", np.float64))
 
 
 def test_monte_carlo_style_kernel_fn():
