@@ -382,3 +382,17 @@ def test_bad_calls():
         infwidth.batch(lambda a, b=None: jnp.concatenate([a, a if b is None else b]), 4)(x)
     with pytest.raises(TypeError, match="kernel_fn must be a function"):
         infwidth.batch("kernel", 4)
+
+
+def test_multiprocess_example():
+    """examples/multiprocess_batch.py: 2 processes x 2 CPU devices under jax.distributed, each
+    receiving the whole kernel and checking it against the plain kernel_fn."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ, JAX_ENABLE_X64="0")
+    env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
+    proc = subprocess.run([sys.executable, os.path.join(root, "examples", "multiprocess_batch.py"),
+                           "--n", "45", "--batch-size", "8"], capture_output=True, text=True,
+                          env=env, timeout=400)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("process")]
+    assert len(lines) == 2 and all("2 local of 4 devices" in line for line in lines)
