@@ -32,7 +32,7 @@ def _slope(xs, ys):
     return float(np.polyfit(np.log(xs), np.log(ys), 1)[0])
 
 
-def _movement(parameterization, width, steps=20, lr=1.0):
+def _movement(parameterization, width, steps=20, lr=1.0, check_recorded=False):
     init_fn, apply_fn, _ = stax.serial(stax.Dense(width, parameterization=parameterization),
                                        stax.Relu(),
                                        stax.Dense(1, parameterization=parameterization))
@@ -43,10 +43,11 @@ def _movement(parameterization, width, steps=20, lr=1.0):
         rates, opt = None, lr
     tr = track_training(apply_fn, p0, X, Y, opt, steps, record_every=steps, lr_scales=rates)
     assert tr.loss[-1] < 0.1 * tr.loss[0], "the network did not train"
-    # the recorded movement is the library's kernel_movement of the same parameters
-    assert np.isclose(tr.kernel_movement[-1],
-                      kernel_movement(apply_fn, p0, tr.params, X, lr_scales=rates), rtol=1e-3)
-    assert np.isclose(tr.weight_movement[-1], weight_movement(p0, tr.params), rtol=1e-4)
+    if check_recorded:  # the recorded movement is kernel_movement of the same parameters
+        assert np.isclose(tr.kernel_movement[-1],
+                          kernel_movement(apply_fn, p0, tr.params, X, lr_scales=rates),
+                          rtol=1e-3)
+        assert np.isclose(tr.weight_movement[-1], weight_movement(p0, tr.params), rtol=1e-4)
     return tr.kernel_movement[-1]
 
 
@@ -58,7 +59,7 @@ def test_ntk_kernel_movement_vanishes_with_width():
     slope about -0.6. Tolerance: the fitted log-log slope lies in [-1.2, -0.35], and the
     movement at width 2048 is below 0.05.
     """
-    moves = [_movement("ntk", w) for w in WIDTHS]
+    moves = [_movement("ntk", w, check_recorded=w == WIDTHS[0]) for w in WIDTHS]
     slope = _slope(WIDTHS, moves)
     assert -1.2 < slope < -0.35, (moves, slope)
     assert moves[-1] < 0.05, moves
@@ -68,7 +69,7 @@ def test_mup_kernel_movement_stays_order_one():
     """'mup' (SGD with muP learning rates): the learning-rate-weighted NTK moves by O(1) at
     every width. Measured: about 1.7 at each width. Tolerance: |slope| < 0.15 and movement
     above 0.5 at every width."""
-    moves = [_movement("mup", w) for w in WIDTHS]
+    moves = [_movement("mup", w, check_recorded=w == WIDTHS[0]) for w in WIDTHS]
     slope = _slope(WIDTHS, moves)
     assert abs(slope) < 0.15, (moves, slope)
     assert min(moves) > 0.5, moves

@@ -57,6 +57,9 @@ def _ntk(apply_fn, params, x, lr_scales=None):
     return k / jax.tree_util.tree_leaves(jac)[0].shape[1]
 
 
+_ntk_jit = jax.jit(_ntk, static_argnums=0)
+
+
 def empirical_kernel(apply_fn, params, x, lr_scales=None):
     """The (learning-rate-weighted) empirical NTK of ``apply_fn`` at ``params`` on ``x``.
 
@@ -72,7 +75,7 @@ def empirical_kernel(apply_fn, params, x, lr_scales=None):
       >>> empirical_kernel(apply_fn, params, x).round(4).tolist()  # x @ x.T / 3
       [[0.3333, 0.3333], [0.3333, 0.6667]]
     """
-    return _ntk(apply_fn, params, jnp.asarray(x), lr_scales)
+    return _ntk_jit(apply_fn, params, jnp.asarray(x), lr_scales)
 
 
 def _rel(a, b):
