@@ -12,7 +12,8 @@ Describe an architecture once and get the finite network and its infinite-width 
 
 from ._layer import Layer
 from .activations import ABRelu, Abs, Erf, LeakyRelu, Relu
-from .combinators import Identity, parallel, serial
+from .branching import FanInConcat, FanInProd, FanInSum, FanOut, Scale
+from .combinators import Identity, parallel, repeat, serial
 from .dense import Dense
 from .elementwise import elementwise
 
@@ -28,7 +29,20 @@ __all__ = [
     "LeakyRelu",
     "Abs",
     "Erf",
+    "FanOut",
+    "FanInSum",
+    "FanInProd",
+    "FanInConcat",
+    "Scale",
+    "repeat",
 ]
+
+from .conv import Conv, ConvLocal, ConvTranspose  # noqa: E402
+from .pooling import AvgPool, GlobalAvgPool, GlobalSumPool, SumPool  # noqa: E402
+from .reshape import Flatten  # noqa: E402
+
+__all__ += ["Conv", "ConvTranspose", "ConvLocal", "AvgPool", "SumPool", "GlobalAvgPool",
+            "GlobalSumPool", "Flatten"]
 
 from .output_scale import OutputScale  # noqa: E402
 
