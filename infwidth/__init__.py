@@ -10,3 +10,9 @@ from .kernel import Kernel
 __version__ = "0.1.0"
 
 __all__ = ["Kernel", "stax", "__version__"]
+
+from .batching import batch  # noqa: E402
+
+__all__ += ["batch"]
+
+from . import analysis, mup  # noqa: E402,F401  (infwidth.analysis, infwidth.mup)
