@@ -8,6 +8,7 @@ formulas, an explicit Euler gradient-descent simulation in numpy, the Runge-Kutt
 
 import functools
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -96,6 +97,21 @@ def test_closed_form_matches_euler_gradient_descent_and_the_ode():
             jnp.array([10.0, steps]), 0.0, 0.0, k_td.ntk)
         assert_close(tr_ode[1], tr, 1e-6, "train vs ODE")
         assert_close(te_ode[1], te, 1e-6, "test vs ODE")
+
+
+def test_jit_and_gradient_in_time():
+    with x64():
+        _, _, _, y, k_dd, k_td, _ = _problem()
+        fn = predict.gradient_descent_mse(k_dd.ntk, y)
+
+        def loss_at(t):
+            return jnp.sum(fn(t, None, 0.0, k_td.ntk) ** 2)
+
+        eager = loss_at(3.0)
+        assert_close(jax.jit(loss_at)(3.0), eager, tol("exact", "float64"), "jit")
+        h = 1e-5
+        numeric = (loss_at(3.0 + h) - loss_at(3.0 - h)) / (2 * h)
+        assert_close(jax.grad(loss_at)(3.0), numeric, 1e-6, "d/dt")
 
 
 def test_gp_inference_matches_numpy_formulas():
