@@ -188,6 +188,14 @@ def test_chebyshev_expansion_matches_eigendecomposition():
         assert np.all(np.isfinite(fn(jnp.inf, f0, ft0, k_td)[1]))
         with pytest.raises(ValueError, match="finite times"):
             predict.gradient_descent_mse(k_dd, y, finite_time_method="chebyshev")(jnp.inf, f0)
+        # The ensemble means use the same expansion.
+        kernel_fn, xs, ys = _problem()[0], jnp.asarray(x[:520, :3]), y[:520]
+        for x_test in (None, jnp.asarray(x[600:, :3])):
+            means = [predict.gradient_descent_mse_ensemble(
+                kernel_fn, xs, ys, finite_time_method=m)(times, x_test, ("nngp", "ntk"))
+                for m in ("eigh", "auto")]
+            for g in ("nngp", "ntk"):
+                assert_close(getattr(means[1], g), getattr(means[0], g), 1e-11, "ensemble " + g)
 
 
 def test_not_positive_definite_raises_or_repairs_never_nan():
