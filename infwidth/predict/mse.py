@@ -95,7 +95,7 @@ def gradient_descent_mse(k_train_train, y_train, learning_rate: float = 1.0,
       solver: the solver for ``t=None``: ``'cholesky'``, ``'cg'``, or a `Cholesky` / `CG`.
       finite_time_method: ``'auto'`` (above), ``'eigh'`` (always the eigendecomposition, as
         neural-tangents) or ``'chebyshev'`` (always the expansion; an error if it needs a degree
-        above ``N``). Only the speed differs, not the result.
+        above ``max(N, 1024)``). Only the speed differs, not the result.
 
     Returns:
       ``predict_fn(t=None, fx_train_0=0., fx_test_0=None, k_test_train=None)`` returning
@@ -221,15 +221,15 @@ class _Expansion:
         fns = [functools.partial(_expm1_np, s=si) for si in s_np] if train else []
         if k_td2 is not None:
             fns += [functools.partial(_neg_phi_np, s=si) for si in s_np]
-        max_degree = self.p if forced else max(self.p // 8 - self.used, 0)
+        max_degree = max(self.p, 1024) if forced else max(self.p // 8 - self.used, 0)
         coeffs = chebyshev_plan(lo, hi, fns, max_degree) if max_degree > 1 else None
         if coeffs is None:
             if forced:
                 raise ValueError(f"{self.where}: the Chebyshev expansion needs a degree above "
-                                 f"{self.p} at these times; use finite_time_method='eigh'.")
+                                 f"{max_degree} at these times; use finite_time_method='eigh'.")
             return None
         self.used += coeffs.shape[1]
-        out = chebyshev_apply(self.k2d, rhs, jnp.asarray(coeffs, self.dtype), lo, hi)
+        out = chebyshev_apply(self.k2d, rhs, coeffs, lo, hi)
         n_t = s_np.size
         d_train = out[:n_t] if train else None
         d_test = None if k_td2 is None else _mm(k_td2, out[-n_t:])

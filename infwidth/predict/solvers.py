@@ -373,13 +373,23 @@ def chebyshev_plan(lo: float, hi: float, fns, max_degree: int, rtol: float = 4e-
     return coeffs[:, :max(int(last.max()), 1) + 1]
 
 
-@functools.partial(jax.jit, static_argnames="tile_size")
 def chebyshev_apply(k2d, b, coeffs, lo, hi, tile_size: int = 4096):
     """``sum_k coeffs[j, k] T_k(A) b`` for every row ``j``, ``A = (2 K - (hi + lo) I)/(hi - lo)``.
 
-    One matrix product with ``k2d`` per degree, shared by all functions: ``(J, N, M)`` out.
+    One matrix product with ``k2d`` per degree, shared by all functions: ``(J, N, M)`` out. The
+    coefficients are zero-padded to a power of two so that one compilation serves many degrees.
     """
+    coeffs = np.asarray(coeffs)
+    n = coeffs.shape[1]
+    padded = np.zeros((coeffs.shape[0], max(16, 1 << (n - 1).bit_length())))
+    padded[:, :n] = coeffs
+    return _chebyshev_apply(k2d, b, jnp.asarray(padded, k2d.dtype), n, lo, hi, tile_size)
+
+
+@functools.partial(jax.jit, static_argnames="tile_size")
+def _chebyshev_apply(k2d, b, coeffs, n_terms, lo, hi, tile_size):
     scale, shift = 2 / (hi - lo), (hi + lo) / (hi - lo)
+    b = b.astype(k2d.dtype)
 
     def a_times(v):
         return scale * tiled_matmul(k2d, v, tile_size) - shift * v
@@ -392,7 +402,7 @@ def chebyshev_apply(k2d, b, coeffs, lo, hi, tile_size: int = 4096):
         v_next = 2 * a_times(v) - v_prev
         return v, v_next, acc + coeffs[:, k, None, None] * v_next
 
-    _, _, out = jax.lax.fori_loop(2, coeffs.shape[1], body, (v0, v1, out))
+    _, _, out = jax.lax.fori_loop(2, n_terms, body, (v0, v1, out))
     return out
 
 
