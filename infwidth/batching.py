@@ -300,6 +300,19 @@ def _put(host, sharding):
     return jax.make_array_from_callback(host.shape, sharding, lambda idx: host[idx])
 
 
+def _shard_map(body, mesh):
+    """``body`` on every device of ``mesh``: the first two arguments split over the 'tiles' axis,
+    the third replicated. Without replication checks: derivatives taken inside ``kernel_fn``
+    (empirical and Monte Carlo kernels) must stay per device, not be summed over devices as
+    those of a replicated value would be."""
+    specs = dict(mesh=mesh, in_specs=(P(AXIS), P(AXIS), P()), out_specs=P(AXIS))
+    if hasattr(jax, "shard_map"):
+        return jax.shard_map(body, check_vma=False, **specs)
+    from jax.experimental.shard_map import shard_map  # JAX < 0.7
+
+    return shard_map(body, check_rep=False, **specs)
+
+
 def _fetch(arr) -> np.ndarray:
     if arr.is_fully_addressable:
         return np.asarray(arr)
@@ -370,11 +383,10 @@ def _evaluate(kernel_fn, x1, x2, args, kwargs, *, batch_size, mesh, store_on_hos
         call_tile = _call_fn(kernel_fn, body_trace, static_leaves, arg_tree)
 
         def body(a, b, d):
-            first = jax.tree_util.tree_map(lambda v: v[0], (a, b))
-            return [v[None] for v in call_tile(*first, d)]
+            a, b = jax.tree_util.tree_map(lambda v: v[0], (a, b))
+            return [v[None] for v in call_tile(a, b, d)]
 
-        compiled = (jax.jit(jax.shard_map(body, mesh=mesh, in_specs=(P(AXIS), P(AXIS), P()),
-                                          out_specs=P(AXIS))), body_trace)
+        compiled = (jax.jit(_shard_map(body, mesh)), body_trace)
         if key is not None:
             cache[key] = compiled
     tile_fn, body_trace = compiled
@@ -539,8 +551,12 @@ def _assemble_on_devices(parts, order, perm, n1, n2, n_rows, n_cols, br, bc, mes
                 src[i, j], flip[i, j] = index[(j, i)], True
     n_dev = mesh.shape[AXIS]
     spec = P(AXIS) if n1 % n_dev == 0 else (P(None, AXIS) if n2 % n_dev == 0 else None)
-    out_sharding = (NamedSharding(mesh, spec) if spec is not None
-                    else NamedSharding(Mesh(np.array(mesh.devices.flat[:1]), (AXIS,)), P()))
+    if spec is None:  # no even split: the whole kernel goes to the first device
+        first = mesh.devices.flat[0]
+        parts = [jax.device_put(p, first) for p in parts]
+        out_sharding = jax.sharding.SingleDeviceSharding(first)
+    else:
+        out_sharding = NamedSharding(mesh, spec)
 
     def assemble(*parts):
         import jax.numpy as jnp

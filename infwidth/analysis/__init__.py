@@ -1,14 +1,13 @@
 """Analysis of networks and their kernels.
 
-* Training diagnostics (lazy vs rich): `kernel_movement`, `weight_movement`, `linearize`,
-  `empirical_kernel`, `track_training`, `TrainingTrace`.
+* Training diagnostics (lazy vs rich): `kernel_movement`, `weight_movement`, `empirical_kernel`,
+  `track_training`, `TrainingTrace`.
 """
 
 from .training import (
     TrainingTrace,
     empirical_kernel,
     kernel_movement,
-    linearize,
     track_training,
     weight_movement,
 )
@@ -17,7 +16,6 @@ __all__ = [
     "TrainingTrace",
     "empirical_kernel",
     "kernel_movement",
-    "linearize",
     "track_training",
     "weight_movement",
 ]

@@ -187,7 +187,7 @@ def _Conv(name, out_chan, filter_shape, strides, padding, W_std, b_std, dimensio
         check_input(input_shape)
         out_shape = shape_fn(input_shape)
         scales = affine_scales(parameterization, W_std, b_std, input_shape[-1] * taps, s,
-                              width)
+                              width, input_shape[-1])
         k_w, k_b = jax.random.split(key)
         if shared:
             w_shape = filter_shape + (input_shape[-1], width)
@@ -207,7 +207,8 @@ def _Conv(name, out_chan, filter_shape, strides, padding, W_std, b_std, dimensio
     def apply_fn(params, x, **kwargs):
         W, b = params
         check_input(x.shape, "x")
-        scales = affine_scales(parameterization, W_std, b_std, x.shape[-1] * taps, s, width)
+        scales = affine_scales(parameterization, W_std, b_std, x.shape[-1] * taps, s, width,
+                              x.shape[-1])
         lax_padding = "VALID" if padding == "CIRCULAR" else padding
         if transpose:
             out = lax.conv_transpose(x, W, strides, lax_padding, dimension_numbers=dn)
@@ -256,7 +257,7 @@ def _Conv(name, out_chan, filter_shape, strides, padding, W_std, b_std, dimensio
         cov1, cov2 = affine_cov(maps["cov1"], W_std, None), affine_cov(maps["cov2"], W_std, None)
         if b_std is not None:
             nngp, cov1, cov2 = (add_bias(c, b_std**2) for c in (nngp, cov1, cov2))
-            ntk = add_bias(ntk, b_std**2 if parameterization == "ntk" else 1.0)
+            ntk = add_bias(ntk, 1.0 if parameterization == "standard" else b_std**2)
         return k.replace(nngp=nngp, ntk=ntk, cov1=cov1, cov2=cov2, is_gaussian=True)
 
     return make_layer(name, init_fn, apply_fn, transform, shape_fn)
