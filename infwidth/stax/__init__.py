@@ -18,6 +18,7 @@ from .combinators import Identity, parallel, repeat, serial
 from .dense import Dense
 from .elementwise import elementwise
 from .graph import Aggregate
+from .indexing import Index, Slice
 from .normalization import Dropout, LayerNorm
 
 __all__ = [
@@ -42,4 +43,6 @@ __all__ = [
     "Dropout",
     "GlobalSelfAttention",
     "Aggregate",
+    "Index",
+    "Slice",
 ]
