@@ -135,14 +135,13 @@ def test_ensemble_at_zero_is_prior_and_at_infinity_is_posterior():
 def test_conjugate_gradients_match_cholesky():
     with x64():
         _, _, _, y, k_dd, k_td, k_tt = _problem(n=24)
-        _, _, _, _, _, k_td2, _ = _problem(n=24)
         chol = predict.gp_inference(k_dd, y, 1e-4)("ntk", k_td, k_tt)
         cg = predict.gp_inference(k_dd, y, 1e-4, solver=CG(tol=1e-12, tile_size=10))(
             "ntk", k_td, k_tt)
         assert_close(cg.mean, chol.mean, 1e-8, "mean")
         assert_close(cg.covariance, chol.covariance, 1e-8, "cov")
-        te = predict.gradient_descent_mse(k_dd.ntk, y, solver="cg")(None, None, 0.0, k_td2.ntk)
-        assert_close(te, predict.gradient_descent_mse(k_dd.ntk, y)(None, None, 0.0, k_td2.ntk),
+        te = predict.gradient_descent_mse(k_dd.ntk, y, solver="cg")(None, None, 0.0, k_td.ntk)
+        assert_close(te, predict.gradient_descent_mse(k_dd.ntk, y)(None, None, 0.0, k_td.ntk),
                      1e-8, "mse")
 
 
