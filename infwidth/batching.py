@@ -112,7 +112,10 @@ def batch(kernel_fn: Callable, batch_size: int = 0, device_count: int = -1,
     cache: dict = {}
 
     def batched_kernel_fn(x1, x2=None, *args, **kwargs):
-        run_mesh = mesh if mesh is not None else _make_mesh(devices, device_count)
+        # A mesh of jax.make_mesh has Explicit axes (sharding in types); batch manages its
+        # shardings itself, on the same devices with Auto axes.
+        run_mesh = (Mesh(mesh.devices, mesh.axis_names) if mesh is not None
+                    else _make_mesh(devices, device_count))
         out, stats = _evaluate(kernel_fn, x1, x2, args, kwargs, batch_size=batch_size,
                                mesh=run_mesh, store_on_host=store_on_host, tqdm=tqdm,
                                cache=cache)

@@ -253,7 +253,8 @@ def test_store_on_devices(x2_given):
 
 def test_rows_sharded_on_devices():
     x = np.random.RandomState(5).randn(4 * N_DEV + 4, 5)  # divisible by the device count
-    out = infwidth.batch(ERF_NET.kernel_fn, 3, store_on_host=False)(x, get="nngp")
+    mesh = jax.make_mesh((N_DEV,), ("tiles",))
+    out = infwidth.batch(ERF_NET.kernel_fn, 3, mesh=mesh, store_on_host=False)(x, get="nngp")
     assert len(out.sharding.device_set) == N_DEV
     np.testing.assert_allclose(out, ERF_NET.kernel_fn(x, get="nngp"), rtol=tol("exact"),
                                atol=tol("exact"))
