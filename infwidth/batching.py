@@ -329,7 +329,7 @@ def _evaluate(kernel_fn, x1, x2, args, kwargs, *, batch_size, mesh, store_on_hos
     if isinstance(x1, Kernel) or isinstance(x2, Kernel):
         raise TypeError("batched kernel_fn: pass input arrays; batching a kernel_fn called on a "
                         "Kernel is not supported (call the unbatched kernel_fn instead).")
-    symmetric = x2 is None
+    symmetric = x2 is None or x2 is x1  # as kernel_fn: x2 is x1 means x1_is_x2
     x1 = jax.tree_util.tree_map(np.asarray, x1)
     n1 = _batch_size_of(x1, "x1")
     x2 = x1 if symmetric else jax.tree_util.tree_map(np.asarray, x2)

@@ -65,6 +65,9 @@ def test_dense_matches_plain_float64(x2_given, get):
         if get is None:  # every field of the Kernel, including the batch-size dependent ones
             assert out.shape1 == (N1, 1) and out.cov1.shape == (N1,)
             assert (out.cov2 is None) == (not x2_given) and out.x1_is_x2 == (not x2_given)
+            if not x2_given:  # x2=x1 (the same array) means x2=None, as for kernel_fn
+                _assert_same(infwidth.batch(kernel_fn, TILE)(x1, x1), ref,
+                             tol("exact", np.float64))
 
 
 def test_single_device_and_sharded_agree():
