@@ -112,7 +112,10 @@ def batch(kernel_fn: Callable, batch_size: int = 0, device_count: int = -1,
     cache: dict = {}
 
     def batched_kernel_fn(x1, x2=None, *args, **kwargs):
-        run_mesh = mesh if mesh is not None else _make_mesh(devices, device_count)
+        # A mesh of jax.make_mesh has Explicit axes (sharding in types); batch manages its
+        # shardings itself, on the same devices with Auto axes.
+        run_mesh = (Mesh(mesh.devices, mesh.axis_names) if mesh is not None
+                    else _make_mesh(devices, device_count))
         out, stats = _evaluate(kernel_fn, x1, x2, args, kwargs, batch_size=batch_size,
                                mesh=run_mesh, store_on_host=store_on_host, tqdm=tqdm,
                                cache=cache)
@@ -326,7 +329,7 @@ def _evaluate(kernel_fn, x1, x2, args, kwargs, *, batch_size, mesh, store_on_hos
     if isinstance(x1, Kernel) or isinstance(x2, Kernel):
         raise TypeError("batched kernel_fn: pass input arrays; batching a kernel_fn called on a "
                         "Kernel is not supported (call the unbatched kernel_fn instead).")
-    symmetric = x2 is None
+    symmetric = x2 is None or x2 is x1  # as kernel_fn: x2 is x1 means x1_is_x2
     x1 = jax.tree_util.tree_map(np.asarray, x1)
     n1 = _batch_size_of(x1, "x1")
     x2 = x1 if symmetric else jax.tree_util.tree_map(np.asarray, x2)
