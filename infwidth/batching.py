@@ -300,10 +300,17 @@ def _put(host, sharding):
     return jax.make_array_from_callback(host.shape, sharding, lambda idx: host[idx])
 
 
-def _put_copies(host, n, sharding):
-    """``n`` copies of ``host`` stacked on a new leading axis, one on each device."""
-    return jax.make_array_from_callback((n,) + host.shape, sharding,
-                                        lambda idx: host[None][(slice(0, 1),) + idx[1:]])
+def _shard_map(body, mesh):
+    """``body`` on every device of ``mesh``: the first two arguments split over the 'tiles' axis,
+    the third replicated. Without replication checks: derivatives taken inside ``kernel_fn``
+    (empirical and Monte Carlo kernels) must stay per device, not be summed over devices as
+    those of a replicated value would be."""
+    specs = dict(mesh=mesh, in_specs=(P(AXIS), P(AXIS), P()), out_specs=P(AXIS))
+    if hasattr(jax, "shard_map"):
+        return jax.shard_map(body, check_vma=False, **specs)
+    from jax.experimental.shard_map import shard_map  # JAX < 0.7
+
+    return shard_map(body, check_rep=False, **specs)
 
 
 def _fetch(arr) -> np.ndarray:
@@ -376,21 +383,17 @@ def _evaluate(kernel_fn, x1, x2, args, kwargs, *, batch_size, mesh, store_on_hos
         call_tile = _call_fn(kernel_fn, body_trace, static_leaves, arg_tree)
 
         def body(a, b, d):
-            # Array arguments arrive with a leading device axis, one copy per device, rather
-            # than replicated: derivatives inside kernel_fn (empirical kernels) must not be
-            # summed over devices as the gradients of a replicated value would be.
-            a, b, d = jax.tree_util.tree_map(lambda v: v[0], (a, b, d))
+            a, b = jax.tree_util.tree_map(lambda v: v[0], (a, b))
             return [v[None] for v in call_tile(a, b, d)]
 
-        compiled = (jax.jit(jax.shard_map(body, mesh=mesh, in_specs=(P(AXIS), P(AXIS), P(AXIS)),
-                                          out_specs=P(AXIS))), body_trace)
+        compiled = (jax.jit(_shard_map(body, mesh)), body_trace)
         if key is not None:
             cache[key] = compiled
     tile_fn, body_trace = compiled
 
     in_sharding = NamedSharding(mesh, P(AXIS))
     replicated = NamedSharding(mesh, P())
-    dyn_dev = [_put_copies(np.asarray(a), n_dev, in_sharding) for a in dyn]
+    dyn_dev = [_put(np.asarray(a), replicated) for a in dyn]
     perms = [None] * len(roles)
     checked = not sym_tiles
 

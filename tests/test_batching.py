@@ -82,8 +82,8 @@ def test_single_device_and_sharded_agree():
             _assert_same(out, ref, tol("exact", np.float64))
 
 
-@pytest.mark.parametrize("diagonal_spatial", [False, True])
-@pytest.mark.parametrize("x2_given", [False, True])
+@pytest.mark.parametrize("diagonal_spatial,x2_given", [(False, False), (True, False),
+                                                      (False, True)])
 def test_spatial_kernels(diagonal_spatial, x2_given):
     """Inputs (N, H, W, C): nngp (N1, N2, H, H', W, W') or (N1, N2, H, W); the mirrored tiles
     below the diagonal must swap H<->H' and W<->W' too (H = W, so a wrong swap shows)."""
@@ -148,59 +148,70 @@ def _empirical_kernel_fn(apply_fn):
     return kernel_fn
 
 
-@pytest.mark.parametrize("x2_given", [False, True])
-def test_empirical_kernel_fn(x2_given):
+def test_empirical_kernel_fn():
     with x64():
         init_fn, apply_fn, _ = stax.serial(stax.Dense(16), stax.Erf(), stax.Dense(3))
         _, params = init_fn(jax.random.PRNGKey(0), (-1, 5))
         kernel_fn = _empirical_kernel_fn(apply_fn)
-        x1, x2 = _inputs()
-        x2 = x2 if x2_given else None
-        ref = kernel_fn(x1, x2, None, params)
+        x1, _ = _inputs()
+        ref = kernel_fn(x1, None, None, params)
         batched = infwidth.batch(kernel_fn, TILE)
-        out = batched(x1, x2, None, params)
+        out = batched(x1, None, None, params)
         _assert_same(out, ref, tol("exact", np.float64))
-        assert out.ntk.shape == (N1, N2 if x2_given else N1, 3, 3)
+        assert out.ntk.shape == (N1, N1, 3, 3)
         # the (3, 3) output axes are mirrored too: the NNGP is not symmetric in them alone
         assert rel_err(out.nngp, np.swapaxes(out.nngp, 2, 3)) > 1e-3
-        assert batched.stats["mirrored"] == (not x2_given)
+        assert batched.stats["mirrored"]
 
 
-def test_empirical_kernel_fn_of_issue6():
-    """The library's own empirical kernel function, once infwidth.empirical exists (issue 6)."""
+def test_asymmetric_kernel_is_not_mirrored():
+    """K(x, x') = f(x) g(x')^T is not symmetric: the first diagonal tile shows it, and the
+    tiles below the diagonal are then computed rather than mirrored."""
+
+    def kernel_fn(x1, x2=None):
+        x2 = x1 if x2 is None else x2
+        return jnp.einsum("ia,jb->ijab", jnp.sin(x1[:, :2]), jnp.cos(x2[:, 1:3]))
+
+    with x64():
+        x1, _ = _inputs()
+        batched = infwidth.batch(kernel_fn, TILE)
+        _assert_same(batched(x1), kernel_fn(x1), tol("exact", np.float64))
+        assert not batched.stats["mirrored"] and batched.stats["tiles"] == 16
+
+
+def test_empirical_and_monte_carlo_kernel_fns_of_issue6():
+    """The library's own empirical and Monte Carlo kernel functions (infwidth.empirical)."""
     empirical = pytest.importorskip("infwidth.empirical")
     init_fn, apply_fn, _ = stax.serial(stax.Dense(16), stax.Relu(), stax.Dense(2))
-    _, params = init_fn(jax.random.PRNGKey(0), (-1, 5))
-    kernel_fn = empirical.empirical_kernel_fn(apply_fn, trace_axes=())
     with x64():
+        _, params = init_fn(jax.random.PRNGKey(0), (-1, 5))
+        emp_fn = empirical.empirical_kernel_fn(apply_fn, trace_axes=())
+        mc_fn = empirical.monte_carlo_kernel_fn(init_fn, apply_fn, jax.random.PRNGKey(1), 2)
         x1, x2 = _inputs()
-        for x in (None, x2):
-            ref = kernel_fn(x1, x, "ntk", params)
-            out = infwidth.batch(kernel_fn, TILE)(x1, x, "ntk", params)
-            _assert_same(out, ref, tol("exact", np.float64) * 10)
+        ref = emp_fn(x1, None, None, params)
+        out = infwidth.batch(emp_fn, TILE)(x1, None, None, params)
+        _assert_same(out, ref, tol("exact", np.float64))
+        ref = mc_fn(x1, x2, ("nngp", "ntk"))
+        out = infwidth.batch(mc_fn, TILE)(x1, x2, ("nngp", "ntk"))
+        _assert_same(out, ref, tol("exact", np.float64))
 
 
 def test_monte_carlo_style_kernel_fn():
     """A Monte Carlo kernel_fn(x1, x2, get, key=...): the key is an array argument, passed to
     every tile, so every tile averages over the same networks."""
-    init_fn, apply_fn, _ = stax.serial(stax.Dense(32), stax.Relu(), stax.Dense(1))
 
     def mc_kernel_fn(x1, x2=None, get="nngp", key=None):
         x2 = x1 if x2 is None else x2
-
-        def one(k):
-            _, params = init_fn(k, x1.shape)
-            return apply_fn(params, x1) @ apply_fn(params, x2).T
-
-        return jnp.mean(jax.vmap(one)(jax.random.split(key, 8)), 0)
+        w = jax.random.normal(key, (4, x1.shape[1], 32))  # 4 networks of width 32
+        f1, f2 = jax.nn.relu(x1 @ w), jax.nn.relu(x2 @ w)
+        return jnp.einsum("sia,sja->ij", f1, f2) / (4 * 32)
 
     with x64():
-        x1, x2 = _inputs()
+        x1, _ = _inputs()
         key = jax.random.PRNGKey(3)
-        for x in (None, x2):
-            ref = mc_kernel_fn(x1, x, key=key)
-            out = infwidth.batch(mc_kernel_fn, TILE)(x1, x, key=key)
-            _assert_same(out, ref, tol("exact", np.float64))
+        ref = mc_kernel_fn(x1, key=key)
+        out = infwidth.batch(mc_kernel_fn, TILE)(x1, key=key)
+        _assert_same(out, ref, tol("exact", np.float64))
 
 
 def test_pytree_inputs_and_outputs():
@@ -371,3 +382,17 @@ def test_bad_calls():
         infwidth.batch(lambda a, b=None: jnp.concatenate([a, a if b is None else b]), 4)(x)
     with pytest.raises(TypeError, match="kernel_fn must be a function"):
         infwidth.batch("kernel", 4)
+
+
+def test_multiprocess_example():
+    """examples/multiprocess_batch.py: 2 processes x 2 CPU devices under jax.distributed, each
+    receiving the whole kernel and checking it against the plain kernel_fn."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ, JAX_ENABLE_X64="0")
+    env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
+    proc = subprocess.run([sys.executable, os.path.join(root, "examples", "multiprocess_batch.py"),
+                           "--n", "45", "--batch-size", "8"], capture_output=True, text=True,
+                          env=env, timeout=400)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("process")]
+    assert len(lines) == 2 and all("2 local of 4 devices" in line for line in lines)

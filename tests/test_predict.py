@@ -146,6 +146,27 @@ def test_conjugate_gradients_match_cholesky():
                      1e-8, "mse")
 
 
+def test_chebyshev_expansion_matches_eigendecomposition():
+    with x64():
+        rng = np.random.RandomState(3)
+        x = rng.randn(640, 8)
+        k = np.exp(x @ x.T / 8)  # an RBF-like positive-definite kernel, 600 train + 40 test
+        k_dd, k_td = jnp.asarray(k[:600, :600]), jnp.asarray(k[600:, :600])
+        y, f0, ft0 = (jnp.asarray(rng.randn(n, 3)) for n in (600, 600, 40))
+        times = jnp.array([0.0, 3.0, 30.0, 300.0])
+        ref = predict.gradient_descent_mse(k_dd, y, 0.5, finite_time_method="eigh")(
+            times, f0, ft0, k_td)
+        for method in ("chebyshev", "auto"):
+            fn = predict.gradient_descent_mse(k_dd, y, 0.5, finite_time_method=method)
+            for got, want in zip(fn(times, f0, ft0, k_td), ref):
+                assert_close(got, want, 1e-11, method)
+        # Infinite time cannot be expanded: 'auto' falls back, 'chebyshev' says so.
+        fn = predict.gradient_descent_mse(k_dd, y, finite_time_method="auto")
+        assert np.all(np.isfinite(fn(jnp.inf, f0, ft0, k_td)[1]))
+        with pytest.raises(ValueError, match="finite times"):
+            predict.gradient_descent_mse(k_dd, y, finite_time_method="chebyshev")(jnp.inf, f0)
+
+
 def test_not_positive_definite_raises_or_repairs_never_nan():
     with x64():
         k = jnp.array([[1.0, 2.0], [2.0, 1.0]])  # eigenvalues 3 and -1
@@ -225,6 +246,8 @@ def test_float32_is_close_to_float64():
     (lambda k, y: predict.gp_inference(k, y)("nngpp", k), ValueError, "unknown kernel"),
     (lambda k, y: predict.gp_inference(k, y)("ntk", k, k), ValueError, "needs both"),
     (lambda k, y: predict.gp_inference(k, y, solver="lu"), ValueError, "solver"),
+    (lambda k, y: predict.gradient_descent_mse(k, y, finite_time_method="expm"), ValueError,
+     "finite_time_method"),
     (lambda k, y: predict.gradient_descent(lambda f, yy: 0.0, k, y)(jnp.array([2.0, 1.0]), 0.0),
      ValueError, "non-decreasing"),
     (lambda k, y: predict.gradient_descent(lambda f, yy: 0.0, k, y)(None, 0.0), ValueError,

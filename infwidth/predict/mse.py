@@ -26,7 +26,19 @@ from ._common import (
     pack,
 )
 from .gp import _Solves, gp_inference, kernel_attr
-from .solvers import Eigen, expm1_neg, is_concrete, make_2d, phi, regularize, zip_axes
+from .solvers import (
+    Eigen,
+    _neg_phi_np,
+    chebyshev_apply,
+    chebyshev_plan,
+    expm1_neg,
+    is_concrete,
+    make_2d,
+    phi,
+    regularize,
+    spectrum_bounds,
+    zip_axes,
+)
 
 _HIGHEST = jax.lax.Precision.HIGHEST
 
@@ -44,9 +56,12 @@ def _check_outputs(fx_train_0, fx_test_0, k_test_train, where):
                          f"k_test_train.")
 
 
+FINITE_TIME_METHODS = ("auto", "eigh", "chebyshev")
+
+
 def gradient_descent_mse(k_train_train, y_train, learning_rate: float = 1.0,
                          diag_reg: float = 0.0, diag_reg_absolute_scale: bool = False,
-                         trace_axes=(-1,), *, solver="cholesky"):
+                         trace_axes=(-1,), *, solver="cholesky", finite_time_method="auto"):
     r"""Outputs of a network trained by gradient flow on MSE, in closed form from its kernel.
 
     For the linearized network (exact at infinite width, arXiv:1806.07572, arXiv:1902.06720)
@@ -59,6 +74,15 @@ def gradient_descent_mse(k_train_train, y_train, learning_rate: float = 1.0,
     factorization (or ``solver='cg'``). Negative eigenvalues (rounding noise) are clipped to 0.
     Use float64 (``jax.config.update('jax_enable_x64', True)``) for accurate results.
 
+    For large float64 kernels (``N >= 512`` rows) and a few finite times, ``'auto'`` skips the
+    ``O(N^3)`` eigendecomposition: it expands ``exp(-η t K / n)`` and
+    ``K^{-1}(1 - exp(-η t K / n))`` in Chebyshev polynomials of ``K`` on a rigorous bound of its
+    spectrum, to the degree where the coefficients reach float64 rounding (relative accuracy
+    ~1e-14, as the eigendecomposition), with one ``N x N`` by ``N x C`` product per degree shared
+    by all times. The degree grows like ``sqrt(η t λ_max / n)``; when it would exceed ``N / 8``
+    (very long times, ``t = inf``), or after repeated calls have spent as much as one
+    eigendecomposition, it falls back to (and then keeps) the eigendecomposition.
+
     Args:
       k_train_train: NTK (or NNGP, for last-layer training) on the training inputs, with the
         shape of ``y_train``'s non-``trace_axes`` axes in pairs (``(N, N)`` for ``(N, C)``).
@@ -69,6 +93,9 @@ def gradient_descent_mse(k_train_train, y_train, learning_rate: float = 1.0,
       diag_reg_absolute_scale: take ``diag_reg`` in absolute units.
       trace_axes: output axes along which the kernel is ``K (x) I``.
       solver: the solver for ``t=None``: ``'cholesky'``, ``'cg'``, or a `Cholesky` / `CG`.
+      finite_time_method: ``'auto'`` (above), ``'eigh'`` (always the eigendecomposition, as
+        neural-tangents) or ``'chebyshev'`` (always the expansion; an error if it needs a degree
+        above ``N``). Only the speed differs, not the result.
 
     Returns:
       ``predict_fn(t=None, fx_train_0=0., fx_test_0=None, k_test_train=None)`` returning
@@ -92,18 +119,58 @@ def gradient_descent_mse(k_train_train, y_train, learning_rate: float = 1.0,
     layout.check_train_kernel(k_train_train)
     check_learning_rate(learning_rate, where)
     check_diag_reg(diag_reg, where)
+    if finite_time_method not in FINITE_TIME_METHODS:
+        raise ValueError(f"{where}(finite_time_method={finite_time_method!r}): must be one of "
+                         f"{FINITE_TIME_METHODS}.")
     dtype = k_train_train.dtype
     solves = _Solves(k_train_train, diag_reg, diag_reg_absolute_scale, solver, "k_train_train")
-    eigen_cache = []
+    eigen_cache, cheb = [], {"used": 0}
+
+    def k2d_reg():
+        return regularize(make_2d(k_train_train), diag_reg, diag_reg_absolute_scale)
 
     def eigen():
         if eigen_cache:
             return eigen_cache[0]
-        k2d = regularize(make_2d(k_train_train), diag_reg, diag_reg_absolute_scale)
-        e = Eigen(k2d)
+        e = Eigen(k2d_reg())
         if is_concrete(e.evals):
             eigen_cache.append(e)
         return e
+
+    def chebyshev(s, rhs, k_td2, train):
+        """Finite-time changes by Chebyshev expansion, or None to use the eigenbasis."""
+        p = layout.n_rows
+        forced = finite_time_method == "chebyshev"
+        if not forced and (finite_time_method == "eigh" or eigen_cache or dtype != jnp.float64
+                           or p < 512 or layout.n_cols > 256):
+            return None
+        if not (is_concrete(s) and is_concrete(k_train_train)):
+            return None
+        s_np = np.asarray(s, np.float64)
+        if not np.all(np.isfinite(s_np)):
+            if forced:
+                raise ValueError(f"{where}: finite_time_method='chebyshev' needs finite times.")
+            return None
+        if "k2d" not in cheb:
+            cheb["k2d"] = k2d_reg()
+            cheb["bounds"] = spectrum_bounds(cheb["k2d"])
+        lo, hi = cheb["bounds"]
+        fns = [functools.partial(_expm1_np, s=si) for si in s_np] if train else []
+        if k_td2 is not None:
+            fns += [functools.partial(_neg_phi_np, s=si) for si in s_np]
+        max_degree = p if forced else max(p // 8 - cheb["used"], 0)
+        coeffs = chebyshev_plan(lo, hi, fns, max_degree) if max_degree > 1 else None
+        if coeffs is None:
+            if forced:
+                raise ValueError(f"{where}: the Chebyshev expansion needs a degree above {p} at "
+                                 f"these times; use finite_time_method='eigh'.")
+            return None
+        cheb["used"] += coeffs.shape[1]
+        out = chebyshev_apply(cheb["k2d"], rhs, jnp.asarray(coeffs, dtype), lo, hi)
+        n_t = s_np.size
+        d_train = out[:n_t] if train else None
+        d_test = None if k_td2 is None else _mm(k_td2, out[-n_t:])
+        return d_train, d_test
 
     def predict_fn(t=None, fx_train_0=0.0, fx_test_0=None, k_test_train=None):
         """Train [and test] outputs at time(s) ``t`` (``None``: infinite time)."""
@@ -131,11 +198,14 @@ def gradient_descent_mse(k_train_train, y_train, learning_rate: float = 1.0,
         t = as_times(t, where + ".predict_fn", dtype)
         t_shape = t.shape
         s = (t * learning_rate / layout.size).reshape(-1)
-        rhs = -y_train if fx_train_0 is None else fx_train_0 - y_train
-        e = eigen()
-        dfx_train, dfx_test = _mse_finite(e.evals, e.evecs, layout.to_rows(rhs).astype(dtype), s,
-                                          None if fx_test_0 is None else k_td2,
-                                          fx_train_0 is not None)
+        rhs = layout.to_rows(-y_train if fx_train_0 is None else fx_train_0 - y_train)
+        rhs = rhs.astype(dtype)
+        k_td2_used = None if fx_test_0 is None else k_td2
+        result = chebyshev(s, rhs, k_td2_used, fx_train_0 is not None)
+        if result is None:
+            e = eigen()
+            result = _mse_finite(e.evals, e.evecs, rhs, s, k_td2_used, fx_train_0 is not None)
+        dfx_train, dfx_test = result
         outs = []
         if fx_train_0 is not None:
             outs.append(fx_train_0 + layout.from_rows(dfx_train, t_shape))
@@ -144,6 +214,10 @@ def gradient_descent_mse(k_train_train, y_train, learning_rate: float = 1.0,
         return outs[0] if len(outs) == 1 else tuple(outs)
 
     return predict_fn
+
+
+def _expm1_np(lam, s):
+    return np.expm1(-lam * s)
 
 
 @functools.partial(jax.jit, static_argnames="train")

@@ -11,11 +11,37 @@ Describe an architecture once and get the finite network and its infinite-width 
 """
 
 from ._layer import Layer
-from .activations import ABRelu, Abs, Erf, LeakyRelu, Relu
+from .activations import (
+    ABRelu,
+    Abs,
+    Erf,
+    Gelu,
+    LeakyRelu,
+    RectifiedMonomial,
+    Relu,
+    Sigmoid_like,
+    Sign,
+)
+from .activations_poly import Hermite, Monomial, Polynomial
+from .activations_trig import Cos, Exp, ExpNormalized, Gabor, Gaussian, Rbf, Sin
+from .attention import GlobalSelfAttention
 from .branching import FanInConcat, FanInProd, FanInSum, FanOut, Scale
 from .combinators import Identity, parallel, repeat, serial
 from .dense import Dense
 from .elementwise import elementwise
+from .graph import Aggregate
+from .normalization import Dropout, LayerNorm
+from .numerical import (
+    Elementwise,
+    ElementwiseNumerical,
+    Elu,
+    Mish,
+    Selu,
+    Sigmoid,
+    Silu,
+    Softplus,
+    Tanh,
+)
 
 __all__ = [
     "Layer",
@@ -35,6 +61,33 @@ __all__ = [
     "FanInConcat",
     "Scale",
     "repeat",
+    "Sign",
+    "Sigmoid_like",
+    "Gelu",
+    "RectifiedMonomial",
+    "Monomial",
+    "Polynomial",
+    "Hermite",
+    "Sin",
+    "Cos",
+    "Rbf",
+    "Gabor",
+    "Gaussian",
+    "Exp",
+    "ExpNormalized",
+    "Elementwise",
+    "ElementwiseNumerical",
+    "Tanh",
+    "Sigmoid",
+    "Silu",
+    "Softplus",
+    "Elu",
+    "Selu",
+    "Mish",
+    "LayerNorm",
+    "Dropout",
+    "GlobalSelfAttention",
+    "Aggregate",
 ]
 
 from .conv import Conv, ConvLocal, ConvTranspose  # noqa: E402

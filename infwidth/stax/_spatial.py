@@ -137,22 +137,39 @@ def pad_axes(x, axes, pads, circular: bool, interior: int = 0):
     return lax.pad(x, jnp.zeros((), x.dtype), config)
 
 
-def shift_sum(x, axes, window: int, stride: int, out_len: int):
-    """``sum_f x[..., f + stride * i, ...]`` over ``f < window``, the same ``f`` on all ``axes``.
+def shift_sum(x, axes, window: int, stride: int, out_len: int, pads=(0, 0),
+              circular: bool = False):
+    """``sum_f xp[..., f + stride * i, ...]`` over ``f < window``, the same ``f`` on all
+    ``axes``, where ``xp`` is ``x`` padded by ``pads`` (zeros, or wrap-around if ``circular``).
 
     With one axis this is a window sum (pooling, or a convolution's map on a per-position
     variance); with the two axes of a position pair it is a convolution's map on a covariance.
+    Each term is built from ``x`` directly (a shifted crop, or a roll for wrap-around) rather
+    than from a padded copy, so XLA fuses the whole sum into one pass without materialising
+    anything but the output.
     """
+    lo = pads[0]
+    span = stride * (out_len - 1) + 1  # extent of the strided slice
     total = None
     for f in range(window):
-        start = [0] * x.ndim
-        limit = list(x.shape)
-        strides = [1] * x.ndim
+        term = x
         for a in axes:
-            start[a] = f
-            limit[a] = f + stride * (out_len - 1) + 1
-            strides[a] = stride
-        term = lax.slice(x, start, limit, strides)
+            if circular:
+                size = x.shape[a]
+                shift = (f - lo) % size
+                if shift:
+                    term = lax.concatenate([lax.slice_in_dim(term, shift, size, axis=a),
+                                            lax.slice_in_dim(term, 0, shift, axis=a)], a)
+                if span > size:  # only with stride 1 and an output longer than the input
+                    raise ValueError("circular window sums longer than the input")
+            else:
+                # crop (negative low padding) or pad so that index 0 is padded position f
+                config = [(0, 0, 0)] * x.ndim
+                config[a] = (lo - f, span - x.shape[a] - (lo - f), 0)
+                if config[a][:2] != (0, 0):
+                    term = lax.pad(term, jnp.zeros((), x.dtype), config)
+            if stride > 1:
+                term = lax.slice_in_dim(term, 0, span, stride, axis=a)
         total = term if total is None else total + term
     return total
 

@@ -103,10 +103,24 @@ def _out_spatial(geometry) -> tuple[int, ...]:
 
 
 def conv_covariance(cov, lead: int, geometry, diagonal_spatial: bool):
-    """The shared-weight convolution map (without ``W_std``, ``b_std``) on one covariance."""
+    """The shared-weight convolution map (without ``W_std``, ``b_std``) on one covariance.
+
+    All padding (and dilation) is applied first, in one pass; the per-axis shifted sums that
+    follow contain no padding, so XLA fuses them into a single pass over memory.
+    """
+    for circular in (False, True):
+        config = [(0, 0, 0)] * cov.ndim
+        for i, ax in enumerate(geometry):
+            if ax.circular == circular:
+                for a in spatial_axes(lead, i, diagonal_spatial):
+                    config[a] = ax.pads + (ax.interior,)
+        if any(c != (0, 0, 0) for c in config):
+            if circular:
+                cov = jnp.pad(cov, [c[:2] for c in config], mode="wrap")
+            else:
+                cov = lax.pad(cov, jnp.zeros((), cov.dtype), config)
     for i, ax in enumerate(geometry):
         axes = spatial_axes(lead, i, diagonal_spatial)
-        cov = pad_axes(cov, axes, ax.pads, ax.circular, ax.interior)
         cov = shift_sum(cov, axes, ax.window, ax.stride, ax.out_len)
         if ax.fold is not None:
             for a in axes:

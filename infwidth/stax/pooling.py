@@ -22,7 +22,6 @@ from ._spatial import (
     map_covariances,
     no_diagonal_spatial,
     out_size,
-    pad_axes,
     resolve_padding,
     same_pads,
     shift_sum,
@@ -80,8 +79,7 @@ def _Pool(name, window_shape, strides, padding, normalize_edges, average, batch_
         return (input_shape[0],) + spatial + (input_shape[-1],)
 
     def pool_axis(x, axis, pads, w, st, n_out, norm):
-        x = pad_axes(x, (axis,), pads, padding == "CIRCULAR")
-        x = shift_sum(x, (axis,), w, st, n_out)
+        x = shift_sum(x, (axis,), w, st, n_out, pads, padding == "CIRCULAR")
         if np.all(norm == 1.0):
             return x
         if np.all(norm == norm[0]):

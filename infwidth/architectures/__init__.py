@@ -1,0 +1,10 @@
+"""Builders for architectures that papers use, each returning an ``(init_fn, apply_fn,
+kernel_fn)`` triple made of `infwidth.stax` layers.
+
+>>> from infwidth import architectures
+>>> init_fn, apply_fn, kernel_fn = architectures.myrtle(depth=5)
+"""
+
+from .cnn import cnn, myrtle
+
+__all__ = ["myrtle", "cnn"]
