@@ -7,6 +7,7 @@ learning curves.
 2.0
 """
 
+from .alignment import Ranked, kernel_alignment, kernel_target_alignment, rank_architectures
 from .signal import (
     CHAOTIC,
     CRITICAL,
@@ -20,6 +21,15 @@ from .signal import (
     phase_diagram,
     plot_phase_diagram,
     signal_propagation,
+)
+from .spectra import (
+    LearningCurve,
+    MeasuredLearningCurve,
+    effective_rank,
+    eigendecomposition,
+    learning_curve_from_spectrum,
+    measured_learning_curve,
+    predicted_learning_curve,
 )
 
 __all__ = [
@@ -35,4 +45,15 @@ __all__ = [
     "CRITICAL",
     "CHAOTIC",
     "UNBOUNDED",
+    "kernel_alignment",
+    "kernel_target_alignment",
+    "Ranked",
+    "rank_architectures",
+    "eigendecomposition",
+    "effective_rank",
+    "LearningCurve",
+    "learning_curve_from_spectrum",
+    "predicted_learning_curve",
+    "MeasuredLearningCurve",
+    "measured_learning_curve",
 ]

@@ -24,6 +24,7 @@ draws training sets from the same pool and measures the error over it, so the tw
 
 from __future__ import annotations
 
+import functools
 from typing import Any, NamedTuple
 
 import jax
@@ -188,11 +189,15 @@ def learning_curve_from_spectrum(eigenvalues, coefficients, n_train, ridge: floa
     if ridge < 0 or noise_var < 0:
         raise ValueError(f"learning_curve_from_spectrum(ridge={ridge}, noise_var={noise_var}): "
                          f"both must be non-negative.")
-    p = jnp.asarray(p, eta.dtype)
-    ridge_ = jnp.asarray(ridge, eta.dtype)
+    error, kappa, gamma = _theory(eta, a2, jnp.asarray(p, eta.dtype), jnp.asarray(ridge, eta.dtype),
+                                  jnp.asarray(noise_var, eta.dtype))
+    return LearningCurve(np.atleast_1d(np.asarray(n_train)), error, kappa, gamma)
 
+
+@jax.jit
+def _theory(eta, a2, sizes, ridge, noise_var):
     def one(p):
-        kappa = _solve_kappa(eta, p, ridge_)
+        kappa = _solve_kappa(eta, p, ridge)
         denom = p * eta + kappa
         # kappa / (p eta + kappa): 1 for modes of eigenvalue 0 (unlearnable), 0 once learnt
         unlearnt = safe_divide(kappa, denom, fill=1.0)
@@ -201,8 +206,7 @@ def learning_curve_from_spectrum(eigenvalues, coefficients, n_train, ridge: floa
         error = inv * (jnp.sum(unlearnt**2 * a2) + noise_var * gamma)
         return error, kappa, gamma
 
-    error, kappa, gamma = jax.vmap(one)(p)
-    return LearningCurve(np.atleast_1d(np.asarray(n_train)), error, kappa, gamma)
+    return jax.vmap(one)(sizes)
 
 
 def _pool_spectrum(kernel, targets, fn):
@@ -287,8 +291,21 @@ def measured_learning_curve(kernel, targets, n_train, *, n_draws: int = 20, ridg
                          f"n_draws positive.")
     key = jax.random.PRNGKey(0) if key is None else key
     y2 = y if y.ndim == 2 else y[:, None]
+    means, errs = [], []
+    for i, p in enumerate(sizes):
+        keys = jax.random.split(jax.random.fold_in(key, i), n_draws)
+        e = _krr_errors(k, y2, keys, int(p), jnp.asarray(ridge, k.dtype),
+                        jnp.asarray(noise_var, k.dtype))
+        means.append(jnp.mean(e))
+        errs.append(jnp.std(e) / np.sqrt(n_draws))
+    return MeasuredLearningCurve(sizes, jnp.stack(means), jnp.stack(errs))
 
-    def one(subkey, p):
+
+@functools.partial(jax.jit, static_argnums=3)
+def _krr_errors(k, y2, keys, p, ridge, noise_var):
+    n = k.shape[0]
+
+    def one(subkey):
         k_idx, k_noise = jax.random.split(subkey)
         idx = jax.random.permutation(k_idx, n)[:p]
         noisy = y2[idx] + jnp.sqrt(noise_var) * jax.random.normal(k_noise, y2[idx].shape, k.dtype)
@@ -296,10 +313,4 @@ def measured_learning_curve(kernel, targets, n_train, *, n_draws: int = 20, ridg
         pred = k[:, idx] @ jnp.linalg.solve(k_xx, noisy)
         return jnp.mean((pred - y2) ** 2)
 
-    means, errs = [], []
-    for i, p in enumerate(sizes):
-        keys = jax.random.split(jax.random.fold_in(key, i), n_draws)
-        e = jax.vmap(lambda s, p=int(p): one(s, p))(keys)
-        means.append(jnp.mean(e))
-        errs.append(jnp.std(e) / np.sqrt(n_draws))
-    return MeasuredLearningCurve(sizes, jnp.stack(means), jnp.stack(errs))
+    return jax.vmap(one)(keys)
