@@ -19,10 +19,18 @@ from infwidth import architectures
 def test_builders_run(builder, kwargs, shape):
     init_fn, apply_fn, kernel_fn = getattr(architectures, builder)(**kwargs)
     x = jax.random.normal(jax.random.PRNGKey(0), shape)
-    out_shape, params = init_fn(jax.random.PRNGKey(1), x.shape)
+    out = {}
+
+    def init(key):
+        out["shape"], p = init_fn(key, x.shape)
+        return p
+
     if builder == "wide_resnet":  # its kernel values are in the parity test; check shapes only
-        assert jax.eval_shape(apply_fn, params, x).shape == out_shape == (2, 10)
+        params = jax.eval_shape(init, jax.random.PRNGKey(1))
+        assert jax.eval_shape(apply_fn, params, x).shape == out["shape"] == (2, 10)
         return
+    params = jax.jit(init)(jax.random.PRNGKey(1))  # one compilation instead of many eager ops
+    out_shape = out["shape"]
     y = jax.jit(apply_fn)(params, x)  # one compilation instead of many eager ones
     assert y.shape == out_shape and bool(jnp.all(jnp.isfinite(y)))
     k = jax.jit(lambda a: kernel_fn(a, get="ntk"))(x)
