@@ -6,6 +6,8 @@ formulas, an explicit Euler gradient-descent simulation in numpy, the Runge-Kutt
 (`gradient_descent`) for the same MSE loss, and the prior at t = 0.
 """
 
+import functools
+
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -16,7 +18,13 @@ from infwidth.predict import CG, Cholesky, NotPositiveDefiniteError
 
 
 def _problem(n=10, n_test=6, c=2, seed=0):
-    """Analytic NNGP/NTK of a small ReLU network on random data (well conditioned)."""
+    """Analytic NNGP/NTK of a small ReLU network on random data (well conditioned); computed
+    once per size and float dtype."""
+    return _cached_problem(n, n_test, c, seed, np.dtype(jnp.result_type(float)).name)
+
+
+@functools.cache
+def _cached_problem(n, n_test, c, seed, dtype_name):
     rng = np.random.RandomState(seed)
     x_train, x_test = rng.randn(n, 3), rng.randn(n_test, 3)
     y = rng.randn(n, c)
