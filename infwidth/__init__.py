@@ -14,3 +14,5 @@ __all__ = ["Kernel", "stax", "__version__"]
 from .batching import batch  # noqa: E402
 
 __all__ += ["batch"]
+
+from . import analysis, mup  # noqa: E402,F401  (infwidth.analysis, infwidth.mup)

@@ -13,7 +13,8 @@ Both follow neural-tangents' `stax.Dense` conventions exactly. Beyond neural-tan
 * ``'mup'``, the maximal-update parameterization (Yang & Hu 2021, "Tensor Programs IV",
   arXiv:2011.14522; Yang et al. 2022, arXiv:2203.03466), in its shape-only ("spectral") form
   (Yang, Simon & Bernstein 2023, arXiv:2310.17813): ``W ~ N(0, sigma**2)`` with
-  ``sigma = W_std / sqrt(fan_in) * min(1, sqrt(fan_out / fan_in))``, ``b ~ N(0, b_std**2)``,
+  ``sigma = W_std / sqrt(fan_in) * min(1, sqrt(fan_out / fan_in))`` (for a convolution the
+  ratio is taken over channels, ``C_out / C_in``), ``b ~ N(0, b_std**2)``,
   multiplier 1, and per-layer learning rates ``eta * fan_out / fan_in`` (SGD) or
   ``eta / fan_in`` (Adam) applied by `infwidth.mup`. Input and hidden layers get the usual
   ``1 / fan_in`` variance, the readout (``fan_out << fan_in``) the muP ``1 / fan_in**2``, so
@@ -128,10 +129,12 @@ class AffineScales(NamedTuple):
 
 
 def affine_scales(parameterization, W_std, b_std, fan_in: int, s=(1, 1),
-                  fan_out: int | None = None) -> AffineScales:
+                  fan_out: int | None = None, in_channels: int | None = None) -> AffineScales:
     """How an affine layer with fan-in ``fan_in`` draws and scales its weights and bias.
 
-    ``fan_out`` (the layer's output width) is needed by 'mup' and by ``ABC(n='fan_out')``.
+    ``fan_out`` (the layer's output width) is needed by 'mup' and by ``ABC(n='fan_out')``;
+    'mup' compares it with ``in_channels`` (the input's channel count, default ``fan_in``; a
+    convolution's fan-in also counts the filter taps, which do not make it a readout).
 
     >>> affine_scales('mup', 1.0, None, fan_in=100, fan_out=1)  # the muP readout: 1 / fan_in
     AffineScales(w_init=0.01, w_mult=1.0, b_init=0.0, b_mult=1.0)
@@ -143,7 +146,8 @@ def affine_scales(parameterization, W_std, b_std, fan_in: int, s=(1, 1),
         return AffineScales(W_std / (fan_in / s[0]) ** 0.5, 1.0 / s[0] ** 0.5, b, 1.0)
     fan_out = fan_in if fan_out is None else fan_out
     if parameterization == "mup":
-        return AffineScales(W_std / fan_in**0.5 * min(1.0, (fan_out / fan_in) ** 0.5), 1.0,
+        in_channels = fan_in if in_channels is None else in_channels
+        return AffineScales(W_std / fan_in**0.5 * min(1.0, (fan_out / in_channels) ** 0.5), 1.0,
                             b, 1.0)
     n = parameterization.width(fan_in, fan_out)  # an ABC
     return AffineScales(float(n) ** -parameterization.b, W_std * float(n) ** -parameterization.a,

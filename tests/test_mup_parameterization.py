@@ -117,3 +117,18 @@ def test_mup_has_no_analytic_kernel(parameterization):
     with pytest.raises(NotImplementedError, match=r"not a kernel|only in its 'ntk' form") as e:
         kernel_fn(jnp.ones((2, 3)))
     assert "infwidth.mup" in str(e.value) and "infwidth.analysis" in str(e.value)
+
+
+def test_conv_follows_dense():
+    """Conv takes the same parameterizations: ABC(0.5, 0) is 'ntk' (bias included), 'mup' draws
+    filters with variance 1 / (C_in * taps) for a hidden layer, and has no analytic kernel."""
+    x = jax.random.normal(jax.random.PRNGKey(0), (2, 5, 5, 3))
+    k_ntk = stax.Conv(4, (3, 3), W_std=1.3, b_std=0.4, padding="SAME").kernel_fn(x, get="ntk")
+    k_abc = stax.Conv(4, (3, 3), W_std=1.3, b_std=0.4, padding="SAME",
+                      parameterization=ABC(0.5, 0.0)).kernel_fn(x, get="ntk")
+    assert_close(k_abc, k_ntk, tol("exact"), "ntk")
+    conv = stax.Conv(256, (3, 3), padding="SAME", parameterization="mup")
+    _, (W, _) = conv.init_fn(jax.random.PRNGKey(1), (1, 5, 5, 64))
+    assert abs(float(jnp.var(W)) * 64 * 9 - 1) < 0.05
+    with pytest.raises(NotImplementedError, match=r"Conv\(parameterization='mup'\)"):
+        conv.kernel_fn(x)

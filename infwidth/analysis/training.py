@@ -4,13 +4,13 @@
   arXiv:1806.07572); it vanishes like ``1 / sqrt(width)`` under the NTK parameterization and
   stays of order one under muP (Yang & Hu 2021, arXiv:2011.14522).
 * `weight_movement`: ``||theta_t - theta_0|| / ||theta_0||``, per leaf or in total.
-* `linearize` and `track_training`: train the network and its first-order Taylor expansion in
-  the weights side by side (Lee et al. 2019, arXiv:1902.06720) and record how far the outputs
-  drift apart; with an output multiplier ``alpha`` (`infwidth.stax.OutputScale`) and learning
-  rate ``eta / alpha**2`` the distance shrinks like ``1 / alpha`` (lazy training, Chizat et al.
-  2019, arXiv:1812.07956).
+* `track_training`: trains the network and its first-order Taylor expansion in the weights
+  (`infwidth.empirical.linearize`; Lee et al. 2019, arXiv:1902.06720) side by side and records
+  how far the outputs drift apart; with an output multiplier ``alpha``
+  (`infwidth.stax.OutputScale`) and learning rate ``eta / alpha**2`` the distance shrinks like
+  ``1 / alpha`` (lazy training, Chizat et al. 2019, arXiv:1812.07956).
 
-When several optimizers' per-layer learning rates differ (muP), the kernel that drives the
+When the per-layer learning rates differ (muP), the kernel that drives the
 outputs is the learning-rate-weighted one, ``sum_p lr_p df/dp df/dp^T``: pass the rates as
 ``lr_scales`` (e.g. ``infwidth.mup.mup_learning_rates(params)``).
 """
@@ -24,7 +24,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from .._numerics import safe_divide
-from .._training import check_positive_int, make_step, mse_loss
+from .._training import check_optimizer, check_positive_int, mse_loss
+from ..empirical import empirical_ntk_fn, linearize
 
 _tm = jax.tree_util.tree_map
 
@@ -38,23 +39,21 @@ def _sqrt_scales(params, lr_scales):
 def _ntk(apply_fn, params, x, lr_scales=None):
     """Empirical NTK ``(N, N)``, traced (averaged) over output channels, learning-rate weighted.
 
-    The weighting uses ``J diag(s) J^T = J_u J_u^T`` for ``theta = sqrt(s) * u``.
+    The weighting uses ``J diag(s) J^T = J_u J_u^T`` for ``theta = sqrt(s) * u``, so the plain
+    `infwidth.empirical.empirical_ntk_fn` computes it.
     """
     root = _sqrt_scales(params, lr_scales)
 
-    def f(u):
+    def f(u, x):
         p = u if root is None else _tm(lambda a, r: a * r, u, root)
         out = apply_fn(p, x)
         return out.reshape(out.shape[0], -1)
 
     u = params if root is None else _tm(lambda a, r: a / r, params, root)
-    # private Jacobian contraction (to be replaced by infwidth.empirical.empirical_ntk_fn)
-    jac = jax.jacrev(f)(u)
-    k = 0.0
-    for leaf in jax.tree_util.tree_leaves(jac):
-        j = leaf.reshape(leaf.shape[0], leaf.shape[1], -1)
-        k = k + jnp.einsum("nca,mca->nm", j, j, precision=jax.lax.Precision.HIGHEST)
-    return k / jax.tree_util.tree_leaves(jac)[0].shape[1]
+    return empirical_ntk_fn(f, trace_axes=(-1,))(x, None, u)
+
+
+_ntk_jit = jax.jit(_ntk, static_argnums=0)
 
 
 def empirical_kernel(apply_fn, params, x, lr_scales=None):
@@ -72,7 +71,7 @@ def empirical_kernel(apply_fn, params, x, lr_scales=None):
       >>> empirical_kernel(apply_fn, params, x).round(4).tolist()  # x @ x.T / 3
       [[0.3333, 0.3333], [0.3333, 0.6667]]
     """
-    return _ntk(apply_fn, params, jnp.asarray(x), lr_scales)
+    return _ntk_jit(apply_fn, params, jnp.asarray(x), lr_scales)
 
 
 def _rel(a, b):
@@ -127,31 +126,6 @@ def weight_movement(params0, params_t, per_leaf: bool = False):
                                                           jax.tree_util.tree_leaves(params_t)))
     n = sum(float(jnp.sum(a**2)) for a in jax.tree_util.tree_leaves(params0))
     return float(np.sqrt(d / n)) if n > 0 else 0.0
-
-
-def linearize(apply_fn, params0):
-    """The first-order Taylor expansion of ``apply_fn`` in the weights around ``params0``.
-
-    ``f_lin(params, x) = f(params0, x) + J(params0, x) (params - params0)`` (Lee et al. 2019,
-    arXiv:1902.06720), computed with one JVP; same signature as ``apply_fn``.
-
-    Example:
-      >>> import jax, jax.numpy as jnp
-      >>> from infwidth import stax
-      >>> init_fn, apply_fn, _ = stax.serial(stax.Dense(16), stax.Erf(), stax.Dense(1))
-      >>> _, p0 = init_fn(jax.random.PRNGKey(0), (2, 3))
-      >>> f_lin = linearize(apply_fn, p0)
-      >>> x = jnp.ones((2, 3))
-      >>> bool(jnp.allclose(f_lin(p0, x), apply_fn(p0, x)))
-      True
-    """
-
-    def f_lin(params, x, **kwargs):
-        delta = _tm(lambda p, q: p - q, params, params0)
-        f0, df = jax.jvp(lambda p: apply_fn(p, x, **kwargs), (params0,), (delta,))
-        return f0 + df
-
-    return f_lin
 
 
 class TrainingTrace(NamedTuple):
@@ -215,30 +189,39 @@ def track_training(apply_fn, params, x, y, optimizer, steps: int, record_every: 
     x, y = jnp.asarray(x), jnp.asarray(y)
     x_eval = x if x_eval is None else jnp.asarray(x_eval)
     f_lin = linearize(apply_fn, params)
-    init, step = make_step(lambda p: loss_fn(apply_fn(p, x), y), optimizer, caller)
-    init_l, step_l = make_step(lambda p: loss_fn(f_lin(p, x), y), optimizer, caller)
-    kernel = jax.jit(lambda p: _ntk(apply_fn, p, x_eval, lr_scales))
-    fwd = jax.jit(apply_fn)
-    fwd_lin = jax.jit(f_lin)
-    loss_jit = jax.jit(lambda p, f: loss_fn(f(p, x), y), static_argnums=1)
+    init, update = check_optimizer(optimizer, caller)
 
-    k0, f0 = kernel(params), fwd(params, x_eval)
-    p, s, pl, sl = params, init(params), params, init_l(params)
+    def one_step(p, s, model):
+        grads = jax.grad(lambda q: loss_fn(model(q, x), y))(p)
+        updates, s = update(grads, s, p)
+        return _tm(lambda a, u: a + u, p, updates), s
+
+    @jax.jit
+    def both_steps(p, s, pl, sl):  # one compiled step for the network and its linearization
+        return one_step(p, s, apply_fn) + one_step(pl, sl, f_lin)
+
+    @jax.jit
+    def measure(p, pl):
+        ft, fl = apply_fn(p, x_eval), f_lin(pl, x_eval)
+        return (loss_fn(apply_fn(p, x), y), loss_fn(f_lin(pl, x), y),
+                _ntk(apply_fn, p, x_eval, lr_scales), ft, fl)
+
+    _, _, k0, f0, _ = measure(params, params)
+    p, s, pl, sl = params, init(params), params, init(params)
     rec = {k: [] for k in ("steps", "loss", "loss_lin", "km", "wm", "ld")}
 
     def record(t):
-        ft, fl = fwd(p, x_eval), fwd_lin(pl, x_eval)
+        loss, loss_lin, kt, ft, fl = measure(p, pl)
         rec["steps"].append(t)
-        rec["loss"].append(float(loss_jit(p, apply_fn)))
-        rec["loss_lin"].append(float(loss_jit(pl, f_lin)))
-        rec["km"].append(_rel(kernel(p), k0))
+        rec["loss"].append(float(loss))
+        rec["loss_lin"].append(float(loss_lin))
+        rec["km"].append(_rel(kt, k0))
         rec["wm"].append(weight_movement(params, p))
         rec["ld"].append(float(safe_divide(jnp.linalg.norm(ft - fl), jnp.linalg.norm(fl - f0))))
 
     record(0)
     for t in range(1, steps + 1):
-        p, s, _ = step(p, s)
-        pl, sl, _ = step_l(pl, sl)
+        p, s, pl, sl = both_steps(p, s, pl, sl)
         if t % record_every == 0 or t == steps:
             record(t)
     return TrainingTrace(np.asarray(rec["steps"]), np.asarray(rec["loss"]),

@@ -151,7 +151,7 @@ def as_times(t, where, dtype):
     if not (jnp.issubdtype(arr.dtype, jnp.floating) or jnp.issubdtype(arr.dtype, jnp.integer)):
         raise TypeError(f"{where}(t={t!r}): t must be real numbers, got dtype {arr.dtype}.")
     arr = arr.astype(dtype)
-    if is_concrete(arr) and bool(jnp.any(jnp.isnan(arr) | (arr < 0))):
+    if is_concrete(arr) and np.any(~(np.asarray(arr) >= 0)):
         raise ValueError(f"{where}(t={t!r}): times must be >= 0 (inf is allowed; t=None means "
                          f"infinite time).")
     return arr

@@ -9,6 +9,8 @@ Time convention (neural-tangents'): the loss is ``||f - y||^2 / (2 * y_train.siz
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -24,7 +26,19 @@ from ._common import (
     pack,
 )
 from .gp import _Solves, gp_inference, kernel_attr
-from .solvers import Eigen, expm1_neg, is_concrete, make_2d, phi, regularize, zip_axes
+from .solvers import (
+    Eigen,
+    _neg_phi_np,
+    chebyshev_apply,
+    chebyshev_plan,
+    expm1_neg,
+    is_concrete,
+    make_2d,
+    phi,
+    regularize,
+    spectrum_bounds,
+    zip_axes,
+)
 
 _HIGHEST = jax.lax.Precision.HIGHEST
 
@@ -42,9 +56,12 @@ def _check_outputs(fx_train_0, fx_test_0, k_test_train, where):
                          f"k_test_train.")
 
 
+FINITE_TIME_METHODS = ("auto", "eigh", "chebyshev")
+
+
 def gradient_descent_mse(k_train_train, y_train, learning_rate: float = 1.0,
                          diag_reg: float = 0.0, diag_reg_absolute_scale: bool = False,
-                         trace_axes=(-1,), *, solver="cholesky"):
+                         trace_axes=(-1,), *, solver="cholesky", finite_time_method="auto"):
     r"""Outputs of a network trained by gradient flow on MSE, in closed form from its kernel.
 
     For the linearized network (exact at infinite width, arXiv:1806.07572, arXiv:1902.06720)
@@ -57,6 +74,15 @@ def gradient_descent_mse(k_train_train, y_train, learning_rate: float = 1.0,
     factorization (or ``solver='cg'``). Negative eigenvalues (rounding noise) are clipped to 0.
     Use float64 (``jax.config.update('jax_enable_x64', True)``) for accurate results.
 
+    For large float64 kernels (``N >= 512`` rows) and a few finite times, ``'auto'`` skips the
+    ``O(N^3)`` eigendecomposition: it expands ``exp(-η t K / n)`` and
+    ``K^{-1}(1 - exp(-η t K / n))`` in Chebyshev polynomials of ``K`` on a rigorous bound of its
+    spectrum, to the degree where the coefficients reach float64 rounding (relative accuracy
+    ~1e-14, as the eigendecomposition), with one ``N x N`` by ``N x C`` product per degree shared
+    by all times. The degree grows like ``sqrt(η t λ_max / n)``; when it would exceed ``N / 8``
+    (very long times, ``t = inf``), or after repeated calls have spent as much as one
+    eigendecomposition, it falls back to (and then keeps) the eigendecomposition.
+
     Args:
       k_train_train: NTK (or NNGP, for last-layer training) on the training inputs, with the
         shape of ``y_train``'s non-``trace_axes`` axes in pairs (``(N, N)`` for ``(N, C)``).
@@ -67,6 +93,9 @@ def gradient_descent_mse(k_train_train, y_train, learning_rate: float = 1.0,
       diag_reg_absolute_scale: take ``diag_reg`` in absolute units.
       trace_axes: output axes along which the kernel is ``K (x) I``.
       solver: the solver for ``t=None``: ``'cholesky'``, ``'cg'``, or a `Cholesky` / `CG`.
+      finite_time_method: ``'auto'`` (above), ``'eigh'`` (always the eigendecomposition, as
+        neural-tangents) or ``'chebyshev'`` (always the expansion; an error if it needs a degree
+        above ``N``). Only the speed differs, not the result.
 
     Returns:
       ``predict_fn(t=None, fx_train_0=0., fx_test_0=None, k_test_train=None)`` returning
@@ -90,18 +119,58 @@ def gradient_descent_mse(k_train_train, y_train, learning_rate: float = 1.0,
     layout.check_train_kernel(k_train_train)
     check_learning_rate(learning_rate, where)
     check_diag_reg(diag_reg, where)
+    if finite_time_method not in FINITE_TIME_METHODS:
+        raise ValueError(f"{where}(finite_time_method={finite_time_method!r}): must be one of "
+                         f"{FINITE_TIME_METHODS}.")
     dtype = k_train_train.dtype
     solves = _Solves(k_train_train, diag_reg, diag_reg_absolute_scale, solver, "k_train_train")
-    eigen_cache = []
+    eigen_cache, cheb = [], {"used": 0}
+
+    def k2d_reg():
+        return regularize(make_2d(k_train_train), diag_reg, diag_reg_absolute_scale)
 
     def eigen():
         if eigen_cache:
             return eigen_cache[0]
-        k2d = regularize(make_2d(k_train_train), diag_reg, diag_reg_absolute_scale)
-        e = Eigen(k2d)
+        e = Eigen(k2d_reg())
         if is_concrete(e.evals):
             eigen_cache.append(e)
         return e
+
+    def chebyshev(s, rhs, k_td2, train):
+        """Finite-time changes by Chebyshev expansion, or None to use the eigenbasis."""
+        p = layout.n_rows
+        forced = finite_time_method == "chebyshev"
+        if not forced and (finite_time_method == "eigh" or eigen_cache or dtype != jnp.float64
+                           or p < 512 or layout.n_cols > 256):
+            return None
+        if not (is_concrete(s) and is_concrete(k_train_train)):
+            return None
+        s_np = np.asarray(s, np.float64)
+        if not np.all(np.isfinite(s_np)):
+            if forced:
+                raise ValueError(f"{where}: finite_time_method='chebyshev' needs finite times.")
+            return None
+        if "k2d" not in cheb:
+            cheb["k2d"] = k2d_reg()
+            cheb["bounds"] = spectrum_bounds(cheb["k2d"])
+        lo, hi = cheb["bounds"]
+        fns = [functools.partial(_expm1_np, s=si) for si in s_np] if train else []
+        if k_td2 is not None:
+            fns += [functools.partial(_neg_phi_np, s=si) for si in s_np]
+        max_degree = p if forced else max(p // 8 - cheb["used"], 0)
+        coeffs = chebyshev_plan(lo, hi, fns, max_degree) if max_degree > 1 else None
+        if coeffs is None:
+            if forced:
+                raise ValueError(f"{where}: the Chebyshev expansion needs a degree above {p} at "
+                                 f"these times; use finite_time_method='eigh'.")
+            return None
+        cheb["used"] += coeffs.shape[1]
+        out = chebyshev_apply(cheb["k2d"], rhs, jnp.asarray(coeffs, dtype), lo, hi)
+        n_t = s_np.size
+        d_train = out[:n_t] if train else None
+        d_test = None if k_td2 is None else _mm(k_td2, out[-n_t:])
+        return d_train, d_test
 
     def predict_fn(t=None, fx_train_0=0.0, fx_test_0=None, k_test_train=None):
         """Train [and test] outputs at time(s) ``t`` (``None``: infinite time)."""
@@ -128,23 +197,37 @@ def gradient_descent_mse(k_train_train, y_train, learning_rate: float = 1.0,
 
         t = as_times(t, where + ".predict_fn", dtype)
         t_shape = t.shape
-        s = (t * learning_rate / layout.size).reshape(-1, 1, 1)
-        rhs = -y_train if fx_train_0 is None else fx_train_0 - y_train
-        e = eigen()
-        b = e.project(layout.to_rows(rhs).astype(dtype))[None]  # (1, P, C)
-        evals = e.evals[None, :, None]
-
+        s = (t * learning_rate / layout.size).reshape(-1)
+        rhs = layout.to_rows(-y_train if fx_train_0 is None else fx_train_0 - y_train)
+        rhs = rhs.astype(dtype)
+        k_td2_used = None if fx_test_0 is None else k_td2
+        result = chebyshev(s, rhs, k_td2_used, fx_train_0 is not None)
+        if result is None:
+            e = eigen()
+            result = _mse_finite(e.evals, e.evecs, rhs, s, k_td2_used, fx_train_0 is not None)
+        dfx_train, dfx_test = result
         outs = []
         if fx_train_0 is not None:
-            dfx = e.unproject(expm1_neg(evals, s) * b)
-            outs.append(fx_train_0 + layout.from_rows(dfx, t_shape))
+            outs.append(fx_train_0 + layout.from_rows(dfx_train, t_shape))
         if fx_test_0 is not None:
-            w = e.unproject(-phi(evals, s) * b)
-            dfx = _mm(k_td2, w)
-            outs.append(fx_test_0 + layout.from_rows(dfx, t_shape, test_shape))
+            outs.append(fx_test_0 + layout.from_rows(dfx_test, t_shape, test_shape))
         return outs[0] if len(outs) == 1 else tuple(outs)
 
     return predict_fn
+
+
+def _expm1_np(lam, s):
+    return np.expm1(-lam * s)
+
+
+@functools.partial(jax.jit, static_argnames="train")
+def _mse_finite(evals, evecs, rhs, s, k_td2, train):
+    """Changes of train / test outputs at times ``s`` (T,), rows layout: (T, P, C) each."""
+    b = _mm(evecs.T, rhs)[None]
+    ev, s3 = evals[None, :, None], s[:, None, None]
+    d_train = _mm(evecs, expm1_neg(ev, s3) * b) if train else None
+    d_test = None if k_td2 is None else _mm(k_td2, _mm(evecs, -phi(ev, s3) * b))
+    return d_train, d_test
 
 
 def _merge_kwargs(train_kwargs, test_kwargs):
@@ -221,7 +304,8 @@ def gradient_descent_mse_ensemble(kernel_fn, x_train, y_train, learning_rate: fl
         if missing:
             k = kernel_fn(x_train, None, missing, **kernel_fn_train_train_kwargs)
             for g in missing:
-                k_dd_cache[g] = layout.check_train_kernel(kernel_attr(k, g, "kernel_fn(x_train)"))
+                k_dd_cache[g] = layout.check_train_kernel(
+                    kernel_attr(k, g, "kernel_fn(x_train)"), f"kernel_fn(x_train).{g}")
         return {g: k_dd_cache[g] for g in names}
 
     def eigen(g):
@@ -248,7 +332,8 @@ def gradient_descent_mse_ensemble(kernel_fn, x_train, y_train, learning_rate: fl
         if x_test is not None:
             kw_td, kw_tt = _merge_kwargs(kernel_fn_train_train_kwargs, kernel_fn_test_test_kwargs)
             k = kernel_fn(x_test, x_train, deps, **kw_td)
-            k_td = {g: layout.check_test_kernel(kernel_attr(k, g, "kernel_fn(x_test, x_train)"))
+            k_td = {g: layout.check_test_kernel(kernel_attr(k, g, "kernel_fn(x_test, x_train)"),
+                                                f"kernel_fn(x_test, x_train).{g}")
                     for g in deps}
             if compute_cov:
                 nngp_tt = kernel_attr(kernel_fn(x_test, None, ("nngp",), **kw_tt), "nngp",
@@ -262,28 +347,25 @@ def gradient_descent_mse_ensemble(kernel_fn, x_train, y_train, learning_rate: fl
         dtype = k_dd[deps[0]].dtype
         t = as_times(t, where + ".predict_fn", dtype)
         t_shape = t.shape
-        s = (t * learning_rate / layout.size).reshape(-1, 1)
+        s = (t * learning_rate / layout.size).reshape(-1)
         y_rows = layout.to_rows(y_train).astype(dtype)
         test_shape = layout.nontrace_shape if k_td is None else k_td[deps[0]].shape[::2]
 
         out = {}
         for g in names:
             e = eigen(g)
-            b = e.project(y_rows)[None]  # (1, P, C)
-            if k_td is None:
-                mean = e.unproject(-expm1_neg(e.evals[None, :, None], s[..., None]) * b)
-            else:
-                a = _mm(make_2d(k_td[g]), e.evecs)  # Θ_*d V, reused by every t
-                mean = _mm(a, phi(e.evals[None, :, None], s[..., None]) * b)
-            mean = layout.from_rows(mean, t_shape, test_shape)
+            k_td2 = None if k_td is None else make_2d(k_td[g])
+            mean = layout.from_rows(_ens_mean(e.evals, e.evecs, y_rows, s, k_td2), t_shape,
+                                    test_shape)
             if not compute_cov:
                 out[g] = mean
                 continue
             nngp_dd = make_2d(k_dd["nngp"])
             if k_td is None:
-                cov = _train_cov(g, e, s, nngp_dd)
+                cov = _train_cov(g, e.evals, e.evecs, s, nngp_dd)
             else:
-                cov = _test_cov(g, e, s, a, make_2d(k_td["nngp"]), nngp_dd, make_2d(nngp_tt))
+                cov = _test_cov(g, e.evals, e.evecs, s, k_td2, make_2d(k_td["nngp"]), nngp_dd,
+                                make_2d(nngp_tt))
             cov = zip_axes(cov.reshape(t_shape + test_shape + test_shape), len(t_shape))
             out[g] = Gaussian(mean, cov)
         return pack(out, names, single)
@@ -298,29 +380,43 @@ class _Pair:
         self.nngp, self.ntk = nngp, ntk
 
 
-def _train_cov(g, e, s, nngp_dd):
-    """Covariance on the training set at times ``s`` (shape (T, 1)): (T, N, N)."""
+@jax.jit
+def _ens_mean(evals, evecs, y_rows, s, k_td2):
+    """Ensemble mean at times ``s`` (T,) on the training set (``k_td2=None``) or the test set."""
+    b = _mm(evecs.T, y_rows)[None]
+    ev, s3 = evals[None, :, None], s[:, None, None]
+    if k_td2 is None:
+        return _mm(evecs, -expm1_neg(ev, s3) * b)
+    return _mm(k_td2, _mm(evecs, phi(ev, s3) * b))
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _train_cov(g, evals, evecs, s, nngp_dd):
+    """Covariance on the training set at times ``s`` (T,): (T, N, N)."""
+    s = s[:, None]
     if g == "nngp":
-        w = e.evals * jnp.exp(-2 * jnp.where(e.evals > 0, e.evals * s, 0))
-        return _mm(e.evecs * w[:, None, :], e.evecs.T)
-    decay = _mm(e.evecs * jnp.exp(-jnp.where(e.evals > 0, e.evals * s, 0))[:, None, :],
-                e.evecs.T)  # e^{-Θ s}
+        w = evals * jnp.exp(-2 * jnp.where(evals > 0, evals * s, 0))
+        return _mm(evecs * w[:, None, :], evecs.T)
+    decay = _mm(evecs * jnp.exp(-jnp.where(evals > 0, evals * s, 0))[:, None, :],
+                evecs.T)  # e^{-Θ s}
     return _mm(decay, _mm(nngp_dd, decay))
 
 
-def _test_cov(g, e, s, a, nngp_td, nngp_dd, nngp_tt):
-    """Covariance on the test set at times ``s`` (shape (T, 1)): (T, N*, N*).
+@functools.partial(jax.jit, static_argnums=0)
+def _test_cov(g, evals, evecs, s, k_td2, nngp_td, nngp_dd, nngp_tt):
+    """Covariance on the test set at times ``s`` (T,): (T, N*, N*).
 
-    ``a = K_*d V`` (the mode's kernel in the eigenbasis of its regularized train kernel).
+    The mode's test-train kernel is rotated once into the eigenbasis of its regularized
+    train-train kernel (``a = K_*d V``); each time then costs one ``N* x N x N`` product.
     """
+    a = _mm(k_td2, evecs)
     if g == "nngp":
-        return nngp_tt[None] - _mm(a * phi(e.evals, 2 * s)[:, None, :], a.T)
+        return nngp_tt[None] - _mm(a * phi(evals, 2 * s[:, None])[:, None, :], a.T)
 
     def one(s1):
-        m = _mm(a * phi(e.evals, s1), e.evecs.T)  # Θ_*d Θ^{-1}(I - e^{-Θ s}): (N*, N)
-        q = _mm(m, nngp_dd)
+        m = _mm(a * phi(evals, s1), evecs.T)  # Θ_*d Θ^{-1}(I - e^{-Θ s}): (N*, N)
         cross = _mm(m, nngp_td.T)
-        return _mm(q, m.T) - cross - cross.T + nngp_tt
+        return _mm(_mm(m, nngp_dd), m.T) - cross - cross.T + nngp_tt
 
     return jax.lax.map(one, s)
 
