@@ -405,7 +405,6 @@ def _evaluate(kernel_fn, x1, x2, args, kwargs, *, batch_size, mesh, store_on_hos
     perms = [None] * len(roles)
     checked = not sym_tiles
 
-    out_dtypes = None
     host = [None] * len(roles)
     device_tiles: list[list] = [[] for _ in roles]
     filled_rows, filled_cols = set(), set()
@@ -415,15 +414,12 @@ def _evaluate(kernel_fn, x1, x2, args, kwargs, *, batch_size, mesh, store_on_hos
             lambda a: _put(np.stack([a[i * b:(i + 1) * b] for i in idx]), in_sharding), x)
 
     def consume(group, outs):
-        nonlocal checked, out_dtypes
         if not store_on_host:
             for k, (role, o) in enumerate(zip(roles, outs)):
                 if role == "pair":
                     device_tiles[k].append(o)
         fetched = [None if (role == "pair" and not store_on_host) else _fetch(o)
                    for role, o in zip(roles, outs)]
-        if out_dtypes is None:
-            out_dtypes = [o.dtype for o in outs]
         for t, (i, j) in enumerate(group):
             r0, r1 = i * br, min(n1, (i + 1) * br)
             c0, c1 = j * bc, min(n2, (j + 1) * bc)
