@@ -8,27 +8,114 @@
   ``b ~ N(0, b_std**2)`` and the layer computes ``W x / sqrt(s[0]) + b``. The NNGP is the same as
   under 'ntk'; the NTK weighs each layer's contribution by its (finite) fan-in.
 
-Both follow neural-tangents' `stax.Dense` conventions exactly.
+Both follow neural-tangents' `stax.Dense` conventions exactly. Beyond neural-tangents:
+
+* ``'mup'``, the maximal-update parameterization (Yang & Hu 2021, "Tensor Programs IV",
+  arXiv:2011.14522; Yang et al. 2022, arXiv:2203.03466), in its shape-only ("spectral") form
+  (Yang, Simon & Bernstein 2023, arXiv:2310.17813): ``W ~ N(0, sigma**2)`` with
+  ``sigma = W_std / sqrt(fan_in) * min(1, sqrt(fan_out / fan_in))`` (for a convolution the
+  ratio is taken over channels, ``C_out / C_in``), ``b ~ N(0, b_std**2)``,
+  multiplier 1, and per-layer learning rates ``eta * fan_out / fan_in`` (SGD) or
+  ``eta / fan_in`` (Adam) applied by `infwidth.mup`. Input and hidden layers get the usual
+  ``1 / fan_in`` variance, the readout (``fan_out << fan_in``) the muP ``1 / fan_in**2``, so
+  every layer can say ``'mup'`` and no layer needs to know its role. Its infinite-width limit
+  is a feature-learning one, not a kernel: ``kernel_fn`` raises.
+* `ABC`: a general abc-parameterization (Yang & Hu 2021): the layer computes
+  ``W_std * n**-a * x @ w`` with ``w ~ N(0, n**(-2 b))`` and is trained with learning rate
+  ``eta * n**-c``; ``n`` is the layer's fan-in (or, with ``n='fan_out'``, its output width, as
+  for an input layer whose fan-in does not grow). ``ABC(0.5, 0, 0)`` is 'ntk'.
 """
 
 from __future__ import annotations
 
 from typing import NamedTuple
 
-PARAMETERIZATIONS = ("ntk", "standard")
+PARAMETERIZATIONS = ("ntk", "standard", "mup")
+KERNEL_PARAMETERIZATIONS = ("ntk", "standard")
 
 
-def resolve_parameterization(parameterization, layer: str) -> str:
-    """Canonical (lower-case) name of a parameterization, or a ValueError naming the layer.
+class ABC(NamedTuple):
+    """An abc-parameterization of one affine layer (Yang & Hu 2021, arXiv:2011.14522).
+
+    The layer computes ``W_std * n**-a * x @ w`` with ``w ~ N(0, n**(-2 b))``, and
+    `infwidth.mup.abc_learning_rates` scales its learning rate by ``n**-c``. ``n`` is the
+    layer's fan-in (``n='fan_in'``) or its output width (``n='fan_out'``, for an input layer
+    whose fan-in is the fixed data dimension). The bias is ``b_std * beta`` with
+    ``beta ~ N(0, 1)`` (as under 'ntk'), trained with ``n**-c`` where ``n`` is the output width.
+
+    Example:
+      >>> import jax, jax.numpy as jnp
+      >>> from infwidth import stax
+      >>> from infwidth.parameterization import ABC
+      >>> layer = stax.Dense(4, parameterization=ABC(a=1.0, b=0.0, c=-1.0))  # a muP readout
+      >>> _, (W, b) = layer.init_fn(jax.random.PRNGKey(0), (1, 16))
+      >>> bool(jnp.allclose(layer.apply_fn((W, b), jnp.ones((1, 16))), W.sum(0) / 16))
+      True
+    """
+
+    a: float
+    b: float
+    c: float = 0.0
+    n: str = "fan_in"
+
+    def width(self, fan_in: int, fan_out: int) -> int:
+        """The ``n`` of this layer."""
+        return fan_in if self.n == "fan_in" else fan_out
+
+
+def resolve_parameterization(parameterization, layer: str):
+    """Canonical (lower-case) name of a parameterization, an `ABC`, or a ValueError.
 
     >>> resolve_parameterization('NTK', 'Dense')
     'ntk'
+    >>> resolve_parameterization(ABC(0.5, 0.0), 'Dense')
+    ABC(a=0.5, b=0.0, c=0.0, n='fan_in')
     """
+    if isinstance(parameterization, ABC):
+        for name in ("a", "b", "c"):
+            try:
+                float(getattr(parameterization, name))
+            except (TypeError, ValueError):
+                raise ValueError(
+                    f"{layer}(parameterization={parameterization!r}): ABC.{name} must be a "
+                    f"number.") from None
+        if parameterization.n not in ("fan_in", "fan_out"):
+            raise ValueError(f"{layer}(parameterization={parameterization!r}): ABC.n must be "
+                             f"'fan_in' or 'fan_out'.")
+        return parameterization
     if isinstance(parameterization, str) and parameterization.lower() in PARAMETERIZATIONS:
         return parameterization.lower()
     raise ValueError(
         f"{layer}(parameterization={parameterization!r}): parameterization must be one of "
-        f"{', '.join(repr(p) for p in PARAMETERIZATIONS)}."
+        f"{', '.join(repr(p) for p in PARAMETERIZATIONS)}, or an ABC(a, b, c) from "
+        f"infwidth.parameterization."
+    )
+
+
+def check_has_kernel(parameterization, layer: str):
+    """Raises unless the infinite-width limit of this parameterization is a kernel.
+
+    >>> check_has_kernel('mup', 'Dense')
+    Traceback (most recent call last):
+    ...
+    NotImplementedError: Dense(parameterization='mup'): ...
+    """
+    if isinstance(parameterization, ABC):
+        p = parameterization
+        if (float(p.a), float(p.b), p.n) == (0.5, 0.0, "fan_in"):
+            return
+        why = ("an abc-parameterization has an analytic kernel here only in its 'ntk' form "
+               "ABC(a=0.5, b=0, n='fan_in')")
+    elif parameterization in KERNEL_PARAMETERIZATIONS:
+        return
+    else:
+        why = ("under muP the infinite-width limit learns features (Yang & Hu 2021, "
+               "arXiv:2011.14522): it is not a kernel, so there is no analytic NNGP/NTK")
+    raise NotImplementedError(
+        f"{layer}(parameterization={parameterization!r}): {why}. Use the finite network "
+        f"(init_fn/apply_fn) with the finite-width tools instead: infwidth.mup "
+        f"(coord_check, muP optimizers) and infwidth.analysis (kernel movement, distance from "
+        f"the linearization), or parameterization='ntk' for the kernel limit."
     )
 
 
@@ -41,12 +128,30 @@ class AffineScales(NamedTuple):
     b_mult: float
 
 
-def affine_scales(parameterization: str, W_std, b_std, fan_in: int, s=(1, 1)) -> AffineScales:
-    """How an affine layer with fan-in ``fan_in`` draws and scales its weights and bias."""
+def affine_scales(parameterization, W_std, b_std, fan_in: int, s=(1, 1),
+                  fan_out: int | None = None, in_channels: int | None = None) -> AffineScales:
+    """How an affine layer with fan-in ``fan_in`` draws and scales its weights and bias.
+
+    ``fan_out`` (the layer's output width) is needed by 'mup' and by ``ABC(n='fan_out')``;
+    'mup' compares it with ``in_channels`` (the input's channel count, default ``fan_in``; a
+    convolution's fan-in also counts the filter taps, which do not make it a readout).
+
+    >>> affine_scales('mup', 1.0, None, fan_in=100, fan_out=1)  # the muP readout: 1 / fan_in
+    AffineScales(w_init=0.01, w_mult=1.0, b_init=0.0, b_mult=1.0)
+    """
     b = 0.0 if b_std is None else b_std
     if parameterization == "ntk":
         return AffineScales(1.0, W_std / fan_in**0.5, 1.0, b)
-    return AffineScales(W_std / (fan_in / s[0]) ** 0.5, 1.0 / s[0] ** 0.5, b, 1.0)
+    if parameterization == "standard":
+        return AffineScales(W_std / (fan_in / s[0]) ** 0.5, 1.0 / s[0] ** 0.5, b, 1.0)
+    fan_out = fan_in if fan_out is None else fan_out
+    if parameterization == "mup":
+        in_channels = fan_in if in_channels is None else in_channels
+        return AffineScales(W_std / fan_in**0.5 * min(1.0, (fan_out / in_channels) ** 0.5), 1.0,
+                            b, 1.0)
+    n = parameterization.width(fan_in, fan_out)  # an ABC
+    return AffineScales(float(n) ** -parameterization.b, W_std * float(n) ** -parameterization.a,
+                        1.0, b)
 
 
 def affine_kernels(parameterization: str, nngp, ntk, W_std, b_std, fan_in_over_s):
@@ -58,7 +163,7 @@ def affine_kernels(parameterization: str, nngp, ntk, W_std, b_std, fan_in_over_s
     out_nngp = affine_cov(nngp, W_std, b_std)
     if ntk is None:
         return out_nngp, None
-    if parameterization == "ntk":
+    if parameterization == "ntk" or isinstance(parameterization, ABC):  # ABC(0.5, 0) only
         return out_nngp, out_nngp + W_std**2 * ntk
     out_ntk = fan_in_over_s * nngp + W_std**2 * ntk
     if b_std is not None:

@@ -1,5 +1,10 @@
-"""Theory toolkit: signal propagation and criticality, kernel-target alignment, spectra and
-learning curves.
+"""Theory toolkit and training diagnostics.
+
+* Signal propagation and criticality: `signal_propagation`, `critical_W_std`, `phase_diagram`.
+* Kernel-target alignment: `kernel_target_alignment`, `rank_architectures`.
+* Spectra and learning curves: `eigendecomposition`, `effective_rank`, `predicted_learning_curve`.
+* Training diagnostics (lazy vs rich): `kernel_movement`, `weight_movement`, `empirical_kernel`,
+  `track_training`, `TrainingTrace`.
 
 >>> from infwidth import stax
 >>> from infwidth.analysis import critical_W_std
@@ -31,6 +36,13 @@ from .spectra import (
     measured_learning_curve,
     predicted_learning_curve,
 )
+from .training import (
+    TrainingTrace,
+    empirical_kernel,
+    kernel_movement,
+    track_training,
+    weight_movement,
+)
 
 __all__ = [
     "dual_kernel",
@@ -56,4 +68,9 @@ __all__ = [
     "predicted_learning_curve",
     "MeasuredLearningCurve",
     "measured_learning_curve",
+    "TrainingTrace",
+    "empirical_kernel",
+    "kernel_movement",
+    "track_training",
+    "weight_movement",
 ]

@@ -11,10 +11,38 @@ Describe an architecture once and get the finite network and its infinite-width 
 """
 
 from ._layer import Layer
-from .activations import ABRelu, Abs, Erf, LeakyRelu, Relu
-from .combinators import Identity, parallel, serial
+from .activations import (
+    ABRelu,
+    Abs,
+    Erf,
+    Gelu,
+    LeakyRelu,
+    RectifiedMonomial,
+    Relu,
+    Sigmoid_like,
+    Sign,
+)
+from .activations_poly import Hermite, Monomial, Polynomial
+from .activations_trig import Cos, Exp, ExpNormalized, Gabor, Gaussian, Rbf, Sin
+from .attention import GlobalSelfAttention
+from .branching import FanInConcat, FanInProd, FanInSum, FanOut, Scale
+from .combinators import Identity, parallel, repeat, serial
 from .dense import Dense
 from .elementwise import elementwise
+from .graph import Aggregate
+from .indexing import Index, Slice
+from .normalization import Dropout, LayerNorm
+from .numerical import (
+    Elementwise,
+    ElementwiseNumerical,
+    Elu,
+    Mish,
+    Selu,
+    Sigmoid,
+    Silu,
+    Softplus,
+    Tanh,
+)
 
 __all__ = [
     "Layer",
@@ -28,4 +56,50 @@ __all__ = [
     "LeakyRelu",
     "Abs",
     "Erf",
+    "FanOut",
+    "FanInSum",
+    "FanInProd",
+    "FanInConcat",
+    "Scale",
+    "repeat",
+    "Sign",
+    "Sigmoid_like",
+    "Gelu",
+    "RectifiedMonomial",
+    "Monomial",
+    "Polynomial",
+    "Hermite",
+    "Sin",
+    "Cos",
+    "Rbf",
+    "Gabor",
+    "Gaussian",
+    "Exp",
+    "ExpNormalized",
+    "Elementwise",
+    "ElementwiseNumerical",
+    "Tanh",
+    "Sigmoid",
+    "Silu",
+    "Softplus",
+    "Elu",
+    "Selu",
+    "Mish",
+    "LayerNorm",
+    "Dropout",
+    "GlobalSelfAttention",
+    "Aggregate",
+    "Index",
+    "Slice",
 ]
+
+from .conv import Conv, ConvLocal, ConvTranspose  # noqa: E402
+from .pooling import AvgPool, GlobalAvgPool, GlobalSumPool, SumPool  # noqa: E402
+from .reshape import Flatten  # noqa: E402
+
+__all__ += ["Conv", "ConvTranspose", "ConvLocal", "AvgPool", "SumPool", "GlobalAvgPool",
+            "GlobalSumPool", "Flatten"]
+
+from .output_scale import OutputScale  # noqa: E402
+
+__all__ += ["OutputScale"]

@@ -5,9 +5,12 @@ Each activation here only states its dual kernel; `elementwise` does the rest.
 
 from __future__ import annotations
 
+import functools
 import math
 
+import jax
 import jax.numpy as jnp
+import numpy as np
 from jax.scipy.special import erf
 
 from .._numerics import arccos, safe_divide, safe_sqrt
@@ -16,10 +19,39 @@ from .elementwise import elementwise
 
 
 def _as_float(value, arg, layer):
+    """A hyperparameter as a float; traced values pass through so kernels can be
+    differentiated with respect to them (``jax.grad``)."""
+    if isinstance(value, jax.core.Tracer):
+        return value
     try:
         return float(value)
     except (TypeError, ValueError):
         raise TypeError(f"{layer}({arg}={value!r}): {arg} must be a number.") from None
+
+
+def _as_degree(value, layer, max_degree=None):
+    """A non-negative integer degree, or a ValueError naming the layer."""
+    ok = (not isinstance(value, bool) and isinstance(value, (int, np.integer)) and value >= 0
+          and (max_degree is None or value <= max_degree))
+    if not ok:
+        upto = "" if max_degree is None else f" at most {max_degree}"
+        raise ValueError(f"{layer}(degree={value!r}): degree must be a non-negative "
+                         f"integer{upto}.")
+    return int(value)
+
+
+def _correlation(cov12, var1, var2):
+    """``(sqrt(var1) sqrt(var2), cov12 / sqrt(var1 var2))``, the correlation clipped to
+    [-1, 1] and 0 where an input is zero.
+
+    The correlation divides by ``sqrt(var1 * var2)``, which is exactly ``var`` when
+    ``var1 == var2 == var`` (``sqrt(var) * sqrt(var)`` is not), so an input paired with itself
+    has correlation exactly 1. That matters for maps with an infinite slope at 1 (`Sign`,
+    ``RectifiedMonomial(0)``), where a rounding error of 1e-16 would grow to 1e-8 after one
+    layer and to 1e-2 after three.
+    """
+    norm = safe_sqrt(var1) * safe_sqrt(var2)
+    return norm, jnp.clip(safe_divide(cov12, safe_sqrt(var1 * var2)), -1, 1)
 
 
 def ABRelu(a: float, b: float, do_stabilize: bool = False) -> Layer:
@@ -145,5 +177,185 @@ def Erf(a: float = 1.0, b: float = 1.0, c: float = 0.0) -> Layer:
 
     def fn(x):
         return a * erf(b * x) + c
+
+    return elementwise(fn, name, nngp_fn, d_nngp_fn, diag_fn)
+
+
+def Sign() -> Layer:
+    """``sign(x)``, whose dual kernel is the arc-cosine kernel of degree 0 (Cho & Saul 2009):
+
+        E[sign(u) sign(v)] = 1 - 2 theta / pi = 2/pi * arcsin(cov12 / sqrt(var1 var2))
+
+    The derivative of ``sign`` is zero except at 0, so, as in neural-tangents, the NTK of the
+    layer's inputs does not pass through it (``E[phi'(u) phi'(v)] = 0``). A zero input has
+    ``sign(0) = 0``, so its variance maps to 0.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from infwidth import stax
+      >>> _, _, kernel_fn = stax.serial(stax.Dense(1), stax.Sign())
+      >>> kernel_fn(jnp.array([[1., 0.], [1., 1.]]), get='nngp').round(4).tolist()
+      [[1.0, 0.5], [0.5, 1.0]]
+    """
+
+    def nngp_fn(cov12, var1, var2):
+        corr = _correlation(cov12, var1, var2)[1]
+        return 1 - (2 / math.pi) * arccos(corr)
+
+    def d_nngp_fn(cov12, var1, var2):
+        return jnp.zeros_like(cov12 * var1 * var2)
+
+    def diag_fn(var):
+        return jnp.where(var == 0, 0.0, 1.0).astype(var.dtype)
+
+    return elementwise(jnp.sign, "Sign", nngp_fn, d_nngp_fn, diag_fn)
+
+
+def Sigmoid_like() -> Layer:
+    """A sigmoid-shaped erf, ``0.5 * erf(x / 2.4020563531719796) + 0.5``: `Erf(0.5, 1 / 2.40...,
+    0.5)`, with the constant of neural-tangents (a least-squares fit to the logistic sigmoid on
+    [-5, 5]). For the logistic sigmoid itself see `Sigmoid`.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from infwidth import stax
+      >>> _, _, kernel_fn = stax.serial(stax.Dense(1), stax.Sigmoid_like())
+      >>> round(float(kernel_fn(jnp.zeros((1, 2)), get='nngp')[0, 0]), 6)  # phi(0)**2
+      0.25
+    """
+    return Erf(a=0.5, b=1 / 2.4020563531719796, c=0.5)
+
+
+def Gelu(approximate: bool = False) -> Layer:
+    """GELU, ``x * Phi(x)`` with ``Phi`` the standard normal CDF.
+
+    The dual kernel (Tsuchida et al. 2021, "Avoiding kernel fixed points: computing with ELU and
+    GELU infinite networks", arXiv:2002.08517), derived by Stein's lemma from
+    ``E[Phi(u) Phi(v)] = 1/4 + arcsin(cov12 / sqrt(P)) / (2 pi)``: with
+    ``P = (1 + var1)(1 + var2)`` and ``D = P - cov12**2`` (always >= 1),
+
+        E[phi(u) phi(v)]   = cov12 / 4 + cov12 A / (2 pi) + (var1 var2 D + cov12**2)
+                                                             / (2 pi P sqrt(D))
+        E[phi'(u) phi'(v)] = 1/4 + A / (2 pi) + cov12 / (2 pi sqrt(D))
+                             + cov12 ((2 - var1 var2) D + cov12**2) / (2 pi P D**1.5)
+
+    where ``A = arctan2(cov12, sqrt(D)) = arcsin(cov12 / sqrt(P))``. As in neural-tangents,
+    ``approximate=True`` only changes the finite network (``apply_fn`` uses the tanh
+    approximation of Hendrycks & Gimpel 2016, arXiv:1606.08415); the kernel is the exact one.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from infwidth import stax
+      >>> _, _, kernel_fn = stax.serial(stax.Dense(1), stax.Gelu())
+      >>> round(float(kernel_fn(jnp.ones((1, 2)), get='nngp')[0, 0]), 6)
+      0.425222
+    """
+    if not isinstance(approximate, bool):
+        raise TypeError(f"Gelu(approximate={approximate!r}): approximate must be True or False.")
+
+    def parts(cov12, var1, var2):
+        p = (1 + var1) * (1 + var2)
+        d = p - cov12 * cov12
+        root = safe_sqrt(d)
+        return p, d, root, jnp.arctan2(cov12, root)
+
+    def nngp_fn(cov12, var1, var2):
+        p, d, root, angle = parts(cov12, var1, var2)
+        prod = var1 * var2
+        return (cov12 / 4 + cov12 * angle / (2 * math.pi)
+                + (prod * d + cov12 * cov12) / (2 * math.pi * p * root))
+
+    def d_nngp_fn(cov12, var1, var2):
+        p, d, root, angle = parts(cov12, var1, var2)
+        prod = var1 * var2
+        return (0.25 + angle / (2 * math.pi) + cov12 / (2 * math.pi * root)
+                + cov12 * ((2 - prod) * d + cov12 * cov12) / (2 * math.pi * p * d * root))
+
+    def diag_fn(var):
+        root = jnp.sqrt(1 + 2 * var)
+        return (var / 4 + var * jnp.arctan2(var, root) / (2 * math.pi)
+                + var * var / (math.pi * (1 + var) * root))
+
+    def fn(x):
+        return jax.nn.gelu(x, approximate=approximate)
+
+    return elementwise(fn, "Gelu", nngp_fn, d_nngp_fn, diag_fn)
+
+
+def _relu_moment(b: int) -> float:
+    """``E[max(w, 0)**b]`` for a standard normal ``w`` (with ``max(w, 0)**0 = [w >= 0]``)."""
+    return 0.5 if b == 0 else 0.5 * 2 ** (b / 2) * math.gamma((b + 1) / 2) / math.sqrt(math.pi)
+
+
+def _rectified_moments(corr, degree: int):
+    """``E[relu(z1)**degree relu(z2)**degree]`` for unit normals with correlation ``corr``.
+
+    With ``f_a = relu**a`` and ``m(a, b) = E[f_a(z1) f_b(z2)]``, Gaussian integration by parts
+    (``E[z1 g(z1, z2)] = E[d1 g] + corr E[d2 g]``) applied to ``f_a = z1 f_{a-1}`` gives
+
+        m(a, b) = (a - 1) m(a - 2, b) + corr * b * m(a - 1, b - 1)
+
+    where a term with a delta function (the derivative of ``f_0``) is replaced by its value,
+    ``E[delta(z1) f_b(z2)] = s**b E[f_b] / sqrt(2 pi)`` with ``s = sqrt(1 - corr**2)``; and
+    ``m(0, 0) = (pi - arccos(corr)) / (2 pi)``. This spells out the arc-cosine kernel ``J_n`` of
+    Cho & Saul 2009 without the ``1 / sin(theta)`` factors of its derivative form, so values and
+    gradients stay finite at ``corr = +-1``.
+    """
+    s = safe_sqrt(1 - corr * corr)
+    c0 = 1 / math.sqrt(2 * math.pi)
+
+    @functools.cache
+    def s_pow(n):
+        return jnp.ones_like(s) if n == 0 else s_pow(n - 1) * s
+
+    @functools.cache
+    def m(a, b):
+        if a < b:
+            return m(b, a)
+        if a == 0:
+            return (math.pi - arccos(corr)) / (2 * math.pi)
+        first = (a - 1) * m(a - 2, b) if a >= 2 else c0 * _relu_moment(b) * s_pow(b)
+        second = b * m(a - 1, b - 1) if b >= 1 else c0 * _relu_moment(a - 1) * s_pow(a - 1)
+        return first + corr * second
+
+    return m(degree, degree)
+
+
+def RectifiedMonomial(degree: int) -> Layer:
+    """``(x >= 0) * x**degree``, whose dual kernel is the arc-cosine kernel of order ``degree``
+    (Cho & Saul 2009, "Kernel methods for deep learning"):
+
+        E[phi(u) phi(v)]   = (var1 var2)**(degree / 2) * J_degree(theta) / (2 pi)
+        E[phi'(u) phi'(v)] = degree**2 * E[relu(u)**(degree-1) relu(v)**(degree-1)]
+
+    (the second by Price's theorem; 0 for ``degree=0``, whose derivative is a delta, as in
+    neural-tangents). ``J_n`` is evaluated by a recursion over Gaussian moments that stays finite
+    at ``theta = 0, pi``; see ``_rectified_moments``. ``degree=1`` is `Relu`.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from infwidth import stax
+      >>> _, _, kernel_fn = stax.serial(stax.Dense(1), stax.RectifiedMonomial(2))
+      >>> float(kernel_fn(jnp.ones((1, 2)), get='nngp')[0, 0])  # E[relu(u)**4] = 3/2
+      1.5
+    """
+    name = f"RectifiedMonomial({degree})"
+    degree = _as_degree(degree, "RectifiedMonomial")
+
+    def nngp_fn(cov12, var1, var2):
+        norm, corr = _correlation(cov12, var1, var2)
+        return norm**degree * _rectified_moments(corr, degree)
+
+    def d_nngp_fn(cov12, var1, var2):
+        if degree == 0:
+            return jnp.zeros_like(cov12 * var1 * var2)
+        norm, corr = _correlation(cov12, var1, var2)
+        return degree**2 * norm ** (degree - 1) * _rectified_moments(corr, degree - 1)
+
+    def diag_fn(var):
+        return math.prod(range(2 * degree - 1, 0, -2)) * var**degree / 2
+
+    def fn(x):
+        return jnp.where(x >= 0, x**degree, 0.0).astype(jnp.result_type(x, float))
 
     return elementwise(fn, name, nngp_fn, d_nngp_fn, diag_fn)

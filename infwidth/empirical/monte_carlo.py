@@ -1,0 +1,175 @@
+"""Monte Carlo estimates of the NNGP and NTK: empirical kernels averaged over random draws of the
+parameters (the finite-width approximation of the infinite-width kernels)."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Iterable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ._axes import check_axes, resolve_axes
+from .nngp import canonicalize_get, empirical_kernel_fn
+from .ntk import DEFAULT_NTK_IMPLEMENTATION, resolve_implementation
+
+
+class MonteCarloEstimate(NamedTuple):
+    """A Monte Carlo estimate with its standard error.
+
+    ``mean`` is what ``kernel_fn`` returns without ``standard_error=True`` (an array, or an
+    ``EmpiricalKernel`` namedtuple); ``stderr`` has the same structure and holds the standard
+    error of each entry, ``sqrt(sample variance / n_samples)`` (``inf`` for a single sample).
+    """
+
+    mean: Any
+    stderr: Any
+    n_samples: int
+
+
+def _check_n_samples(n_samples):
+    caller = "monte_carlo_kernel_fn"
+    if isinstance(n_samples, (int, np.integer)) and not isinstance(n_samples, bool):
+        if n_samples <= 0:
+            raise ValueError(f"{caller}(n_samples={n_samples}): n_samples must be positive.")
+        return [int(n_samples)], False
+    if isinstance(n_samples, Iterable) and not isinstance(n_samples, str):
+        ns = [int(n) for n in n_samples]
+        if not ns or ns[0] <= 0 or any(b <= a for a, b in zip(ns, ns[1:])):
+            raise ValueError(f"{caller}(n_samples={n_samples!r}): a list of sample counts must "
+                             f"be positive and strictly increasing.")
+        return ns, True
+    raise TypeError(f"{caller}(n_samples={n_samples!r}): n_samples must be an int or an "
+                    f"increasing list of ints.")
+
+
+def monte_carlo_kernel_fn(init_fn, apply_fn, key, n_samples, batch_size: int = 0,
+                          device_count: int = -1, store_on_device: bool = True,
+                          trace_axes=(-1,), diagonal_axes=(), vmap_axes=None,
+                          implementation=DEFAULT_NTK_IMPLEMENTATION, _j_rules: bool = True,
+                          _s_rules: bool = True, _fwd=None, *, standard_error: bool = False):
+    """Returns ``kernel_fn(x1, x2=None, get=None, **apply_fn_kwargs)``: the average of the
+    empirical NNGP/NTK of ``apply_fn`` over ``n_samples`` draws ``init_fn(key_i, x1.shape)``.
+
+    As neural-tangents 0.6.5's ``monte_carlo_kernel_fn``: with an int ``n_samples`` the call
+    returns the estimate; with an increasing list it returns a generator of running estimates,
+    one per entry (reusing the earlier samples). Draw ``i`` uses ``jax.random.fold_in(key, i)``.
+    The estimates converge to the infinite-width kernels as the width grows (Neal 1994; Lee et
+    al. 2018, arXiv:1711.00165; Jacot et al. 2018, arXiv:1806.07572).
+
+    Args:
+      init_fn, apply_fn: the finite network (e.g. from ``stax``).
+      key: a PRNG key.
+      n_samples: an int or an increasing list of ints.
+      batch_size: if positive, the kernel is computed in blocks of ``batch_size`` inputs of ``x1``
+        and ``x2`` (needs the batch axis 0 of the outputs not to be traced).
+      device_count, store_on_device: accepted for compatibility; samples run on the default
+        device, and ``store_on_device=False`` accumulates the sums in host memory (float64).
+      trace_axes, diagonal_axes, vmap_axes, implementation: see :func:`empirical_ntk_fn`.
+      standard_error: if true, each result is a :class:`MonteCarloEstimate` ``(mean, stderr,
+        n_samples)`` instead of the bare mean.
+
+    Example:
+      >>> import jax, jax.numpy as jnp
+      >>> from infwidth import stax
+      >>> from infwidth.empirical import monte_carlo_kernel_fn
+      >>> init_fn, apply_fn, kernel_fn = stax.serial(stax.Dense(256), stax.Relu(), stax.Dense(1))
+      >>> x = jax.random.normal(jax.random.PRNGKey(1), (3, 4))
+      >>> mc = monte_carlo_kernel_fn(init_fn, apply_fn, jax.random.PRNGKey(0), 8,
+      ...                            standard_error=True)
+      >>> est = mc(x, None, 'ntk')
+      >>> exact = kernel_fn(x, None, 'ntk')
+      >>> bool(jnp.all(jnp.abs(est.mean - exact) < 6 * est.stderr + 1e-3))
+      True
+    """
+    caller = "monte_carlo_kernel_fn"
+    if not callable(init_fn) or not callable(apply_fn):
+        raise TypeError(f"{caller}: init_fn and apply_fn must be functions (e.g. from stax).")
+    ns, as_generator = _check_n_samples(n_samples)
+    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) \
+            or batch_size < 0:
+        raise ValueError(f"{caller}(batch_size={batch_size!r}): batch_size must be a "
+                         f"non-negative int (0: no batching).")
+    check_axes(trace_axes, diagonal_axes, caller)
+    resolve_implementation(implementation, caller)
+    emp = empirical_kernel_fn(apply_fn, trace_axes, diagonal_axes, vmap_axes, implementation)
+    t_axes, d_axes = check_axes(trace_axes, diagonal_axes, caller)
+
+    @functools.partial(jax.jit, static_argnames=("names",))
+    def one(k, x1, x2, names, kwargs):
+        _, params = init_fn(k, x1.shape)
+        return emp(x1, x2, names, params, **kwargs)
+
+    def blocked(k, x1, x2, names, kwargs):
+        if batch_size == 0:
+            return one(k, x1, x2, names, kwargs)
+        _, params = jax.eval_shape(init_fn, k, x1.shape)
+        fx = jax.eval_shape(lambda p: apply_fn(p, x1, **kwargs), params)
+        ax = resolve_axes(t_axes, d_axes, jax.tree_util.tree_leaves(fx)[0].shape,
+                          jax.tree_util.tree_leaves(fx)[0].shape, caller)
+        xb = x1 if x2 is None else x2
+        for x in (x1, xb):
+            if x.shape[0] % batch_size:
+                raise ValueError(f"{caller}(batch_size={batch_size}): the number of inputs "
+                                 f"{x.shape[0]} must be divisible by batch_size.")
+        if 0 in ax.trace:
+            raise ValueError(f"{caller}(batch_size={batch_size}): cannot batch when the batch "
+                             f"axis 0 of the outputs is traced; use batch_size=0.")
+        blocks1 = [x1[i:i + batch_size] for i in range(0, x1.shape[0], batch_size)]
+        blocks2 = [xb[i:i + batch_size] for i in range(0, xb.shape[0], batch_size)]
+        if 0 in ax.diag:
+            parts = [one(k, a, None if x2 is None else b, names, kwargs)
+                     for a, b in zip(blocks1, blocks2)]
+            return jax.tree_util.tree_map(lambda *p: jnp.concatenate(p, 0), *parts)
+        rows = []
+        for a in blocks1:
+            row = [one(k, a, b, names, kwargs) for b in blocks2]
+            rows.append(jax.tree_util.tree_map(lambda *p: jnp.concatenate(p, 1), *row))
+        return jax.tree_util.tree_map(lambda *p: jnp.concatenate(p, 0), *rows)
+
+    def running(x1, x2, get, kwargs):
+        names, single = canonicalize_get(get, caller)
+        total = total_sq = None
+        count = 0
+        for target in ns:
+            while count < target:
+                k = blocked(jax.random.fold_in(key, count), x1, x2, names, kwargs)
+                k = tuple(k)
+                if not store_on_device:
+                    k = jax.tree_util.tree_map(lambda a: np.asarray(a, np.float64), k)
+                sq = jax.tree_util.tree_map(lambda a: a * a, k)
+                if total is None:
+                    total, total_sq = k, sq
+                else:
+                    total = jax.tree_util.tree_map(lambda a, b: a + b, total, k)
+                    total_sq = jax.tree_util.tree_map(lambda a, b: a + b, total_sq, sq)
+                count += 1
+            yield _result(total, total_sq, count, names, single, standard_error)
+
+    def kernel_fn(x1, x2=None, get=None, **apply_fn_kwargs):
+        gen = running(x1, x2, get, apply_fn_kwargs)
+        return gen if as_generator else next(gen)
+
+    return kernel_fn
+
+
+def _result(total, total_sq, n, names, single, standard_error):
+    from .nngp import _namedtuple
+
+    mean = jax.tree_util.tree_map(lambda a: a / n, total)
+
+    def pack(parts):
+        return parts[0] if single else _namedtuple(names)(*parts)
+
+    if not standard_error:
+        return pack(mean)
+
+    def stderr(m, s):
+        if n < 2:
+            return jnp.full(jnp.shape(m), jnp.inf, jnp.result_type(m))
+        var = jnp.maximum(s / n - m * m, 0.0) * n / (n - 1)
+        return jnp.sqrt(var / n)
+
+    return MonteCarloEstimate(pack(mean), pack(jax.tree_util.tree_map(stderr, mean, total_sq)), n)

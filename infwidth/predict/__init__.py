@@ -1,0 +1,38 @@
+"""Predictions from infinite-width kernels, with neural-tangents' ``predict`` names.
+
+* `gp_inference`: NNGP / NTK Gaussian-process posterior (mean and covariance).
+* `gradient_descent_mse`: closed-form gradient-flow dynamics under MSE, any time ``t``.
+* `gradient_descent_mse_ensemble`: mean and covariance over an infinite ensemble of infinitely
+  wide networks trained by gradient descent (or the NNGP posterior), straight from ``kernel_fn``.
+* `gradient_descent`: other losses and momentum, by integrating the function-space ODE.
+* `max_learning_rate`: the largest stable gradient-descent step.
+
+Use float64 (``jax.config.update('jax_enable_x64', True)``): kernel matrices of wide networks
+are badly conditioned, and float32 factorizations lose most of their digits. Solvers and
+positive-definiteness handling live in `infwidth.predict.solvers` (`Cholesky`, `CG`).
+
+>>> import jax.numpy as jnp
+>>> from infwidth import predict
+>>> predict_fn = predict.gp_inference(jnp.eye(2), jnp.array([[1.], [2.]]))
+>>> predict_fn('nngp', k_test_train=jnp.array([[0.5, 0.5]]))
+Array([[1.5]], dtype=float32)
+"""
+
+from ._common import Gaussian
+from .gp import gp_inference
+from .mse import gradient_descent_mse, gradient_descent_mse_ensemble, max_learning_rate
+from .ode import ODEState, gradient_descent
+from .solvers import CG, Cholesky, NotPositiveDefiniteError
+
+__all__ = [
+    "Gaussian",
+    "ODEState",
+    "gp_inference",
+    "gradient_descent_mse",
+    "gradient_descent_mse_ensemble",
+    "gradient_descent",
+    "max_learning_rate",
+    "Cholesky",
+    "CG",
+    "NotPositiveDefiniteError",
+]

@@ -1,0 +1,157 @@
+"""Gaussian-process inference with the NNGP or the NTK: posterior mean and covariance."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ._common import Gaussian, Layout, canonicalize_get, check_diag_reg, pack
+from .solvers import get_solver, is_concrete, make_2d, regularize, zip_axes
+
+_HIGHEST = jax.lax.Precision.HIGHEST
+
+
+def _is_array(k) -> bool:
+    return isinstance(k, (np.ndarray, jax.Array)) or hasattr(k, "__jax_array__")
+
+
+def kernel_attr(k, g: str, name: str):
+    """``k`` itself if it is an array, else its ``g`` field ('nngp' or 'ntk')."""
+    if _is_array(k):
+        return jnp.asarray(k)
+    v = getattr(k, g, None)
+    if v is None:
+        raise ValueError(f"{name} has no {g!r} kernel: pass an array, or a Kernel / namedtuple "
+                         f"computed with get=('nngp', 'ntk') (or get={g!r}).")
+    return jnp.asarray(v)
+
+
+def first_kernel(k, name: str):
+    if _is_array(k):
+        return jnp.asarray(k)
+    for g in ("nngp", "ntk"):
+        if getattr(k, g, None) is not None:
+            return jnp.asarray(getattr(k, g))
+    raise ValueError(f"{name} must be an array or have an 'nngp' or 'ntk' kernel, got {k!r}.")
+
+
+class _Solves:
+    """Factorizations of the regularized train-train kernels, computed once per kernel."""
+
+    def __init__(self, k_train_train, diag_reg, diag_reg_absolute_scale, solver, name):
+        self.k, self.diag_reg, self.absolute = k_train_train, diag_reg, diag_reg_absolute_scale
+        self.solver, self.name = get_solver(solver), name
+        self.cache = {}
+
+    def factor(self, g):
+        if g in self.cache:
+            return self.cache[g]
+        k2d = regularize(make_2d(kernel_attr(self.k, g, self.name)), self.diag_reg, self.absolute)
+        f = self.solver.factor(k2d)
+        if is_concrete(k2d):  # never keep tracers beyond the trace that made them
+            self.cache[g] = f
+        return f
+
+    def solve(self, g, b):
+        return self.factor(g).solve(b)
+
+
+def gp_inference(k_train_train, y_train, diag_reg: float = 0.0,
+                 diag_reg_absolute_scale: bool = False, trace_axes=(-1,), *,
+                 solver="cholesky"):
+    r"""Posterior of the NNGP / NTK Gaussian process given training data.
+
+    ``'nngp'``: the exact posterior of an infinitely wide Bayesian network (arXiv:1711.00165),
+    ``K_*d K^{-1} y`` with covariance ``K_** - K_*d K^{-1} K_d*``. ``'ntk'``: the distribution of
+    an infinite ensemble of infinitely wide networks trained to convergence by gradient flow on
+    MSE (arXiv:1902.06720), mean ``Θ_*d Θ^{-1} y`` and covariance
+    ``K_** + Θ_*d Θ^{-1} K Θ^{-1} Θ_d* - (Θ_*d Θ^{-1} K_d* + h.c.)``. ``'ntkgp'``: the GP
+    posterior with the NTK as covariance (arXiv:2007.05864).
+
+    The train-train kernel plus ``diag_reg`` (in units of its mean diagonal unless
+    ``diag_reg_absolute_scale``) is factorized once per kernel and reused by every call. Use
+    float64: kernels of wide networks are badly conditioned. A kernel that is not positive
+    definite raises :class:`~infwidth.predict.NotPositiveDefiniteError`.
+
+    Args:
+      k_train_train: train-train kernel: an array (used for every ``get``), or a `Kernel` /
+        namedtuple with ``nngp`` and/or ``ntk``. For the NTK covariance it needs both.
+      y_train: training targets; its non-``trace_axes`` axes index the kernel.
+      diag_reg: diagonal regularization (``k + diag_reg * mean(diag k) * I``).
+      diag_reg_absolute_scale: take ``diag_reg`` in absolute units instead.
+      trace_axes: output axes along which the kernel is ``K (x) I`` (independent channels).
+      solver: ``'cholesky'`` (default), ``'cg'``, or a `Cholesky` / `CG` instance.
+
+    Returns:
+      ``predict_fn(get=None, k_test_train=None, k_test_test=None)``: with ``k_test_train`` the
+      test-set posterior mean, and with ``k_test_test`` also the covariance (a `Gaussian`); without
+      ``k_test_train`` the training set (``y_train``, zero covariance). ``get`` is ``'nngp'``,
+      ``'ntk'``, ``'ntkgp'`` or a tuple (a namedtuple is returned); ``None`` means
+      ``('nngp', 'ntk')``.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from infwidth import predict
+      >>> k_dd = jnp.array([[2., 1.], [1., 2.]])
+      >>> y = jnp.array([[1.], [-1.]])
+      >>> predict_fn = predict.gp_inference(k_dd, y)
+      >>> predict_fn('nngp', k_test_train=jnp.array([[1., 0.]]), k_test_test=jnp.array([[2.]]))
+      Gaussian(mean=Array([[1.]], dtype=float32), covariance=Array([[1.3333334]], dtype=float32))
+    """
+    where = "gp_inference"
+    y_train = jnp.asarray(y_train)
+    layout = Layout(y_train, trace_axes, where)
+    check_diag_reg(diag_reg, where)
+    layout.check_train_kernel(first_kernel(k_train_train, "k_train_train"))
+    solves = _Solves(k_train_train, diag_reg, diag_reg_absolute_scale, solver, "k_train_train")
+    y_rows = layout.to_rows(y_train)
+    k_inv_y = {}
+
+    def predict_fn(get=None, k_test_train=None, k_test_test=None):
+        """Posterior mean [and covariance] on the test set (or the training set)."""
+        names, single = canonicalize_get(get, "gp_inference.predict_fn",
+                                         allowed=("nngp", "ntk", "ntkgp"))
+        out = {}
+        for g in names:
+            k = "ntk" if g == "ntkgp" else g
+            k_dd = kernel_attr(k_train_train, k, "k_train_train")
+            if k_test_train is None:
+                mean = y_train.astype(k_dd.dtype)
+                out[g] = mean if k_test_test is None else Gaussian(mean, jnp.zeros_like(k_dd))
+                continue
+
+            k_td = layout.check_test_kernel(kernel_attr(k_test_train, k, "k_test_train"))
+            test_shape = k_td.shape[::2]
+            k_td2 = make_2d(k_td)
+            if k not in k_inv_y:
+                k_inv_y[k] = solves.solve(k, y_rows.astype(k_dd.dtype))
+            mean = layout.from_rows(jnp.matmul(k_td2, k_inv_y[k], precision=_HIGHEST),
+                                    nontrace_shape=test_shape)
+            if k_test_test is None:
+                out[g] = mean
+                continue
+
+            g_init = "ntk" if g == "ntkgp" else "nngp"
+            if g == "ntk":
+                hint = ("the NTK posterior covariance needs both the NNGP and the NTK in "
+                        "k_train_train and k_test_train (Kernels or namedtuples)")
+                if _is_array(k_train_train) or _is_array(k_test_train):
+                    raise ValueError(f"gp_inference: {hint}; got a plain array.")
+            k_td_init = make_2d(kernel_attr(k_test_train, g_init, "k_test_train"))
+            k_tt = kernel_attr(k_test_test, g_init, "k_test_test")
+            inv_k_dt = solves.solve(k, k_td_init.T)  # Θ^{-1} K_d* (or K^{-1} K_d*)
+            cross = jnp.matmul(k_td2, inv_k_dt, precision=_HIGHEST)
+            if g == "ntk":
+                nngp_dd = make_2d(kernel_attr(k_train_train, "nngp", "k_train_train"))
+                term = solves.solve(k, k_td2.T)  # Θ^{-1} Θ_d*
+                cov = jnp.matmul(term.T, jnp.matmul(nngp_dd, term, precision=_HIGHEST),
+                                 precision=_HIGHEST) - cross - cross.T
+                sign = 1
+            else:
+                cov, sign = cross, -1
+            cov = zip_axes(cov.reshape(test_shape + test_shape))
+            out[g] = Gaussian(mean, k_tt + sign * cov)
+        return pack(out, names, single)
+
+    return predict_fn

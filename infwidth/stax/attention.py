@@ -1,0 +1,296 @@
+"""`GlobalSelfAttention`: multi-head dot-product self-attention and its infinite-width kernel.
+
+Follows Hron et al. 2020, "Infinite attention: NNGP and NTK for deep attention networks"
+(arXiv:2006.10540), with neural-tangents' arguments, parameters and conventions. The kernel is
+taken as the number of heads and the key, query and value widths go to infinity.
+
+* ``linear_scaling=True`` (the default): queries and keys share their weights and their dot
+  products are divided by the key width, so the attention logits converge to the deterministic
+  ``W_query_std * W_key_std * cov(x_t, x_s)``; the attention weights ``G`` are the chosen
+  mechanism (softmax over keys, identity, abs, relu) of those logits and the output covariance is
+  ``OV**2 * G1 K G2^T + b_std**2``, with ``OV = W_out_std * W_value_std``.
+* ``linear_scaling=False``: independent queries and keys, 1/sqrt(key width) scaling; the logits
+  stay Gaussian and only the ``'IDENTITY'`` mechanism has a closed form.
+
+Positional embeddings (``pos_emb_type='SUM'`` or ``'CONCAT'``) are random Gaussian embeddings
+with covariance ``R`` between positions: the identity (``pos_emb_decay_fn=None``) or
+``pos_emb_decay_fn(sum_axes |i - j|**pos_emb_p_norm)``; they enter keys and queries (and, with
+``val_pos_emb=True``, values) as a weighted sum of the input covariance and ``R``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ._layer import Layer, check_nonnegative, check_positive_int, make_layer
+
+MECHANISMS = {
+    "SOFTMAX": lambda g: jax.nn.softmax(g, axis=-1),
+    "IDENTITY": lambda g: g,
+    "ABS": jnp.abs,
+    "RELU": lambda g: jnp.maximum(g, 0),
+}
+POS_EMB_TYPES = ("NONE", "SUM", "CONCAT")
+
+
+def _flatten_pairs(mat, n_batch: int):
+    """(batch..., h, h', w, w', ...) -> (batch..., P, P') with P = h * w * ..."""
+    n_sp = (mat.ndim - n_batch) // 2
+    sizes = mat.shape[n_batch::2]
+    perm = (tuple(range(n_batch)) + tuple(n_batch + 2 * i for i in range(n_sp))
+            + tuple(n_batch + 2 * i + 1 for i in range(n_sp)))
+    p = math.prod(sizes)
+    return jnp.transpose(mat, perm).reshape(mat.shape[:n_batch] + (p, p)), sizes
+
+
+def _unflatten_pairs(mat, n_batch: int, sizes):
+    """Inverse of :func:`_flatten_pairs`."""
+    n_sp = len(sizes)
+    mat = mat.reshape(mat.shape[:n_batch] + tuple(sizes) * 2)
+    perm = tuple(range(n_batch)) + tuple(
+        a for i in range(n_sp) for a in (n_batch + i, n_batch + n_sp + i))
+    return jnp.transpose(mat, perm)
+
+
+def _pos_emb_cov(sizes, p_norm, decay_fn):
+    """Covariance (P, P) of the positional embeddings between flattened positions."""
+    p = math.prod(sizes)
+    if decay_fn is None:
+        return jnp.eye(p)
+    grids = np.meshgrid(*[np.arange(s) for s in sizes], indexing="ij")
+    coords = np.stack([g.ravel() for g in grids], -1).astype(float)  # (P, S)
+    dist = np.sum(np.abs(coords[:, None, :] - coords[None, :, :]) ** p_norm, -1)
+    return jnp.asarray(decay_fn(jnp.asarray(dist)))
+
+
+def GlobalSelfAttention(n_chan_out: int, n_chan_key: int, n_chan_val: int, n_heads: int,
+                        linear_scaling: bool = True, W_key_std: float = 1.0,
+                        W_value_std: float = 1.0, W_query_std: float = 1.0,
+                        W_out_std: float = 1.0, b_std: float | None = None,
+                        attention_mechanism: str = "SOFTMAX", pos_emb_type: str = "NONE",
+                        pos_emb_p_norm: float = 2, pos_emb_decay_fn: Callable | None = None,
+                        n_chan_pos_emb: int | None = None, W_pos_emb_std: float = 1.0,
+                        val_pos_emb: bool = False, batch_axis: int = 0,
+                        channel_axis: int = -1) -> Layer:
+    """Global multi-head self-attention over the positions of ``(N, T, C)`` (or any
+    ``(N, spatial..., C)``) inputs, with neural-tangents' signature and semantics.
+
+    The finite layer computes, per head ``h``, ``G_h = mechanism(Q_h K_h^T * scale)`` and
+    ``G_h V_h`` (``Q, K, V`` are the inputs times ``N(0, 1)`` matrices), concatenates the heads,
+    multiplies by ``W_out`` and scales by ``W_out_std * W_value_std / sqrt(n_chan_val * n_heads *
+    n_chan_in)``; ``scale`` is ``W_query_std * W_key_std / (n_chan_in * n_chan_key)`` with tied
+    query and key weights when ``linear_scaling`` (else ``/ sqrt(n_chan_key)`` and independent
+    weights). Parameters are ``(W_query or None, W_key, W_value, W_out, b, pos_emb)`` as in
+    neural-tangents. See the module docstring for the kernel (Hron et al. 2020,
+    arXiv:2006.10540). The kernel needs ``diagonal_spatial=False``.
+
+    Args:
+      n_chan_out, n_chan_key, n_chan_val, n_heads: widths of the finite layer.
+      linear_scaling: 1/width logits with tied query-key weights (True) or 1/sqrt(width).
+      W_key_std, W_query_std: enter only through their product.
+      W_value_std, W_out_std: enter only through their product.
+      b_std: output bias standard deviation, or ``None`` for no bias.
+      attention_mechanism: ``'SOFTMAX'``, ``'IDENTITY'``, ``'ABS'`` or ``'RELU'``.
+      pos_emb_type: ``'NONE'``, ``'SUM'`` or ``'CONCAT'``.
+      pos_emb_p_norm, pos_emb_decay_fn: positional covariance ``decay_fn(sum |i - j|**p)``;
+        ``None`` gives independent embeddings per position.
+      n_chan_pos_emb: embedding channels for 'CONCAT' (default: the input's).
+      W_pos_emb_std: embedding standard deviation.
+      val_pos_emb: whether values see the embeddings too.
+      batch_axis, channel_axis: only (0, -1).
+
+    Example:
+      >>> import jax, jax.numpy as jnp
+      >>> from infwidth import stax
+      >>> init_fn, apply_fn, kernel_fn = stax.serial(
+      ...     stax.Dense(16), stax.GlobalSelfAttention(16, 8, 8, 2), stax.Relu())
+      >>> x = jax.random.normal(jax.random.PRNGKey(0), (3, 5, 4))  # 3 sequences of length 5
+      >>> _, params = init_fn(jax.random.PRNGKey(1), x.shape)
+      >>> apply_fn(params, x).shape
+      (3, 5, 16)
+      >>> kernel_fn(x, get='nngp').shape  # (N1, N2, T, T')
+      (3, 3, 5, 5)
+    """
+    name = "GlobalSelfAttention"
+    for arg, v in (("n_chan_out", n_chan_out), ("n_chan_key", n_chan_key),
+                   ("n_chan_val", n_chan_val), ("n_heads", n_heads)):
+        check_positive_int(v, arg, name)
+    for arg, v in (("W_key_std", W_key_std), ("W_value_std", W_value_std),
+                   ("W_query_std", W_query_std), ("W_out_std", W_out_std),
+                   ("W_pos_emb_std", W_pos_emb_std)):
+        check_nonnegative(v, arg, name)
+    check_nonnegative(b_std, "b_std", name, allow_none=True)
+    mechanism = str(getattr(attention_mechanism, "name", attention_mechanism)).upper()
+    if mechanism not in MECHANISMS:
+        raise ValueError(f"{name}(attention_mechanism={attention_mechanism!r}): must be one of "
+                         f"{', '.join(repr(m) for m in MECHANISMS)}.")
+    pos_type = str(getattr(pos_emb_type, "name", pos_emb_type)).upper()
+    if pos_type not in POS_EMB_TYPES:
+        raise ValueError(f"{name}(pos_emb_type={pos_emb_type!r}): must be one of "
+                         f"{', '.join(repr(p) for p in POS_EMB_TYPES)}.")
+    if n_chan_pos_emb is not None:
+        check_positive_int(n_chan_pos_emb, "n_chan_pos_emb", name)
+    if batch_axis != 0 or channel_axis != -1:
+        raise ValueError(f"{name}(batch_axis={batch_axis}, channel_axis={channel_axis}): infwidth "
+                         f"keeps the batch first and channels last; move the axes of your inputs "
+                         f"with jnp.moveaxis.")
+    QK_std = W_query_std * W_key_std
+    OV_std = W_out_std * W_value_std
+    attn = MECHANISMS[mechanism]
+
+    def check_sequence(shape, where):
+        if len(shape) < 3:
+            raise ValueError(f"{name}: {where} has shape {tuple(shape)}, but attention needs "
+                             f"sequences (N, T, C) (or (N, spatial..., C)) to attend over. Add a "
+                             f"length axis, e.g. x[:, None, :], or use Dense for flat inputs.")
+
+    def n_pos_emb(n_in):
+        if pos_type == "SUM" and n_chan_pos_emb not in (None, n_in):
+            raise ValueError(f"{name}(pos_emb_type='SUM', n_chan_pos_emb={n_chan_pos_emb}): "
+                             f"summed embeddings need as many channels as the input ({n_in}); "
+                             f"leave n_chan_pos_emb=None or use 'CONCAT'.")
+        return n_in if n_chan_pos_emb is None else n_chan_pos_emb
+
+    def init_fn(key, input_shape):
+        check_sequence(input_shape, "the input")
+        input_shape = tuple(input_shape)
+        k_q, k_k, k_v, k_o, k_b, k_pe = jax.random.split(key, 6)
+        n_keys = n_vals = input_shape[-1]
+        pos_emb = None
+        if pos_type != "NONE":
+            n_pe = n_pos_emb(input_shape[-1])
+            pos_emb = jax.random.normal(k_pe, (1,) + input_shape[1:-1] + (n_pe,))
+            if pos_type == "CONCAT":
+                n_keys += n_pe
+                n_vals += n_pe if val_pos_emb else 0
+        W_k = jax.random.normal(k_k, (n_heads, n_keys, n_chan_key))
+        W_v = jax.random.normal(k_v, (n_heads, n_vals, n_chan_val))
+        W_o = jax.random.normal(k_o, (n_chan_val * n_heads, n_chan_out))
+        b = None if b_std is None else jax.random.normal(k_b, (1,) * (len(input_shape) - 1)
+                                                         + (n_chan_out,))
+        W_q = None if linear_scaling else jax.random.normal(k_q, (n_heads, n_keys, n_chan_key))
+        return input_shape[:-1] + (n_chan_out,), (W_q, W_k, W_v, W_o, b, pos_emb)
+
+    def apply_fn(params, x, **kwargs):
+        check_sequence(x.shape, "the input")
+        W_q, W_k, W_v, W_o, b, pos_emb = params
+        n, sizes = x.shape[0], x.shape[1:-1]
+        x_val = None
+        if pos_type != "NONE":
+            if pos_emb_decay_fn is not None:  # correlate the embeddings: L @ pe, R = L L^T
+                chol = jnp.linalg.cholesky(_pos_emb_cov(sizes, pos_emb_p_norm, pos_emb_decay_fn))
+                pe = pos_emb.reshape(-1, pos_emb.shape[-1])
+                pos_emb = (chol.astype(pe.dtype) @ pe).reshape(pos_emb.shape)
+            pos_emb = W_pos_emb_std * pos_emb
+            x_val = None if val_pos_emb else x
+            if pos_type == "SUM":
+                x = x + pos_emb
+            else:
+                x = jnp.concatenate(
+                    [x, jnp.broadcast_to(pos_emb, x.shape[:-1] + pos_emb.shape[-1:])], -1)
+        x = x.reshape(n, -1, x.shape[-1])
+        x_val = x if x_val is None else x_val.reshape(n, -1, x_val.shape[-1])
+        keys = jnp.einsum("npc,hck->hnpk", x, W_k)
+        queries = keys if linear_scaling else jnp.einsum("npc,hck->hnpk", x, W_q)
+        values = jnp.einsum("npc,hcv->hnpv", x_val, W_v)
+        norm = x.shape[-1] * (n_chan_key if linear_scaling else n_chan_key**0.5)
+        logits = jnp.einsum("hnpk,hnqk->hnpq", queries, keys) * (QK_std / norm)
+        heads = jnp.einsum("hnpq,hnqv->npvh", attn(logits), values)  # v-major, as nt concatenates
+        heads = heads.reshape(heads.shape[:2] + (-1,))
+        out = heads @ W_o * (OV_std / (n_chan_val * n_heads * x_val.shape[-1]) ** 0.5)
+        out = out.reshape((n,) + tuple(sizes) + (n_chan_out,))
+        return out if b is None else out + b_std * b
+
+    def transform(k, **kwargs):
+        if isinstance(k, (list, tuple)):
+            raise ValueError(f"{name}: got {len(k)} inputs; this layer takes one.")
+        check_sequence(k.shape1, "the input")
+        if k.diagonal_spatial:
+            raise ValueError(f"{name}: the attention kernel mixes positions, so it needs the "
+                             f"full position-position covariance; call kernel_fn with "
+                             f"diagonal_spatial=False.")
+        if not linear_scaling and mechanism != "IDENTITY":
+            raise NotImplementedError(
+                f"{name}(linear_scaling=False, attention_mechanism={mechanism!r}): there is no "
+                f"known closed form for the kernel; use linear_scaling=True or 'IDENTITY'.")
+        n_cov = 1 if k.diagonal_batch else 2
+        nngp, sizes = _flatten_pairs(k.nngp, 2)
+        ntk = None if k.ntk is None else _flatten_pairs(k.ntk, 2)[0]
+        cov1 = _flatten_pairs(k.cov1, n_cov)[0]
+        cov2 = None if k.cov2 is None else _flatten_pairs(k.cov2, n_cov)[0]
+
+        w_in, w_pe, R = 1.0, W_pos_emb_std**2, None
+        if pos_type != "NONE":
+            R = _pos_emb_cov(sizes, pos_emb_p_norm, pos_emb_decay_fn).astype(nngp.dtype)
+            n_in = k.shape1[-1]
+            n_pe = n_pos_emb(n_in)
+            if pos_type == "CONCAT":
+                w_in, w_pe = n_in / (n_in + n_pe), w_pe * n_pe / (n_in + n_pe)
+
+        def interp(mat):  # covariance of the (embedding-augmented) keys' inputs
+            return mat if mat is None or R is None else w_in * mat + w_pe * R
+
+        def affine(mat, std):
+            return None if mat is None else std**2 * mat + (0.0 if b_std is None else b_std**2)
+
+        cov1_i, cov2_i, nngp_i, ntk_i = interp(cov1), interp(cov2), interp(nngp), interp(ntk)
+
+        if linear_scaling:
+            def weights(cov_i):
+                if cov_i is None:
+                    return None
+                if not k.diagonal_batch:
+                    cov_i = jnp.moveaxis(jnp.diagonal(cov_i, axis1=0, axis2=1), -1, 0)
+                return attn(QK_std * cov_i)  # (N, P, P'), softmax over keys P'
+
+            G1 = weights(cov1_i)
+            G2 = G1 if cov2 is None else weights(cov2_i)
+
+            def weigh(mat, Ga, Gb, same_batch):
+                if mat is None:
+                    return None
+                spec = "npq,nqr,nsr->nps" if same_batch else "npq,nmqr,msr->nmps"
+                return jnp.einsum(spec, Ga, mat, Gb, precision=jax.lax.Precision.HIGHEST)
+
+            vals = (cov1_i, cov2_i, nngp_i, ntk_i) if val_pos_emb else (cov1, cov2, nngp, ntk)
+            same = k.diagonal_batch
+            out_cov1 = affine(weigh(vals[0], G1, G1, same), OV_std)
+            out_cov2 = affine(weigh(vals[1], G2, G2, same), OV_std)
+            out_nngp = affine(weigh(vals[2], G1, G2, False), OV_std)
+            out_ntk = None
+            if ntk is not None:
+                out_ntk = (affine(weigh(vals[3], G1, G2, False), OV_std)
+                           + 2 * (out_nngp if b_std is None else out_nngp - b_std**2))
+        else:  # IDENTITY mechanism with 1/sqrt(width) logits
+            def dot(a, b):
+                """Sum over both position axes of a * b, kept as (batch..., 1, 1)."""
+                return jnp.sum(a * b, axis=(-2, -1), keepdims=True)
+
+            std = QK_std * OV_std
+            v = (cov1_i, cov2_i, nngp_i) if val_pos_emb else (cov1, cov2, nngp)
+            dot12 = dot(nngp_i, v[2])
+            out_nngp = affine(dot12 * nngp_i, std)
+            out_cov1 = affine(dot(cov1_i, v[0]) * cov1_i, std)
+            out_cov2 = None if cov2 is None else affine(dot(cov2_i, v[1]) * cov2_i, std)
+            out_ntk = None
+            if ntk is not None:
+                if val_pos_emb or pos_type == "NONE":
+                    nd = 2 * dot(nngp_i, ntk_i)
+                else:
+                    nd = dot(nngp_i, ntk) + dot(nngp, ntk_i)
+                out_ntk = affine(nd * nngp_i + dot12 * (ntk_i + 4 * nngp_i), std)
+
+        def unflat(mat, n_batch):
+            return None if mat is None else _unflatten_pairs(mat, n_batch, sizes)
+
+        return k.replace(nngp=unflat(out_nngp, 2), ntk=unflat(out_ntk, 2),
+                         cov1=unflat(out_cov1, n_cov), cov2=unflat(out_cov2, n_cov),
+                         is_gaussian=True)
+
+    return make_layer(name, init_fn, apply_fn, transform,
+                      shape_fn=lambda s: tuple(s[:-1]) + (n_chan_out,))

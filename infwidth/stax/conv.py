@@ -1,0 +1,362 @@
+"""Convolutions: `Conv`, `ConvTranspose` and `ConvLocal`, and their kernel maps.
+
+For a convolution with filter ``F`` (``|F|`` taps), weights drawn independently per tap and
+shared across positions, the covariance of the outputs at positions ``p, p'`` is the average
+over taps of the input covariance at ``(p + f, p' + f)`` (Novak et al. 2019, "Bayesian deep
+convolutional networks with many channels are Gaussian processes", arXiv:1810.05148; Garriga-
+Alonso et al. 2019, arXiv:1808.05587; Arora et al. 2019, "On exact computation with an
+infinitely wide neural net", arXiv:1904.11955 for the NTK):
+
+    K'[p, p'] = W_std**2 / |F| * sum_f K[s p + f, s p' + f] + b_std**2
+
+The map factorises over spatial axes, so it is applied one axis pair at a time as a sum of
+``F_i`` shifted slices (``_spatial.shift_sum``): 3 + 3 terms for a 3x3 filter, not the 9 of a
+full identity filter, and nothing larger than the output is materialised. Without weight sharing
+(`ConvLocal`) the taps of different positions are independent, so only equal positions keep a
+covariance. A transposed convolution is a convolution of the input dilated by the strides.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+from ..parameterization import (
+    affine_cov,
+    affine_kernels,
+    affine_scales,
+    check_has_kernel,
+    resolve_parameterization,
+)
+from ._layer import (
+    Layer,
+    check_kernel_input,
+    check_nonnegative,
+    check_positive_int,
+    check_shape,
+    make_layer,
+)
+from ._spatial import (
+    apply_matrix,
+    check_dimension_numbers,
+    check_fits,
+    check_input_rank,
+    check_strides,
+    check_window,
+    fold_matrix,
+    map_covariances,
+    out_size,
+    pad_axes,
+    resolve_padding,
+    same_pads,
+    shift_sum,
+    spatial_axes,
+)
+
+
+class _Axis(NamedTuple):
+    """How one spatial axis is swept: pad (and dilate), then ``window`` shifted slices."""
+
+    pads: tuple[int, int]
+    interior: int  # zeros inserted between inputs (transposed convolutions)
+    circular: bool
+    window: int
+    stride: int
+    out_len: int  # length after the shifted sum
+    fold: np.ndarray | None  # CIRCULAR transposed convolutions: wrap the output around
+
+
+def _transpose_pads(window: int, stride: int, padding: str) -> tuple[int, int]:
+    """Padding of the dilated input that makes a convolution a transposed convolution
+    (the convention of ``jax.lax.conv_transpose``)."""
+    if padding == "SAME":
+        total = window + stride - 2
+        lo = window - 1 if stride > window - 1 else -(-total // 2)
+    else:
+        total = window + stride - 2 + max(window - stride, 0)
+        lo = window - 1
+    return lo, total - lo
+
+
+def _geometry(spatial, filter_shape, strides, padding, transpose) -> list[_Axis]:
+    axes = []
+    for size, f, st in zip(spatial, filter_shape, strides):
+        if transpose:
+            pads = _transpose_pads(f, st, "VALID" if padding == "CIRCULAR" else padding)
+            length = (size - 1) * st + 1 + pads[0] + pads[1] - f + 1
+            fold = fold_matrix(length, size * st) if padding == "CIRCULAR" else None
+            axes.append(_Axis(pads, st - 1, False, f, 1, length, fold))
+        else:
+            pads = (0, 0) if padding == "VALID" else same_pads(size, f, st)
+            axes.append(_Axis(pads, 0, padding == "CIRCULAR", f, st,
+                              out_size(size, f, st, padding), None))
+    return axes
+
+
+def _out_spatial(geometry) -> tuple[int, ...]:
+    return tuple(a.out_len if a.fold is None else a.fold.shape[0] for a in geometry)
+
+
+def conv_covariance(cov, lead: int, geometry, diagonal_spatial: bool):
+    """The shared-weight convolution map (without ``W_std``, ``b_std``) on one covariance.
+
+    All padding (and dilation) is applied first, in one pass; the per-axis shifted sums that
+    follow contain no padding, so XLA fuses them into a single pass over memory.
+    """
+    for circular in (False, True):
+        config = [(0, 0, 0)] * cov.ndim
+        for i, ax in enumerate(geometry):
+            if ax.circular == circular:
+                for a in spatial_axes(lead, i, diagonal_spatial):
+                    config[a] = ax.pads + (ax.interior,)
+        if any(c != (0, 0, 0) for c in config):
+            if circular:
+                cov = jnp.pad(cov, [c[:2] for c in config], mode="wrap")
+            else:
+                cov = lax.pad(cov, jnp.zeros((), cov.dtype), config)
+    for i, ax in enumerate(geometry):
+        axes = spatial_axes(lead, i, diagonal_spatial)
+        cov = shift_sum(cov, axes, ax.window, ax.stride, ax.out_len)
+        if ax.fold is not None:
+            for a in axes:
+                cov = apply_matrix(cov, a, ax.fold)
+    return cov * (1.0 / math.prod(ax.window for ax in geometry))
+
+
+def _position_diagonal(cov, lead: int, n_spatial: int):
+    """``(lead..., h, h', w, w')`` -> ``(lead..., h, w)``: equal positions only."""
+    letters = "abcdefghijklmnop"
+    lead_s, sp = letters[:lead], letters[lead:lead + n_spatial]
+    return jnp.einsum(f"{lead_s}{''.join(c + c for c in sp)}->{lead_s}{sp}", cov)
+
+
+def _position_eye(spatial, dtype):
+    """``prod_i delta(p_i, p_i')`` in the interleaved layout ``(H, H', W, W', ...)``."""
+    eye = np.ones(())
+    for size in spatial:
+        eye = np.multiply.outer(eye, np.eye(size))
+    return jnp.asarray(eye, dtype)
+
+
+def _on_position_diagonal(diag, lead: int, spatial):
+    """Embeds per-position values ``(lead..., h, w)`` as a covariance that is zero between
+    different positions."""
+    shape = diag.shape[:lead]
+    for size in spatial:
+        shape += (size, 1)
+    return diag.reshape(shape) * _position_eye(spatial, diag.dtype)
+
+
+def _Conv(name, out_chan, filter_shape, strides, padding, W_std, b_std, dimension_numbers,
+          parameterization, s, transpose, shared) -> Layer:
+    out_chan = check_positive_int(out_chan, "out_chan", name)
+    filter_shape = check_window(filter_shape, "filter_shape", name)
+    n = len(filter_shape)
+    strides = check_strides(strides, n, name)
+    padding = resolve_padding(padding, name)
+    W_std = check_nonnegative(W_std, "W_std", name)
+    b_std = check_nonnegative(b_std, "b_std", name, allow_none=True)
+    parameterization = resolve_parameterization(parameterization, name)
+    check_dimension_numbers(dimension_numbers, n, name)
+    if (not isinstance(s, (tuple, list)) or len(s) != 2
+            or any(check_positive_int(v, "s", name) != v for v in s)):
+        raise ValueError(f"{name}(s={s!r}): s must be a pair of positive integers.")
+    s = tuple(int(v) for v in s)
+    width = out_chan * s[1] if parameterization == "standard" else out_chan
+    dn = ("N" + "HWDABEFG"[:n] + "C", "HWDABEFG"[:n] + "IO", "N" + "HWDABEFG"[:n] + "C")
+    taps = math.prod(filter_shape)
+
+    def check_input(shape, arg="input_shape"):
+        check_shape(shape, name)
+        check_input_rank(shape, n, name, "filter_shape")
+        if not transpose:
+            check_fits(shape[1:-1], filter_shape, padding, name, "filter_shape")
+
+    def geometry(input_shape):
+        return _geometry(input_shape[1:-1], filter_shape, strides, padding, transpose)
+
+    def shape_fn(input_shape):
+        return (input_shape[0],) + _out_spatial(geometry(input_shape)) + (width,)
+
+    def init_fn(key, input_shape):
+        check_input(input_shape)
+        out_shape = shape_fn(input_shape)
+        scales = affine_scales(parameterization, W_std, b_std, input_shape[-1] * taps, s,
+                              width, input_shape[-1])
+        k_w, k_b = jax.random.split(key)
+        if shared:
+            w_shape = filter_shape + (input_shape[-1], width)
+            b_shape = (1,) * (n + 1) + (width,)
+        else:
+            w_shape = out_shape[1:-1] + (taps * input_shape[-1], width)
+            b_shape = (1,) + out_shape[1:]
+        W = scales.w_init * jax.random.normal(k_w, w_shape)
+        b = None if b_std is None else scales.b_init * jax.random.normal(k_b, b_shape)
+        return out_shape, (W, b)
+
+    def circular_pad(x):
+        for i, (size, f, st) in enumerate(zip(x.shape[1:-1], filter_shape, strides)):
+            x = pad_axes(x, (1 + i,), same_pads(size, f, st), circular=True)
+        return x
+
+    def apply_fn(params, x, **kwargs):
+        W, b = params
+        check_input(x.shape, "x")
+        scales = affine_scales(parameterization, W_std, b_std, x.shape[-1] * taps, s, width,
+                              x.shape[-1])
+        lax_padding = "VALID" if padding == "CIRCULAR" else padding
+        if transpose:
+            out = lax.conv_transpose(x, W, strides, lax_padding, dimension_numbers=dn)
+            if padding == "CIRCULAR":
+                for ax_i, ax in enumerate(geometry(x.shape)):
+                    out = apply_matrix(out, 1 + ax_i, ax.fold)
+        else:
+            if padding == "CIRCULAR":
+                x = circular_pad(x)
+            if shared:
+                out = lax.conv_general_dilated(x, W, strides, lax_padding, dimension_numbers=dn)
+            else:
+                out = lax.conv_general_dilated_local(x, W, strides, lax_padding, filter_shape,
+                                                     dimension_numbers=dn)
+        out = scales.w_mult * out
+        return out if b is None else out + scales.b_mult * b
+
+    def transform(k, **kwargs):
+        check_has_kernel(parameterization, name)
+        k = check_kernel_input(k, name)
+        check_input(k.shape1, "x1")
+        geo = geometry(k.shape1)
+        local_full = not shared and not k.diagonal_spatial
+
+        def spatial_map(cov, lead):
+            if local_full:  # unshared taps: only equal positions stay correlated
+                diag = conv_covariance(_position_diagonal(cov, lead, n), lead, geo, True)
+                return _on_position_diagonal(diag, lead, _out_spatial(geo))
+            return conv_covariance(cov, lead, geo, k.diagonal_spatial)
+
+        maps = map_covariances(k, spatial_map)
+        fan_in_over_s = k.shape1[-1] * taps / s[0]
+        if not local_full:
+            nngp, ntk = affine_kernels(parameterization, maps["nngp"], maps["ntk"], W_std, b_std,
+                                       fan_in_over_s)
+            return k.replace(nngp=nngp, ntk=ntk, cov1=affine_cov(maps["cov1"], W_std, b_std),
+                             cov2=affine_cov(maps["cov2"], W_std, b_std), is_gaussian=True)
+        # ConvLocal: a bias per position, so it too only adds to equal positions
+        nngp, ntk = affine_kernels(parameterization, maps["nngp"], maps["ntk"], W_std, None,
+                                   fan_in_over_s)
+        eye = _position_eye(_out_spatial(geo), nngp.dtype)
+
+        def add_bias(cov, amount):
+            return None if cov is None else cov + amount * eye
+
+        cov1, cov2 = affine_cov(maps["cov1"], W_std, None), affine_cov(maps["cov2"], W_std, None)
+        if b_std is not None:
+            nngp, cov1, cov2 = (add_bias(c, b_std**2) for c in (nngp, cov1, cov2))
+            ntk = add_bias(ntk, 1.0 if parameterization == "standard" else b_std**2)
+        return k.replace(nngp=nngp, ntk=ntk, cov1=cov1, cov2=cov2, is_gaussian=True)
+
+    return make_layer(name, init_fn, apply_fn, transform, shape_fn)
+
+
+_ARGS_DOC = """
+    Args:
+      out_chan: number of output channels of the finite network (the kernel does not depend on
+        it under 'ntk').
+      filter_shape: the filter's spatial shape, one entry per spatial dimension (1, 2 or 3),
+        e.g. ``(3, 3)`` for NHWC images.
+      strides: the strides, one per spatial dimension; ``None`` means 1.
+      padding: ``'VALID'``, ``'SAME'`` (zeros) or ``'CIRCULAR'`` (periodic boundaries).
+      W_std: weight standard deviation.
+      b_std: bias standard deviation, or ``None`` for no bias.
+      dimension_numbers: only ``None`` or a channel-last spec such as
+        ``('NHWC', 'HWIO', 'NHWC')`` (batch first, channels last).
+      parameterization: ``'ntk'``, ``'standard'``, ``'mup'`` or an `ABC`, as for `Dense`,
+        with fan-in ``in_channels * prod(filter_shape)`` (no kernel_fn under 'mup').
+      s: width multipliers of the input and output under 'standard'.
+"""
+
+
+def Conv(out_chan: int, filter_shape, strides=None, padding: str = "VALID", W_std: float = 1.0,
+         b_std: float | None = None, dimension_numbers=None, parameterization: str = "ntk",
+         s=(1, 1)) -> Layer:
+    """Convolution with weights shared across positions, as neural-tangents' `stax.Conv`.
+
+    Inputs are ``(N, *spatial, C)``. The kernel maps are those of the module docstring
+    (arXiv:1810.05148, arXiv:1808.05587, arXiv:1904.11955); with ``diagonal_spatial=True`` only
+    per-position variances and covariances are carried, which is exact up to a final `Flatten`.
+    Unlike neural-tangents, the spatial axes of the returned kernels are always in input order
+    ``(N1, N2, H, H', W, W')`` (neural-tangents reverses them after an odd number of
+    convolutions).
+    {args}
+    Example:
+      >>> import jax, jax.numpy as jnp
+      >>> from infwidth import stax
+      >>> init_fn, apply_fn, kernel_fn = stax.Conv(8, (3, 3), padding='SAME', b_std=0.1)
+      >>> x = jnp.ones((2, 5, 4, 3))
+      >>> out_shape, params = init_fn(jax.random.PRNGKey(0), x.shape)
+      >>> out_shape, apply_fn(params, x).shape
+      ((2, 5, 4, 8), (2, 5, 4, 8))
+      >>> k = kernel_fn(x, get=('nngp', 'ntk'))
+      >>> k.nngp.shape  # (N1, N2, H, H', W, W')
+      (2, 2, 5, 5, 4, 4)
+      >>> float(k.nngp[0, 0, 2, 2, 1, 1])  # an interior position sees the whole 3x3 window
+      1.01
+    """
+    return _Conv("Conv", out_chan, filter_shape, strides, padding, W_std, b_std,
+                 dimension_numbers, parameterization, s, transpose=False, shared=True)
+
+
+def ConvTranspose(out_chan: int, filter_shape, strides=None, padding: str = "VALID",
+                  W_std: float = 1.0, b_std: float | None = None, dimension_numbers=None,
+                  parameterization: str = "ntk", s=(1, 1)) -> Layer:
+    """Transposed convolution, as neural-tangents' `stax.ConvTranspose`.
+
+    The finite layer is ``jax.lax.conv_transpose``: a convolution of the input dilated by the
+    strides. Its kernel map is the `Conv` map applied to the dilated input covariance
+    (arXiv:1810.05148). 'CIRCULAR' padding computes the 'VALID' transposed convolution and wraps
+    its overhang around onto the 'SAME' output shape.
+    {args}
+    Example:
+      >>> import jax, jax.numpy as jnp
+      >>> from infwidth import stax
+      >>> init_fn, apply_fn, kernel_fn = stax.ConvTranspose(4, (3,), strides=(2,),
+      ...                                                   padding='SAME')
+      >>> x = jnp.ones((2, 5, 3))
+      >>> init_fn(jax.random.PRNGKey(0), x.shape)[0]
+      (2, 10, 4)
+      >>> kernel_fn(x, get='nngp').shape
+      (2, 2, 10, 10)
+    """
+    return _Conv("ConvTranspose", out_chan, filter_shape, strides, padding, W_std, b_std,
+                 dimension_numbers, parameterization, s, transpose=True, shared=True)
+
+
+def ConvLocal(out_chan: int, filter_shape, strides=None, padding: str = "VALID",
+              W_std: float = 1.0, b_std: float | None = None, dimension_numbers=None,
+              parameterization: str = "ntk", s=(1, 1)) -> Layer:
+    """Locally connected layer (a convolution without weight sharing), as neural-tangents'
+    `stax.ConvLocal`.
+
+    Each output position has its own filter and bias, so outputs at different positions are
+    uncorrelated: the kernel keeps the `Conv` values at equal positions and zero elsewhere
+    (Novak et al. 2019, arXiv:1810.05148, section on locally connected networks).
+    {args}
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from infwidth import stax
+      >>> _, _, kernel_fn = stax.ConvLocal(4, (2,), b_std=0.5)
+      >>> k = kernel_fn(jnp.ones((1, 3, 2)), get='nngp')
+      >>> k.shape, k[0, 0].tolist()
+      ((1, 1, 2, 2), [[1.25, 0.0], [0.0, 1.25]])
+    """
+    return _Conv("ConvLocal", out_chan, filter_shape, strides, padding, W_std, b_std,
+                 dimension_numbers, parameterization, s, transpose=False, shared=False)
+
+
+for _f in (Conv, ConvTranspose, ConvLocal):
+    _f.__doc__ = _f.__doc__.replace("{args}", _ARGS_DOC)

@@ -1,0 +1,187 @@
+"""`LayerNorm` and `Dropout`, with neural-tangents' semantics."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from .._numerics import safe_divide
+from ._layer import Layer, check_kernel_input, make_layer
+from .elementwise import _expand, variances
+
+
+def _canonical_axes(axis, ndim: int, name: str) -> tuple[int, ...]:
+    axes = (axis,) if isinstance(axis, (int, np.integer)) else tuple(axis)
+    out = []
+    for a in axes:
+        if isinstance(a, bool) or not isinstance(a, (int, np.integer)) or not -ndim <= a < ndim:
+            raise ValueError(f"{name}: axis {a!r} is not an axis of inputs of rank {ndim}.")
+        out.append(int(a) % ndim)
+    return tuple(sorted(set(out)))
+
+
+def _check_layout(batch_axis, channel_axis, name):
+    if batch_axis != 0 or channel_axis not in (-1,):
+        raise ValueError(f"{name}(batch_axis={batch_axis}, channel_axis={channel_axis}): infwidth "
+                         f"keeps the batch first and channels last; move the axes of your inputs "
+                         f"with jnp.moveaxis.")
+
+
+def LayerNorm(axis=-1, eps: float = 1e-12, batch_axis: int = 0, channel_axis: int = -1) -> Layer:
+    """Layer normalisation (Ba et al. 2016, arXiv:1607.06450) without learned scale and shift.
+
+    ``apply_fn`` computes ``(x - mean) / sqrt(eps + var)`` over ``axis``, which must include the
+    channel axis. In the infinite-width limit the channel mean vanishes and the channel variance
+    is the input variance, so every covariance is divided by the square roots of the (``eps`` +)
+    variances of its two members, averaged over the other normalised axes (spatial, or even the
+    batch axis) as neural-tangents does. The input must be Gaussian (follow an affine layer).
+
+    Args:
+      axis: an axis or axes to normalise over; must contain the channel axis (-1).
+      eps: added to the variance.
+      batch_axis, channel_axis: only the default layout (0, -1) is supported.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from infwidth import stax
+      >>> _, _, kernel_fn = stax.serial(stax.Dense(8, W_std=2.), stax.LayerNorm())
+      >>> kernel_fn(jnp.array([[1., 0.], [1., 1.]]), get='nngp').round(4).tolist()
+      [[1.0, 0.7071], [0.7071, 1.0]]
+    """
+    name = f"LayerNorm(axis={axis!r})"
+    _check_layout(batch_axis, channel_axis, "LayerNorm")
+    if not isinstance(axis, (int, np.integer)):
+        axis = tuple(axis)
+        if not axis:
+            raise ValueError(f"{name}: axis must contain the channel axis (-1).")
+
+    def norm_axes(ndim):
+        axes = _canonical_axes(axis, ndim, name)
+        if ndim - 1 not in axes:
+            raise ValueError(f"{name}: the channel axis ({ndim - 1}, or -1) must be normalised "
+                             f"for the layer to have an infinite-width limit; got axes {axes}. "
+                             f"Use axis=-1 (or include -1).")
+        return axes
+
+    def init_fn(key, input_shape):
+        norm_axes(len(input_shape))
+        return tuple(input_shape), ()
+
+    def apply_fn(params, x, **kwargs):
+        axes = norm_axes(x.ndim)
+        mean = jnp.mean(x, axes, keepdims=True)
+        var = jnp.var(x, axes, keepdims=True)
+        return (x - mean) / jnp.sqrt(eps + var)
+
+    def transform(k, **kwargs):
+        k = check_kernel_input(k, name, gaussian=True)
+        axes = norm_axes(len(k.shape1))
+        # axes of the per-position variances (N, *spatial) to average over
+        avg = tuple(a for a in axes if a < len(k.shape1) - 1)
+
+        def var(cov):
+            v = variances(cov, k) + eps
+            return jnp.mean(v, avg, keepdims=True) if avg else v
+
+        v1 = var(k.cov1)
+        v2 = v1 if k.cov2 is None else var(k.cov2)
+
+        def normalise(cov, a, b, n_lead):
+            if cov is None:
+                return None
+            den = jnp.sqrt(_expand(a, 1, n_lead, k.diagonal_spatial)
+                           * _expand(b, 2, n_lead, k.diagonal_spatial))
+            return safe_divide(cov, den)
+
+        n_cov = 1 if k.diagonal_batch else 2
+        return k.replace(nngp=normalise(k.nngp, v1, v2, 2), ntk=normalise(k.ntk, v1, v2, 2),
+                         cov1=normalise(k.cov1, v1, v1, n_cov),
+                         cov2=None if k.cov2 is None else normalise(k.cov2, v2, v2, n_cov))
+
+    return make_layer("LayerNorm", init_fn, apply_fn, transform, shape_fn=lambda s: s)
+
+
+def _diagonal_mask(shape, n_lead: int, diagonal_spatial: bool):
+    """Boolean mask of the entries of a covariance where both members are the same unit
+    (the same input and, for full spatial layouts, the same position)."""
+    mask = np.ones((), bool)
+    if n_lead == 2:
+        mask = np.eye(shape[0], shape[1], dtype=bool).reshape(shape[:2] + (1,) * (len(shape) - 2))
+    if not diagonal_spatial:
+        for i in range((len(shape) - n_lead) // 2):
+            a = n_lead + 2 * i
+            eye = np.eye(shape[a], shape[a + 1], dtype=bool)
+            mask = mask & eye.reshape((1,) * a + eye.shape + (1,) * (len(shape) - a - 2))
+    return np.broadcast_to(mask, shape)
+
+
+def Dropout(rate: float, mode: str = "train") -> Layer:
+    """Dropout (Srivastava et al. 2014) with neural-tangents' conventions: ``rate`` is the *keep*
+    probability.
+
+    In ``'train'`` mode ``apply_fn(params, x, rng=key)`` keeps each unit with probability
+    ``rate`` and scales it by ``1 / rate``; in ``'test'`` mode it is the identity. In the
+    infinite-width limit (train mode) the masks of distinct units are independent, so only the
+    variance of each unit with itself grows by ``1 / rate``: the diagonal of ``cov1``/``cov2``
+    and, when ``x2`` is ``x1``, the diagonal of ``nngp`` and ``ntk`` (Schoenholz et al. 2017,
+    arXiv:1611.01232; Huang et al. 2020, arXiv:2006.10540). The output is not Gaussian. As in
+    neural-tangents, every ``kernel_fn`` call draws one mask per input, so ``kernel_fn(x1, x2)``
+    with distinct arrays is the covariance under independent masks.
+
+    Args:
+      rate: keep probability, in (0, 1].
+      mode: ``'train'`` or ``'test'``.
+
+    Example:
+      >>> import jax, jax.numpy as jnp
+      >>> from infwidth import stax
+      >>> init_fn, apply_fn, kernel_fn = stax.serial(stax.Dense(4), stax.Dropout(0.5))
+      >>> kernel_fn(jnp.array([[1., 1.], [1., -1.]]), get='nngp').tolist()
+      [[2.0, 0.0], [0.0, 2.0]]
+      >>> _, params = init_fn(jax.random.PRNGKey(0), (2, 2))
+      >>> apply_fn(params, jnp.ones((2, 2)), rng=jax.random.PRNGKey(1)).shape
+      (2, 4)
+    """
+    name = f"Dropout(rate={rate!r}, mode={mode!r})"
+    try:
+        ok = 0 < float(rate) <= 1
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
+        raise ValueError(f"{name}: rate is the keep probability and must be in (0, 1]; "
+                         f"got {rate!r}.")
+    if mode not in ("train", "test"):
+        raise ValueError(f"{name}: mode must be 'train' or 'test'.")
+    rate = float(rate)
+
+    def init_fn(key, input_shape):
+        return tuple(input_shape), ()
+
+    def apply_fn(params, x, rng=None, **kwargs):
+        if mode == "test" or rate == 1:
+            return x
+        if rng is None:
+            raise ValueError(f"{name}: apply_fn needs a PRNG key in train mode: "
+                             f"apply_fn(params, x, rng=jax.random.PRNGKey(0)).")
+        keep = jax.random.bernoulli(rng, rate, x.shape)
+        return jnp.where(keep, x / rate, 0)
+
+    def transform(k, **kwargs):
+        k = check_kernel_input(k, name)
+        if mode == "test":
+            return k
+
+        def scale_diagonal(cov, n_lead, same_units):
+            if cov is None or not same_units:
+                return cov
+            mask = _diagonal_mask(cov.shape, n_lead, k.diagonal_spatial)
+            return jnp.where(mask, cov / rate, cov)
+
+        n_cov = 1 if k.diagonal_batch else 2
+        return k.replace(nngp=scale_diagonal(k.nngp, 2, k.x1_is_x2),
+                         ntk=scale_diagonal(k.ntk, 2, k.x1_is_x2),
+                         cov1=scale_diagonal(k.cov1, n_cov, True),
+                         cov2=scale_diagonal(k.cov2, n_cov, True), is_gaussian=False)
+
+    return make_layer("Dropout", init_fn, apply_fn, transform, shape_fn=lambda s: s)

@@ -1,0 +1,84 @@
+"""Contract tests for GlobalSelfAttention: shapes, analytic vs Monte Carlo kernels of wide finite
+networks, and bad input.
+
+Monte Carlo: sequences of length 4, Dense(256) -> attention with 8 heads of key width 256 and
+value width 64 -> Relu -> Dense(64); 64 draws, tolerance tol('mc'). The attention logits of a
+finite layer fluctuate around their limit by O(1/sqrt(n_chan_key)) per head and the heads
+average out; at these widths the total error is ~0.02-0.04 (measured), inside tol('mc'). The
+unnormalised RELU weights make the single-output NTK estimate noisier (about 0.08 at 64 draws),
+so that case uses 128 draws (error about 0.04).
+"""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from helpers import mc_kernels, rel_err, tol
+
+from infwidth import stax
+
+N_SAMPLES = 64
+
+
+def decay(d):
+    return jnp.exp(-0.5 * d)
+
+
+CASES = {
+    "softmax": {"b_std": 0.2, "W_key_std": 1.5},
+    "relu-concat-val": {"attention_mechanism": "RELU", "pos_emb_type": "CONCAT",
+                        "val_pos_emb": True, "n_chan_pos_emb": 64},
+    "sqrt-identity-sum-decay": {"linear_scaling": False, "attention_mechanism": "IDENTITY",
+                                "pos_emb_type": "SUM", "pos_emb_decay_fn": decay,
+                                "W_key_std": 0.7},
+}
+
+
+def _net(kw):
+    return stax.serial(stax.Dense(256, 1.3, 0.1),
+                       stax.GlobalSelfAttention(256, 256, 64, 8, **kw),
+                       stax.Relu(), stax.Dense(64, 1.0, 0.1))
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_attention_matches_monte_carlo(name):
+    init_fn, apply_fn, kernel_fn = _net(CASES[name])
+    key = jax.random.PRNGKey(0)
+    x1 = jax.random.normal(key, (3, 4, 5))
+    x2 = jnp.concatenate([x1[:1], jax.random.normal(key + 1, (1, 4, 5))])
+    out_shape, params = init_fn(jax.random.PRNGKey(1), x1.shape)
+    assert apply_fn(params, x1).shape == out_shape == (3, 4, 64)
+    k = kernel_fn(x1, x2, get=("nngp", "ntk"))
+    assert k.nngp.shape == (3, 2, 4, 4)
+    # mc_kernels flattens (N, T, C): its NNGP averages the diagonal positions, its NTK is the
+    # Jacobian contraction of output (position 0, channel 0)
+    n = 2 * N_SAMPLES if name == "relu-concat-val" else N_SAMPLES
+    mc_nngp, mc_ntk = mc_kernels(init_fn, apply_fn, x1, x2, jax.random.PRNGKey(2), n)
+    nngp = jnp.einsum("abtt->ab", k.nngp) / 4
+    ntk = k.ntk[:, :, 0, 0]
+    assert rel_err(mc_nngp, nngp) < tol("mc"), rel_err(mc_nngp, nngp)
+    assert rel_err(mc_ntk, ntk) < tol("mc"), rel_err(mc_ntk, ntk)
+    assert rel_err(mc_nngp, 1.2 * np.asarray(nngp)) > tol("mc")
+    assert rel_err(mc_ntk, 1.2 * np.asarray(ntk)) > tol("mc")
+
+
+def test_attention_errors():
+    x = jnp.ones((2, 5))
+    with pytest.raises(ValueError, match=r"GlobalSelfAttention: the input has shape \(2, 5\), "
+                                         r"but attention needs sequences"):
+        stax.GlobalSelfAttention(4, 4, 4, 1)[2](x)
+    with pytest.raises(ValueError, match="GlobalSelfAttention: the input has shape"):
+        stax.GlobalSelfAttention(4, 4, 4, 1)[0](jax.random.PRNGKey(0), (2, 5))
+    with pytest.raises(ValueError, match=r"GlobalSelfAttention\(attention_mechanism='TANH'\)"):
+        stax.GlobalSelfAttention(4, 4, 4, 1, attention_mechanism="TANH")
+    with pytest.raises(ValueError, match=r"GlobalSelfAttention\(pos_emb_type='ADD'\)"):
+        stax.GlobalSelfAttention(4, 4, 4, 1, pos_emb_type="ADD")
+    with pytest.raises(ValueError, match=r"GlobalSelfAttention\(n_heads=0\)"):
+        stax.GlobalSelfAttention(4, 4, 4, 0)
+    with pytest.raises(NotImplementedError, match="no known closed form"):
+        stax.GlobalSelfAttention(4, 4, 4, 1, linear_scaling=False)[2](jnp.ones((2, 3, 4)))
+    with pytest.raises(ValueError, match="diagonal_spatial=False"):
+        stax.GlobalSelfAttention(4, 4, 4, 1)[2](jnp.ones((2, 3, 4)), diagonal_spatial=True)
+    with pytest.raises(ValueError, match=r"pos_emb_type='SUM', n_chan_pos_emb=3"):
+        stax.GlobalSelfAttention(4, 4, 4, 1, pos_emb_type="SUM",
+                                 n_chan_pos_emb=3)[2](jnp.ones((2, 3, 4)))
