@@ -6,5 +6,6 @@ kernel_fn)`` triple made of `infwidth.stax` layers.
 """
 
 from .cnn import cnn, myrtle
+from .wide_resnet import wide_resnet
 
-__all__ = ["myrtle", "cnn"]
+__all__ = ["myrtle", "cnn", "wide_resnet"]
