@@ -30,8 +30,9 @@ N_DEV = jax.device_count()
 # two plain calls; ReLU networks are compared at tol('nt').
 ERF_NET = stax.serial(stax.Dense(64, W_std=1.3, b_std=0.2), stax.Erf(),
                       stax.Dense(64, W_std=1.1, b_std=0.1), stax.Erf(), stax.Dense(1))
-RELU_NET = stax.serial(stax.Dense(64, W_std=1.5, b_std=0.05), stax.Relu(),
-                       stax.Dense(1, W_std=1.5, b_std=0.05))
+# A dense layer at every position of an (N, H, W, C) input: 1x1 convolutions.
+RELU_NET = stax.serial(stax.Conv(64, (1, 1), W_std=1.5, b_std=0.05), stax.Relu(),
+                       stax.Conv(1, (1, 1), W_std=1.5, b_std=0.05))
 
 
 def _inputs(shape=(5,), seed=0):
