@@ -208,3 +208,6 @@ def test_bad_arguments_of_the_training_tools():
         mup.coord_check(lambda n: [stax.Dense(n)], X, Y, [64], 0.1)
     with pytest.raises(ValueError, match="different structures"):
         weight_movement(p0, p0[:1])
+    zero = jax.tree_util.tree_map(lambda a: 0.0, p0)
+    with pytest.raises(ValueError, match=r"kernel_movement|empirical_kernel.*must be positive"):
+        kernel_movement(apply_fn, p0, p0, X, lr_scales=zero)
