@@ -6,6 +6,8 @@ formulas, an explicit Euler gradient-descent simulation in numpy, the Runge-Kutt
 (`gradient_descent`) for the same MSE loss, and the prior at t = 0.
 """
 
+import functools
+
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -16,7 +18,13 @@ from infwidth.predict import CG, Cholesky, NotPositiveDefiniteError
 
 
 def _problem(n=10, n_test=6, c=2, seed=0):
-    """Analytic NNGP/NTK of a small ReLU network on random data (well conditioned)."""
+    """Analytic NNGP/NTK of a small ReLU network on random data (well conditioned); computed
+    once per size and float dtype."""
+    return _cached_problem(n, n_test, c, seed, np.dtype(jnp.result_type(float)).name)
+
+
+@functools.cache
+def _cached_problem(n, n_test, c, seed, dtype_name):
     rng = np.random.RandomState(seed)
     x_train, x_test = rng.randn(n, 3), rng.randn(n_test, 3)
     y = rng.randn(n, c)
@@ -135,14 +143,13 @@ def test_ensemble_at_zero_is_prior_and_at_infinity_is_posterior():
 def test_conjugate_gradients_match_cholesky():
     with x64():
         _, _, _, y, k_dd, k_td, k_tt = _problem(n=24)
-        _, _, _, _, _, k_td2, _ = _problem(n=24)
         chol = predict.gp_inference(k_dd, y, 1e-4)("ntk", k_td, k_tt)
         cg = predict.gp_inference(k_dd, y, 1e-4, solver=CG(tol=1e-12, tile_size=10))(
             "ntk", k_td, k_tt)
         assert_close(cg.mean, chol.mean, 1e-8, "mean")
         assert_close(cg.covariance, chol.covariance, 1e-8, "cov")
-        te = predict.gradient_descent_mse(k_dd.ntk, y, solver="cg")(None, None, 0.0, k_td2.ntk)
-        assert_close(te, predict.gradient_descent_mse(k_dd.ntk, y)(None, None, 0.0, k_td2.ntk),
+        te = predict.gradient_descent_mse(k_dd.ntk, y, solver="cg")(None, None, 0.0, k_td.ntk)
+        assert_close(te, predict.gradient_descent_mse(k_dd.ntk, y)(None, None, 0.0, k_td.ntk),
                      1e-8, "mse")
 
 

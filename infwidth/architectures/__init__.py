@@ -6,5 +6,7 @@ kernel_fn)`` triple made of `infwidth.stax` layers.
 """
 
 from .cnn import cnn, myrtle
+from .resnet import dense_resnet, residual, transformer, transformer_block, wide_resnet
 
 __all__ = ["myrtle", "cnn"]
+__all__ += ["residual", "dense_resnet", "wide_resnet", "transformer_block", "transformer"]
