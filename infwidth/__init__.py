@@ -16,3 +16,4 @@ from .batching import batch  # noqa: E402
 __all__ += ["batch"]
 
 from . import analysis, mup  # noqa: E402,F401  (infwidth.analysis, infwidth.mup)
+from . import empirical  # noqa: E402,F401  (infwidth.empirical)

@@ -145,11 +145,16 @@ def _basis(shape, dtype):
     return jnp.eye(n, dtype=dtype).reshape((n,) + tuple(shape))
 
 
-def _ntvp_full(f1, f2, params, fx1):
-    """Full kernels ``(fx1.shape + fx2.shape)`` of every output leaf, from VJPs and JVPs."""
+_NTVP_CHUNK = 2**26  # cotangent entries held at once (x params): 256 MiB in float32
+
+
+def _ntvp_full(f1, jvp2, params, fx1):
+    """Full kernels ``(fx1.shape + fx2.shape)`` of every output leaf: for each basis vector of
+    ``f1``'s outputs one VJP through ``f1`` then one JVP (``jvp2``) through ``f2``. The basis is
+    processed in chunks so that at most ``_NTVP_CHUNK`` cotangent entries live at once."""
     _, vjp1 = jax.vjp(f1, params)
-    _, jvp2 = jax.linearize(f2, params)
     leaves1, treedef = jax.tree_util.tree_flatten(fx1)
+    n_params = max(sum(np.size(l) for l in _leaves(params)), 1)
     out = []
     for i, leaf in enumerate(leaves1):
         def row(e, i=i):
@@ -158,40 +163,35 @@ def _ntvp_full(f1, f2, params, fx1):
             (dp,) = vjp1(jax.tree_util.tree_unflatten(treedef, cot))
             return _leaves(jvp2(dp))[i]
 
-        rows = jax.vmap(row)(_basis(leaf.shape, leaf.dtype))
+        basis = _basis(leaf.shape, leaf.dtype)
+        chunk = int(max(1, min(basis.shape[0], _NTVP_CHUNK // n_params)))
+        rows = (jax.vmap(row)(basis) if chunk >= basis.shape[0]
+                else jax.lax.map(row, basis, batch_size=chunk))
         out.append(rows.reshape(tuple(leaf.shape) + rows.shape[1:]))
     return out
 
 
 def _ntk_vector_products(f, x1, x2, params, kw1, kw2, axes, vm, fx1, fx2):
     leaves1 = _leaves(fx1)
+    xb, kwb = (x1, kw1) if x2 is None else (x2, kw2)
+    _, jvp2 = jax.linearize(lambda p: f(p, xb, **kwb), params)
     if vm is None:
-        f1 = lambda p: f(p, x1, **kw1)
-        f2 = f1 if x2 is None else (lambda p: f(p, x2, **kw2))
-        full = _ntvp_full(f1, f2, params, fx1)
+        full = _ntvp_full(lambda p: f(p, x1, **kw1), jvp2, params, fx1)
     else:
-        xb = x1 if x2 is None else x2
+        # one example of x1 at a time (its VJPs are per example), JVPs over the whole of x2
         g1, batched = per_example_fn(f, vm, kw1)
-        g2, _ = per_example_fn(f, vm, kw2)
-        fx1_single = jax.eval_shape(
-            g1, params, jax.tree_util.tree_map(lambda a: jnp.take(a, 0, vm.x_axis), x1),
-            *[jnp.take(kw1[b], 0, vm.kw_axes[b]) for b in batched])
+        first = lambda t, ax: jax.tree_util.tree_map(lambda a: jnp.moveaxis(a, ax, 0), t)
+        xs = (first(x1, vm.x_axis), [first(kw1[b], vm.kw_axes[b]) for b in batched])
+        fx1_single = jax.eval_shape(lambda a: g1(params, *a[0:1], *a[1]),
+                                    jax.tree_util.tree_map(lambda a: a[0], xs))
 
-        def pair(xi, xj, kwi, kwj):
-            return _ntvp_full(lambda p: g1(p, xi, *kwi), lambda p: g2(p, xj, *kwj), params,
-                              fx1_single)
+        def per_example(a):
+            xi, kwi = a
+            return _ntvp_full(lambda p: g1(p, xi, *kwi), jvp2, params, fx1_single)
 
-        kax = [vm.kw_axes[b] for b in batched]
-        inner = jax.vmap(pair, in_axes=(vm.x_axis, None, kax, None))
-        outer = jax.vmap(inner, in_axes=(None, vm.x_axis, None, kax), out_axes=1)
-        blocks = outer(x1, xb, [kw1[b] for b in batched], [kw2[b] for b in batched])
-        full = []
-        for blk, leaf, a in zip(blocks, leaves1, leaf_axes(vm.fx_axis, fx1)):
-            nd = leaf.ndim
-            if a is None:  # output not batched: nothing to place
-                full.append(blk)
-                continue
-            full.append(jnp.moveaxis(blk, (0, 1), (a, nd + a)))
+        blocks = jax.lax.map(per_example, xs)
+        full = [jnp.moveaxis(blk, 0, a) if a is not None else blk
+                for blk, a in zip(blocks, leaf_axes(vm.fx_axis, fx1))]
     return [trace_and_diagonal(k, axes[i], leaves1[i].shape) for i, k in enumerate(full)]
 
 
