@@ -189,8 +189,8 @@ def test_flax_linen_and_nnx_match_stax():
 
         m = Nnx(nnx.Rngs(0))
         for layer, (w, b) in zip(m.layers, layers):
-            layer.kernel.value = jnp.asarray(w)
-            layer.bias.value = jnp.asarray(b)
+            layer.kernel[...] = jnp.asarray(w)
+            layer.bias[...] = jnp.asarray(b)
         apply_fn, state = nnx_apply_fn(m)
         for impl in (1, 2, 3):
             k_linen = empirical_ntk_fn(model.apply, trace_axes=(), implementation=impl)(

@@ -6,6 +6,9 @@ formulas, an explicit Euler gradient-descent simulation in numpy, the Runge-Kutt
 (`gradient_descent`) for the same MSE loss, and the prior at t = 0.
 """
 
+import functools
+
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -16,7 +19,13 @@ from infwidth.predict import CG, Cholesky, NotPositiveDefiniteError
 
 
 def _problem(n=10, n_test=6, c=2, seed=0):
-    """Analytic NNGP/NTK of a small ReLU network on random data (well conditioned)."""
+    """Analytic NNGP/NTK of a small ReLU network on random data (well conditioned); computed
+    once per size and float dtype."""
+    return _cached_problem(n, n_test, c, seed, np.dtype(jnp.result_type(float)).name)
+
+
+@functools.cache
+def _cached_problem(n, n_test, c, seed, dtype_name):
     rng = np.random.RandomState(seed)
     x_train, x_test = rng.randn(n, 3), rng.randn(n_test, 3)
     y = rng.randn(n, c)
@@ -88,6 +97,21 @@ def test_closed_form_matches_euler_gradient_descent_and_the_ode():
             jnp.array([10.0, steps]), 0.0, 0.0, k_td.ntk)
         assert_close(tr_ode[1], tr, 1e-6, "train vs ODE")
         assert_close(te_ode[1], te, 1e-6, "test vs ODE")
+
+
+def test_jit_and_gradient_in_time():
+    with x64():
+        _, _, _, y, k_dd, k_td, _ = _problem()
+        fn = predict.gradient_descent_mse(k_dd.ntk, y)
+
+        def loss_at(t):
+            return jnp.sum(fn(t, None, 0.0, k_td.ntk) ** 2)
+
+        eager = loss_at(3.0)
+        assert_close(jax.jit(loss_at)(3.0), eager, tol("exact", "float64"), "jit")
+        h = 1e-5
+        numeric = (loss_at(3.0 + h) - loss_at(3.0 - h)) / (2 * h)
+        assert_close(jax.grad(loss_at)(3.0), numeric, 1e-6, "d/dt")
 
 
 def test_gp_inference_matches_numpy_formulas():
@@ -164,6 +188,14 @@ def test_chebyshev_expansion_matches_eigendecomposition():
         assert np.all(np.isfinite(fn(jnp.inf, f0, ft0, k_td)[1]))
         with pytest.raises(ValueError, match="finite times"):
             predict.gradient_descent_mse(k_dd, y, finite_time_method="chebyshev")(jnp.inf, f0)
+        # The ensemble means use the same expansion.
+        kernel_fn, xs, ys = _problem()[0], jnp.asarray(x[:520, :3]), y[:520]
+        for x_test in (None, jnp.asarray(x[600:, :3])):
+            means = [predict.gradient_descent_mse_ensemble(
+                kernel_fn, xs, ys, finite_time_method=m)(times, x_test, ("nngp", "ntk"))
+                for m in ("eigh", "auto")]
+            for g in ("nngp", "ntk"):
+                assert_close(getattr(means[1], g), getattr(means[0], g), 1e-11, "ensemble " + g)
 
 
 def test_not_positive_definite_raises_or_repairs_never_nan():

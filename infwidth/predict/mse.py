@@ -124,10 +124,12 @@ def gradient_descent_mse(k_train_train, y_train, learning_rate: float = 1.0,
                          f"{FINITE_TIME_METHODS}.")
     dtype = k_train_train.dtype
     solves = _Solves(k_train_train, diag_reg, diag_reg_absolute_scale, solver, "k_train_train")
-    eigen_cache, cheb = [], {"used": 0}
+    eigen_cache = []
 
     def k2d_reg():
         return regularize(make_2d(k_train_train), diag_reg, diag_reg_absolute_scale)
+
+    expansion = _Expansion(k2d_reg, finite_time_method, dtype, layout, where)
 
     def eigen():
         if eigen_cache:
@@ -136,41 +138,6 @@ def gradient_descent_mse(k_train_train, y_train, learning_rate: float = 1.0,
         if is_concrete(e.evals):
             eigen_cache.append(e)
         return e
-
-    def chebyshev(s, rhs, k_td2, train):
-        """Finite-time changes by Chebyshev expansion, or None to use the eigenbasis."""
-        p = layout.n_rows
-        forced = finite_time_method == "chebyshev"
-        if not forced and (finite_time_method == "eigh" or eigen_cache or dtype != jnp.float64
-                           or p < 512 or layout.n_cols > 256):
-            return None
-        if not (is_concrete(s) and is_concrete(k_train_train)):
-            return None
-        s_np = np.asarray(s, np.float64)
-        if not np.all(np.isfinite(s_np)):
-            if forced:
-                raise ValueError(f"{where}: finite_time_method='chebyshev' needs finite times.")
-            return None
-        if "k2d" not in cheb:
-            cheb["k2d"] = k2d_reg()
-            cheb["bounds"] = spectrum_bounds(cheb["k2d"])
-        lo, hi = cheb["bounds"]
-        fns = [functools.partial(_expm1_np, s=si) for si in s_np] if train else []
-        if k_td2 is not None:
-            fns += [functools.partial(_neg_phi_np, s=si) for si in s_np]
-        max_degree = p if forced else max(p // 8 - cheb["used"], 0)
-        coeffs = chebyshev_plan(lo, hi, fns, max_degree) if max_degree > 1 else None
-        if coeffs is None:
-            if forced:
-                raise ValueError(f"{where}: the Chebyshev expansion needs a degree above {p} at "
-                                 f"these times; use finite_time_method='eigh'.")
-            return None
-        cheb["used"] += coeffs.shape[1]
-        out = chebyshev_apply(cheb["k2d"], rhs, jnp.asarray(coeffs, dtype), lo, hi)
-        n_t = s_np.size
-        d_train = out[:n_t] if train else None
-        d_test = None if k_td2 is None else _mm(k_td2, out[-n_t:])
-        return d_train, d_test
 
     def predict_fn(t=None, fx_train_0=0.0, fx_test_0=None, k_test_train=None):
         """Train [and test] outputs at time(s) ``t`` (``None``: infinite time)."""
@@ -201,7 +168,8 @@ def gradient_descent_mse(k_train_train, y_train, learning_rate: float = 1.0,
         rhs = layout.to_rows(-y_train if fx_train_0 is None else fx_train_0 - y_train)
         rhs = rhs.astype(dtype)
         k_td2_used = None if fx_test_0 is None else k_td2
-        result = chebyshev(s, rhs, k_td2_used, fx_train_0 is not None)
+        result = None if eigen_cache else expansion.apply(s, rhs, k_td2_used,
+                                                          fx_train_0 is not None)
         if result is None:
             e = eigen()
             result = _mse_finite(e.evals, e.evecs, rhs, s, k_td2_used, fx_train_0 is not None)
@@ -218,6 +186,54 @@ def gradient_descent_mse(k_train_train, y_train, learning_rate: float = 1.0,
 
 def _expm1_np(lam, s):
     return np.expm1(-lam * s)
+
+
+class _Expansion:
+    """Finite-time matrix functions of one regularized train kernel by Chebyshev expansion
+    (see `gradient_descent_mse`); ``apply`` returns ``None`` where the eigenbasis should be used.
+    """
+
+    def __init__(self, k2d_fn, method, dtype, layout, where):
+        self.k2d_fn, self.method, self.dtype, self.where = k2d_fn, method, dtype, where
+        self.p, self.n_cols = layout.n_rows, layout.n_cols
+        self.used, self.k2d, self.bounds = 0, None, None
+
+    def apply(self, s, rhs, k_td2, train):
+        """``(expm1(-K s) rhs, K_td K^{-1} expm1(-K s) rhs)`` for times ``s`` (T,), or None."""
+        forced = self.method == "chebyshev"
+        if not forced and (self.method == "eigh" or self.dtype != jnp.float64 or self.p < 512
+                           or self.n_cols > 256):
+            return None
+        if not is_concrete(s):
+            return None
+        s_np = np.asarray(s, np.float64)
+        if not np.all(np.isfinite(s_np)):
+            if forced:
+                raise ValueError(f"{self.where}: finite_time_method='chebyshev' needs finite "
+                                 f"times.")
+            return None
+        if self.k2d is None:
+            k2d = self.k2d_fn()
+            if not is_concrete(k2d):
+                return None
+            self.k2d, self.bounds = k2d, spectrum_bounds(k2d)
+        lo, hi = self.bounds
+        fns = [functools.partial(_expm1_np, s=si) for si in s_np] if train else []
+        if k_td2 is not None:
+            fns += [functools.partial(_neg_phi_np, s=si) for si in s_np]
+        max_degree = self.p if forced else max(self.p // 8 - self.used, 0)
+        coeffs = chebyshev_plan(lo, hi, fns, max_degree) if max_degree > 1 else None
+        if coeffs is None:
+            if forced:
+                raise ValueError(f"{self.where}: the Chebyshev expansion needs a degree above "
+                                 f"{self.p} at these times; use finite_time_method='eigh'.")
+            return None
+        self.used += coeffs.shape[1]
+        out = chebyshev_apply(self.k2d, rhs, jnp.asarray(coeffs, self.dtype), lo, hi)
+        n_t = s_np.size
+        d_train = out[:n_t] if train else None
+        d_test = None if k_td2 is None else _mm(k_td2, out[-n_t:])
+        return d_train, d_test
 
 
 @functools.partial(jax.jit, static_argnames="train")
@@ -251,7 +267,7 @@ def _merge_kwargs(train_kwargs, test_kwargs):
 def gradient_descent_mse_ensemble(kernel_fn, x_train, y_train, learning_rate: float = 1.0,
                                   diag_reg: float = 0.0, diag_reg_absolute_scale: bool = False,
                                   trace_axes=(-1,), *, solver="cholesky",
-                                  **kernel_fn_train_train_kwargs):
+                                  finite_time_method="auto", **kernel_fn_train_train_kwargs):
     r"""Mean and covariance of an infinite ensemble of infinitely wide networks trained by
     gradient flow on MSE for time ``t`` (arXiv:1902.06720, Section 2.3), or, with ``'nngp'``,
     of training only the last layer (the NNGP posterior at ``t = ∞``, arXiv:1711.00165).
@@ -263,7 +279,9 @@ def gradient_descent_mse_ensemble(kernel_fn, x_train, y_train, learning_rate: fl
 
     Kernels are computed once (``kernel_fn(x_train, None, get)``) and the eigendecomposition
     (finite ``t``) or the Cholesky factor (``t=None``) reused by every later call; the
-    covariance at several times costs one ``N_test x N x N`` product per time.
+    covariance at several times costs one ``N_test x N x N`` product per time. Means without
+    covariance on large float64 kernels use the Chebyshev expansion of `gradient_descent_mse`
+    instead of the eigendecomposition (``finite_time_method``).
 
     Args:
       kernel_fn: ``kernel_fn(x1, x2, get, **kwargs)`` giving a `Kernel` or a namedtuple with
@@ -273,6 +291,8 @@ def gradient_descent_mse_ensemble(kernel_fn, x_train, y_train, learning_rate: fl
       diag_reg, diag_reg_absolute_scale: diagonal regularization as in `gradient_descent_mse`.
       trace_axes: output axes along which the kernel is ``K (x) I``.
       solver: the solver for ``t=None``: ``'cholesky'``, ``'cg'``, or a `Cholesky` / `CG`.
+      finite_time_method: ``'auto'``, ``'eigh'`` or ``'chebyshev'``, for means at finite times
+        as in `gradient_descent_mse` (covariances always use the eigendecomposition).
       **kernel_fn_train_train_kwargs: passed to ``kernel_fn`` for the training set.
 
     Returns:
@@ -297,7 +317,10 @@ def gradient_descent_mse_ensemble(kernel_fn, x_train, y_train, learning_rate: fl
     layout = Layout(y_train, trace_axes, where)
     check_learning_rate(learning_rate, where)
     check_diag_reg(diag_reg, where)
-    k_dd_cache, eigen_cache, gp_cache = {}, {}, {}
+    if finite_time_method not in FINITE_TIME_METHODS:
+        raise ValueError(f"{where}(finite_time_method={finite_time_method!r}): must be one of "
+                         f"{FINITE_TIME_METHODS}.")
+    k_dd_cache, eigen_cache, gp_cache, expansions = {}, {}, {}, {}
 
     def train_kernels(names):
         missing = tuple(g for g in names if g not in k_dd_cache)
@@ -353,10 +376,20 @@ def gradient_descent_mse_ensemble(kernel_fn, x_train, y_train, learning_rate: fl
 
         out = {}
         for g in names:
-            e = eigen(g)
             k_td2 = None if k_td is None else make_2d(k_td[g])
-            mean = layout.from_rows(_ens_mean(e.evals, e.evecs, y_rows, s, k_td2), t_shape,
-                                    test_shape)
+            mean = None
+            if not compute_cov and g not in eigen_cache:
+                if g not in expansions:
+                    expansions[g] = _Expansion(
+                        lambda g=g: regularize(make_2d(k_dd[g]), diag_reg, diag_reg_absolute_scale),
+                        finite_time_method, dtype, layout, where)
+                res = expansions[g].apply(s, -y_rows, k_td2, k_td2 is None)
+                if res is not None:
+                    mean = res[0] if k_td2 is None else res[1]
+            if mean is None:
+                e = eigen(g)
+                mean = _ens_mean(e.evals, e.evecs, y_rows, s, k_td2)
+            mean = layout.from_rows(mean, t_shape, test_shape)
             if not compute_cov:
                 out[g] = mean
                 continue
