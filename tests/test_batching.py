@@ -129,6 +129,23 @@ def test_conv_kernels():
         assert out.ntk.shape == (N1, N1, 3, 3, 3, 3) and batched.stats["mirrored"]
 
 
+def test_graph_kernels_with_per_input_patterns():
+    """kernel_fn(x1, x2, pattern=(A1, A2)): keyword arguments given per input (nt's convention)
+    are cut into tiles with the inputs."""
+    if not hasattr(stax, "Aggregate"):
+        pytest.skip("stax.Aggregate is not available")
+    net = stax.serial(stax.Dense(8), stax.Aggregate(), stax.Relu(), stax.Dense(8),
+                      stax.Aggregate())
+    rng = np.random.RandomState(3)
+    with x64():
+        x1, x2 = _inputs((4, 3), seed=3)
+        a1, a2 = ((rng.rand(n, 4, 4) < 0.4).astype(float) for n in (N1, N2))
+        for x, pattern in ((None, (a1, None)), (x2, (a1, a2))):
+            ref = net.kernel_fn(x1, x, pattern=pattern)
+            out = infwidth.batch(net.kernel_fn, TILE)(x1, x, pattern=pattern)
+            _assert_same(out, ref, tol("exact", np.float64))
+
+
 # ----------------------------------------------------------------------------------------------
 # empirical and Monte Carlo kernel functions (neural-tangents' calling conventions)
 
