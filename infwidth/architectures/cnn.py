@@ -24,8 +24,8 @@ def myrtle(depth: int = 5, width: int = 128, W_std: float = 2**0.5, b_std: float
 
     3x3 'SAME' convolutions and ReLUs at three resolutions (``depth=5``: 2, 1, 1 convolutions;
     ``7``: 2, 2, 2; ``10``: 3, 3, 3), each followed by 2x2 average pooling with stride 2, then
-    two more poolings (down to 1x1 for 32x32 inputs), `Flatten` and `Dense`. ``depth`` counts the
-    affine layers.
+    two more poolings (down to 1x1: the network expects 32x32 inputs), `Flatten` and `Dense`.
+    ``depth`` counts the affine layers.
 
     Args:
       depth: 5, 7 or 10.
@@ -37,10 +37,13 @@ def myrtle(depth: int = 5, width: int = 128, W_std: float = 2**0.5, b_std: float
       parameterization: ``'ntk'`` or ``'standard'``.
 
     Example:
-      >>> import jax.numpy as jnp
+      >>> import jax, jax.numpy as jnp
       >>> from infwidth.architectures import myrtle
-      >>> _, _, kernel_fn = myrtle(depth=5)
-      >>> kernel_fn(jnp.ones((2, 8, 8, 3)), get='nngp').shape
+      >>> init_fn, apply_fn, kernel_fn = myrtle(depth=5)
+      >>> init_fn(jax.random.PRNGKey(0), (2, 32, 32, 3))[0]
+      (2, 10)
+      >>> kernel_fn = jax.jit(kernel_fn, static_argnames='get')  # compile once, then fast
+      >>> kernel_fn(jnp.ones((2, 32, 32, 3)), None, get='nngp').shape
       (2, 2)
     """
     if depth not in _MYRTLE_STAGES:

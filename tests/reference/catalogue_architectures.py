@@ -33,7 +33,7 @@ def wide_resnet(block_size, k):
         spec += _res(main, [_conv(ch, s)])
         for _ in range(block_size - 1):
             spec += _res([("Relu", {}), _conv(ch, (1, 1)), ("Relu", {}), _conv(ch)])
-    return spec + [("GlobalAvgPool", {}), _dense(10)]
+    return spec + [("GlobalAvgPool", {}), _dense(10, 1.0, 0.0)]  # nt README's readout
 
 
 def transformer(depth, n_chan, n_heads):
