@@ -30,6 +30,8 @@ from infwidth.stax._layer import make_layer
 RELU = stax.Relu()
 ERF = stax.Erf()
 UNIT_ERF = stax.Erf(b=math.sqrt(math.pi) / 2)  # erf scaled to slope 1 at 0, like tanh
+GELU = stax.Gelu()
+TANH = stax.Tanh()  # numerical (Gauss-Hermite quadrature) kernel map
 
 
 # ----------------------------------------------------------------------------------------------
@@ -104,9 +106,7 @@ def test_glorot_for_odd_saturating_activations():
         # chi_1 - 1 is quadratic in W_std - 1 above the transition, so the root is flat
         assert critical_W_std(UNIT_ERF) == pytest.approx(1.0, abs=2e-4)
         assert critical_W_std(ERF) ** 2 == pytest.approx(math.pi / 4, rel=4e-4)
-        tanh = getattr(stax, "Tanh", None)
-        if tanh is not None:
-            assert critical_W_std(tanh()) == pytest.approx(1.0, abs=2e-4)
+        assert critical_W_std(TANH) == pytest.approx(1.0, abs=2e-4)
         # a bias moves the edge of chaos to larger W_std (Poole et al. 2016, Fig. 4)
         assert critical_W_std(UNIT_ERF, 0.3) > 1.05
 
@@ -156,6 +156,27 @@ def test_variance_depth_scale_matches_the_kernel_recursion():
     dev = np.abs(np.array(qs) - float(sp.q_star))
     slope = np.polyfit(np.arange(3, 8), np.log(dev[3:8]), 1)[0]
     assert -1 / slope == pytest.approx(float(sp.xi_q), rel=0.03)
+
+
+@pytest.mark.parametrize("name, rel", [("Gelu", 1e-6), ("Sin", 1e-6), ("Tanh", 1e-4),
+                                       ("Silu", 1e-4)])
+def test_any_activation_of_the_library(name, rel):
+    """Closed-form and numerical activations alike: q* and chi_1 from the layer's kernel map agree
+    with Gauss-Hermite quadrature of its own apply_fn and autodiff derivative (numerical maps
+    use 25-point quadrature, hence their looser tolerance)."""
+    act = {"Gelu": GELU, "Tanh": TANH}.get(name) or getattr(stax, name)()
+    W_std, b_std = 1.3, 0.2
+    with x64():
+        sp = signal_propagation(act, W_std, b_std)
+        q = float(sp.q_star)
+        z, w = np.polynomial.hermite_e.hermegauss(120)
+        u = jnp.sqrt(q) * jnp.asarray(z)
+        phi = lambda x: act[1]((), x)
+        dphi = jax.vmap(jax.grad(lambda s: phi(s[None])[0]))
+        w = jnp.asarray(w / w.sum())
+        assert q == pytest.approx(W_std**2 * float(jnp.sum(w * phi(u) ** 2)) + b_std**2, rel=rel)
+        assert float(sp.chi_1) == pytest.approx(W_std**2 * float(jnp.sum(w * dphi(u) ** 2)),
+                                                rel=rel)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -208,10 +229,7 @@ def test_gelu_edge_of_chaos_in_deep_finite_networks():
     networks: at W_c, started at the predicted q*, the variance stays there and a perturbation's
     squared norm keeps its size layer after layer (chi_1 = 1); 3% below it shrinks, 3% above it
     grows."""
-    gelu = getattr(stax, "Gelu", None)
-    if gelu is None:
-        pytest.skip("needs stax.Gelu (issue 3)")
-    act = gelu()
+    act = GELU
     b_std, width, depth, n = 0.5, 1024, 10, 8
     with x64():
         w_c = critical_W_std(act, b_std)
@@ -258,11 +276,8 @@ def test_phase_diagram_phases_and_edge():
 def test_a_jump_of_chi_1_is_not_an_edge_of_chaos():
     """A saddle-node bifurcation (the stable q* vanishes and the variance explodes) makes chi_1
     jump over 1; that is reported, not returned as a critical point."""
-    gelu = getattr(stax, "Gelu", None)
-    if gelu is None:
-        pytest.skip("needs stax.Gelu (issue 3)")
-    with pytest.raises(ValueError, match="jumps over 1"):
-        critical_W_std(gelu(), 0.0)
+    with x64(), pytest.raises(ValueError, match="jumps over 1"):
+        critical_W_std(GELU, 0.0)
 
 
 def test_bad_inputs():

@@ -30,8 +30,9 @@ N_DEV = jax.device_count()
 # two plain calls; ReLU networks are compared at tol('nt').
 ERF_NET = stax.serial(stax.Dense(64, W_std=1.3, b_std=0.2), stax.Erf(),
                       stax.Dense(64, W_std=1.1, b_std=0.1), stax.Erf(), stax.Dense(1))
-RELU_NET = stax.serial(stax.Dense(64, W_std=1.5, b_std=0.05), stax.Relu(),
-                       stax.Dense(1, W_std=1.5, b_std=0.05))
+# A dense layer at every position of an (N, H, W, C) input: 1x1 convolutions.
+RELU_NET = stax.serial(stax.Conv(64, (1, 1), W_std=1.5, b_std=0.05), stax.Relu(),
+                       stax.Conv(1, (1, 1), W_std=1.5, b_std=0.05))
 
 
 def _inputs(shape=(5,), seed=0):
@@ -117,14 +118,32 @@ def test_conv_kernels():
     """Convolutional kernels, once stax.Conv exists (issue 4)."""
     if not hasattr(stax, "Conv"):
         pytest.skip("stax.Conv is not available yet")
-    net = stax.serial(stax.Conv(8, (3, 3), padding="SAME"), stax.Relu(),
-                      stax.Conv(8, (3, 3), padding="SAME"))
+    net = stax.serial(stax.Conv(8, (2, 2), padding="SAME"), stax.Relu(),
+                      stax.Conv(8, (2, 2), padding="CIRCULAR"))
     with x64():
-        x1, x2 = _inputs((4, 4, 2), seed=2)
-        for x in (None, x2):
-            ref = net.kernel_fn(x1, x, get=("nngp", "ntk"))
-            out = infwidth.batch(net.kernel_fn, TILE)(x1, x, get=("nngp", "ntk"))
-            _assert_same(out, ref, tol("nt", np.float64))
+        x1, _ = _inputs((3, 3, 1), seed=2)
+        ref = net.kernel_fn(x1, None, get=("nngp", "ntk"))
+        batched = infwidth.batch(net.kernel_fn, TILE)
+        out = batched(x1, None, get=("nngp", "ntk"))
+        _assert_same(out, ref, tol("nt", np.float64))
+        assert out.ntk.shape == (N1, N1, 3, 3, 3, 3) and batched.stats["mirrored"]
+
+
+def test_graph_kernels_with_per_input_patterns():
+    """kernel_fn(x1, x2, pattern=(A1, A2)): keyword arguments given per input (nt's convention)
+    are cut into tiles with the inputs."""
+    if not hasattr(stax, "Aggregate"):
+        pytest.skip("stax.Aggregate is not available")
+    net = stax.serial(stax.Dense(8), stax.Aggregate(), stax.Relu(), stax.Dense(8),
+                      stax.Aggregate())
+    rng = np.random.RandomState(3)
+    with x64():
+        x1, x2 = _inputs((4, 3), seed=3)
+        a1, a2 = ((rng.rand(n, 4, 4) < 0.4).astype(float) for n in (N1, N2))
+        for x, pattern in ((None, (a1, None)), (x2, (a1, a2))):
+            ref = net.kernel_fn(x1, x, pattern=pattern)
+            out = infwidth.batch(net.kernel_fn, TILE)(x1, x, pattern=pattern)
+            _assert_same(out, ref, tol("exact", np.float64))
 
 
 # ----------------------------------------------------------------------------------------------

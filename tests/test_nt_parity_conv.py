@@ -14,11 +14,11 @@ import numpy as np
 import pytest
 from helpers import REFERENCE_DIR, assert_close, load_reference, tol, x64
 
-from infwidth import stax
+from infwidth import architectures, stax
 
 sys.path.insert(0, REFERENCE_DIR)
 from _catalogue import build  # noqa: E402
-from catalogue_conv import CATALOGUE  # noqa: E402
+from catalogue_conv import CATALOGUE, WRN_ARGS  # noqa: E402
 
 REF = load_reference("conv")
 
@@ -55,3 +55,17 @@ def test_conv_matches_neural_tangents(name):
                     assert off == 0.0
                 assert got.shape == ref.shape, (what + tag, got.shape, ref.shape)
                 assert_close(got, ref, tol("nt", "float64"), f"{what}{tag}")
+
+
+@pytest.mark.parametrize("param", sorted(WRN_ARGS))
+def test_wide_resnet_builder_matches_neural_tangents(param):
+    """infwidth.architectures.wide_resnet against neural-tangents' README Wide-ResNet (built
+    there from FanOut / parallel / FanInSum), for 'ntk' (two blocks per group, so identity
+    shortcuts too) and 'standard' (whose NTK depends on the widths, 16 k, 32 k, 64 k)."""
+    with x64():
+        kernel_fn = architectures.wide_resnet(parameterization=param, **WRN_ARGS[param])[2]
+        x1, x2 = jnp.asarray(REF["wrn/x1"]), jnp.asarray(REF["wrn/x2"])
+        k12 = jax.jit(lambda a, b: kernel_fn(a, b, get=("nngp", "ntk")))(x1, x2)
+        for what in ("nngp", "ntk"):
+            assert_close(getattr(k12, what), REF[f"{param}-wide-resnet/{what}12"],
+                         tol("nt", "float64"), what)

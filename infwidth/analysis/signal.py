@@ -116,8 +116,8 @@ def _check_kernel_fn(activation):
     try:
         out = kernel_fn(_gaussian_kernel(*x))
     except Exception as err:  # noqa: BLE001 - any failure means: no usable kernel map
-        raise ValueError(f"{name}: its kernel_fn cannot map a Gaussian Kernel ({type(err).__name__}:"
-                         f" {err}). {fix}") from err
+        raise ValueError(f"{name}: its kernel_fn cannot map a Gaussian Kernel "
+                         f"({type(err).__name__}: {err}). {fix}") from err
     if not isinstance(out, Kernel) or out.ntk is None or out.nngp.shape != (1, 1):
         raise ValueError(f"{name}: its kernel_fn does not return a 1 x 1 Kernel with an NTK for a "
                          f"1 x 1 Gaussian Kernel. {fix}")
@@ -187,7 +187,8 @@ def _floor(dtype):
 def _depth_scale(chi):
     """``-1 / log(chi)``; 0 where chi <= 0 and inf where chi >= 1 (no exponential approach)."""
     log = jnp.log(jnp.clip(chi, 1e-30, 1.0))
-    return jnp.where(chi <= 0, 0.0, jnp.where(log >= 0, jnp.inf, -1.0 / jnp.where(log >= 0, -1, log)))
+    scale = -1.0 / jnp.where(log >= 0, -1, log)
+    return jnp.where(chi <= 0, 0.0, jnp.where(log >= 0, jnp.inf, scale))
 
 
 def _variance_slope(kernel_fn, q):
@@ -385,8 +386,8 @@ def _critical_line(activation, b_std, W_max, n_grid=32, rounds=5):
         grid = lo[:, None] + (hi - lo)[:, None] * t[None, :]
         if r == 0:
             grid[:, 0] = 1e-3 * W_max
-        chi = np.asarray(signal_propagation(activation, grid, np.broadcast_to(b[:, None], grid.shape)
-                                            ).chi_1, np.float64)
+        b_grid = np.broadcast_to(b[:, None], grid.shape)
+        chi = np.asarray(signal_propagation(activation, grid, b_grid).chi_1, np.float64)
         above = chi >= 1
         first = np.argmax(above, axis=1)
         if r == 0:
@@ -397,8 +398,8 @@ def _critical_line(activation, b_std, W_max, n_grid=32, rounds=5):
     # linear interpolation of chi_1 - 1 inside the last bracket
     chi_lo = np.asarray(signal_propagation(activation, lo, b).chi_1, np.float64)
     chi_hi = np.asarray(signal_propagation(activation, hi, b).chi_1, np.float64)
-    frac = np.clip(np.where(chi_hi != chi_lo, (1 - chi_lo) / np.where(chi_hi != chi_lo,
-                                                                       chi_hi - chi_lo, 1), 0.5), 0, 1)
+    differ = chi_hi != chi_lo
+    frac = np.clip(np.where(differ, (1 - chi_lo) / np.where(differ, chi_hi - chi_lo, 1), 0.5), 0, 1)
     w = lo + frac * (hi - lo)
     # chi_1 jumps across 1 where the stable q* disappears (a saddle-node bifurcation, e.g. GELU
     # at small b_std): that is an explosion of the variance, not an edge of chaos.

@@ -168,10 +168,11 @@ def learning_curve_from_spectrum(eigenvalues, coefficients, n_train, ridge: floa
 
     Example:
       >>> from infwidth.analysis import learning_curve_from_spectrum
-      >>> # one mode of eigenvalue 1 carrying the whole target, ridge 1: kappa = 1, gamma = p/(p+1)^2
-      >>> lc = learning_curve_from_spectrum([1.], [1.], n_train=[1, 3], ridge=1.)
-      >>> lc.kappa.round(4).tolist(), lc.error.round(4).tolist()
-      ([1.0, 1.0], [0.3333, 0.0769])
+      >>> # one mode of eigenvalue 1 carrying the whole target, ridge 1: kappa solves
+      >>> # kappa^2 + (p - 2) kappa - p = 0 (the golden ratio for p = 1)
+      >>> lc = learning_curve_from_spectrum([1.], [1.], n_train=[1], ridge=1.)
+      >>> round(float(lc.kappa[0]), 4), round(float(lc.error[0]), 4)
+      (1.618, 0.4472)
     """
     eta = jnp.clip(jnp.asarray(eigenvalues, jnp.result_type(float)), 0, None)
     a = jnp.asarray(coefficients, eta.dtype)
@@ -275,7 +276,7 @@ def measured_learning_curve(kernel, targets, n_train, *, n_draws: int = 20, ridg
       >>> import jax, jax.numpy as jnp
       >>> from infwidth.analysis import measured_learning_curve
       >>> x = jax.random.normal(jax.random.PRNGKey(0), (50, 2))
-      >>> mc = measured_learning_curve(x @ x.T, x[:, 0], [5], n_draws=3)   # linear kernel
+      >>> mc = measured_learning_curve(x @ x.T, x[:, 0], [2], n_draws=3)   # linear kernel, 2-D
       >>> float(mc.error[0]) < 1e-3                                        # learns x[:, 0]
       True
     """

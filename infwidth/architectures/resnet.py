@@ -65,42 +65,6 @@ def dense_resnet(depth: int = 10, width: int = 512, W_std: float = 2**0.5, b_std
                        phi, stax.Dense(out_dim, W_std, b_std, parameterization=parameterization))
 
 
-def _conv_block(channels, strides, project, W_std, b_std, phi):
-    def conv(s):
-        return stax.Conv(channels, (3, 3), s, padding="SAME", W_std=W_std, b_std=b_std)
-
-    main = stax.serial(phi, conv(strides), phi, conv(None))
-    return residual(main, conv(strides) if project else None)
-
-
-def wide_resnet(block_size: int = 1, k: int = 1, num_classes: int = 10, W_std: float = 1.0,
-                b_std: float = 0.0, activation="relu") -> stax.Layer:
-    """The wide residual network of Zagoruyko & Komodakis 2016 (arXiv:1605.07146), as used for
-    infinite-width CIFAR-10 kernels by Novak et al. 2020 (arXiv:1912.02803).
-
-    A 3x3 convolution to 16 channels, three groups of ``block_size`` residual blocks with
-    ``16k``, ``32k`` and ``64k`` channels (the second and third downsample by 2; the first block
-    of each group has a convolutional shortcut), then global average pooling and
-    ``Dense(num_classes)``. Each block is ``shortcut(x) + Conv(phi(Conv(phi(x))))``.
-
-    Example:
-      >>> import jax.numpy as jnp
-      >>> from infwidth.architectures import wide_resnet
-      >>> _, _, kernel_fn = wide_resnet(block_size=1)
-      >>> kernel_fn(jnp.ones((2, 4, 4, 3)), get='nngp').shape
-      (2, 2)
-    """
-    block_size = check_positive_int(block_size, "block_size", "wide_resnet")
-    phi = _activation(activation, "wide_resnet")
-    layers = [stax.Conv(16, (3, 3), padding="SAME", W_std=W_std, b_std=b_std)]
-    for group, channels in enumerate((16 * k, 32 * k, 64 * k)):
-        strides = (1, 1) if group == 0 else (2, 2)
-        layers.append(_conv_block(channels, strides, True, W_std, b_std, phi))
-        layers += [_conv_block(channels, (1, 1), False, W_std, b_std, phi)] * (block_size - 1)
-    layers += [stax.GlobalAvgPool(), stax.Dense(num_classes, W_std, b_std)]
-    return stax.serial(*layers)
-
-
 def transformer_block(n_chan: int = 256, n_heads: int = 8, n_chan_key: int | None = None,
                       mlp_width: int | None = None, W_std: float = 1.0, b_std: float = 0.0,
                       attention_mechanism: str = "SOFTMAX", activation="relu",

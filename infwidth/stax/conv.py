@@ -18,6 +18,7 @@ covariance. A transposed convolution is a convolution of the input dilated by th
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import NamedTuple
 
@@ -68,7 +69,7 @@ class _Axis(NamedTuple):
     window: int
     stride: int
     out_len: int  # length after the shifted sum
-    fold: np.ndarray | None  # CIRCULAR transposed convolutions: wrap the output around
+    fold: tuple[int, int] | None  # CIRCULAR transposed convolutions: wrap (length, out_len)
 
 
 def _transpose_pads(window: int, stride: int, padding: str) -> tuple[int, int]:
@@ -83,30 +84,33 @@ def _transpose_pads(window: int, stride: int, padding: str) -> tuple[int, int]:
     return lo, total - lo
 
 
-def _geometry(spatial, filter_shape, strides, padding, transpose) -> list[_Axis]:
+def _geometry(spatial, filter_shape, strides, padding, transpose) -> tuple[_Axis, ...]:
     axes = []
     for size, f, st in zip(spatial, filter_shape, strides):
         if transpose:
             pads = _transpose_pads(f, st, "VALID" if padding == "CIRCULAR" else padding)
             length = (size - 1) * st + 1 + pads[0] + pads[1] - f + 1
-            fold = fold_matrix(length, size * st) if padding == "CIRCULAR" else None
+            fold = (length, size * st) if padding == "CIRCULAR" else None
             axes.append(_Axis(pads, st - 1, False, f, 1, length, fold))
         else:
             pads = (0, 0) if padding == "VALID" else same_pads(size, f, st)
             axes.append(_Axis(pads, 0, padding == "CIRCULAR", f, st,
                               out_size(size, f, st, padding), None))
-    return axes
+    return tuple(axes)
 
 
 def _out_spatial(geometry) -> tuple[int, ...]:
-    return tuple(a.out_len if a.fold is None else a.fold.shape[0] for a in geometry)
+    return tuple(a.out_len if a.fold is None else a.fold[1] for a in geometry)
 
 
+@functools.partial(jax.jit, static_argnums=(1, 2, 3))
 def conv_covariance(cov, lead: int, geometry, diagonal_spatial: bool):
     """The shared-weight convolution map (without ``W_std``, ``b_std``) on one covariance.
 
     All padding (and dilation) is applied first, in one pass; the per-axis shifted sums that
-    follow contain no padding, so XLA fuses them into a single pass over memory.
+    follow contain no padding, so XLA fuses them into a single pass over memory. Compiled as
+    one program per geometry (also when called eagerly, where op-by-op dispatch would compile
+    every shifted slice separately).
     """
     for circular in (False, True):
         config = [(0, 0, 0)] * cov.ndim
@@ -124,7 +128,7 @@ def conv_covariance(cov, lead: int, geometry, diagonal_spatial: bool):
         cov = shift_sum(cov, axes, ax.window, ax.stride, ax.out_len)
         if ax.fold is not None:
             for a in axes:
-                cov = apply_matrix(cov, a, ax.fold)
+                cov = apply_matrix(cov, a, fold_matrix(*ax.fold))
     return cov * (1.0 / math.prod(ax.window for ax in geometry))
 
 
@@ -214,7 +218,7 @@ def _Conv(name, out_chan, filter_shape, strides, padding, W_std, b_std, dimensio
             out = lax.conv_transpose(x, W, strides, lax_padding, dimension_numbers=dn)
             if padding == "CIRCULAR":
                 for ax_i, ax in enumerate(geometry(x.shape)):
-                    out = apply_matrix(out, 1 + ax_i, ax.fold)
+                    out = apply_matrix(out, 1 + ax_i, fold_matrix(*ax.fold))
         else:
             if padding == "CIRCULAR":
                 x = circular_pad(x)

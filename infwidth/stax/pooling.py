@@ -10,6 +10,9 @@ few shifted slices per axis. Pooling mixes positions, so it needs the covariance
 
 from __future__ import annotations
 
+import functools
+
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -44,6 +47,28 @@ def _window_counts(size, window, stride, padding):
     return np.minimum(starts + window, size) - np.maximum(starts, 0)
 
 
+def _pool_axis(x, axis, pads, w, st, n_out, norm, circular):
+    x = shift_sum(x, (axis,), w, st, n_out, pads, circular)
+    norm = np.asarray(norm)
+    if np.all(norm == 1.0):
+        return x
+    if np.all(norm == norm[0]):
+        return x * norm[0]
+    shape = [1] * x.ndim
+    shape[axis] = n_out
+    return x * jnp.asarray(norm.reshape(shape), x.dtype)
+
+
+@functools.partial(jax.jit, static_argnums=(1, 2, 3, 4))
+def _pool(x, lead: int, info, circular: bool, pairs: bool):
+    """Window pooling of every spatial axis (of both members of each pair if ``pairs``),
+    compiled as one program per geometry."""
+    for i, ax in enumerate(info):
+        for axis in ((lead + 2 * i, lead + 2 * i + 1) if pairs else (lead + i,)):
+            x = _pool_axis(x, axis, *ax, circular)
+    return x
+
+
 def _Pool(name, window_shape, strides, padding, normalize_edges, average, batch_axis,
           channel_axis) -> Layer:
     window_shape = check_window(window_shape, "window_shape", name)
@@ -70,23 +95,13 @@ def _Pool(name, window_shape, strides, padding, normalize_edges, average, batch_
                 norm = 1.0 / _window_counts(size, w, st, padding)
             else:
                 norm = np.full(n_out, 1.0 / w)
-            info.append((pads, w, st, n_out, norm))
-        return info
+            info.append((pads, w, st, n_out, tuple(float(v) for v in norm)))
+        return tuple(info)
 
     def shape_fn(input_shape):
         spatial = tuple(out_size(sz, w, st, padding)
                         for sz, w, st in zip(input_shape[1:-1], window_shape, strides))
         return (input_shape[0],) + spatial + (input_shape[-1],)
-
-    def pool_axis(x, axis, pads, w, st, n_out, norm):
-        x = shift_sum(x, (axis,), w, st, n_out, pads, padding == "CIRCULAR")
-        if np.all(norm == 1.0):
-            return x
-        if np.all(norm == norm[0]):
-            return x * norm[0]
-        shape = [1] * x.ndim
-        shape[axis] = n_out
-        return x * jnp.asarray(norm.reshape(shape), x.dtype)
 
     def init_fn(key, input_shape):
         check_input(input_shape)
@@ -94,9 +109,7 @@ def _Pool(name, window_shape, strides, padding, normalize_edges, average, batch_
 
     def apply_fn(params, x, **kwargs):
         check_input(x.shape)
-        for i, info in enumerate(axes_info(x.shape[1:-1])):
-            x = pool_axis(x, 1 + i, *info)
-        return x
+        return _pool(x, 1, axes_info(x.shape[1:-1]), padding == "CIRCULAR", False)
 
     def transform(k, **kwargs):
         k = check_kernel_input(k, name)
@@ -105,10 +118,7 @@ def _Pool(name, window_shape, strides, padding, normalize_edges, average, batch_
         info = axes_info(k.shape1[1:-1])
 
         def pool(cov, lead):
-            for i, ax in enumerate(info):
-                cov = pool_axis(cov, lead + 2 * i, *ax)
-                cov = pool_axis(cov, lead + 2 * i + 1, *ax)
-            return cov
+            return _pool(cov, lead, info, padding == "CIRCULAR", True)
 
         return k.replace(**map_covariances(k, pool))
 

@@ -8,7 +8,8 @@ parity test is fast; x1 and x2 have different batch sizes.
 
 import numpy as np
 
-INPUTS = {"img": ((3, 6, 5, 2), (2, 6, 5, 2)), "seq": ((3, 7, 2), (2, 7, 2))}
+INPUTS = {"img": ((3, 6, 5, 2), (2, 6, 5, 2)), "seq": ((3, 7, 2), (2, 7, 2)),
+          "wrn": ((2, 8, 8, 3), (2, 8, 8, 3))}
 
 
 def _conv(kind, out, filt, param, padding="VALID", strides=None, W_std=1.3, b_std=0.2):
@@ -109,10 +110,34 @@ def _specs(param):
     }
 
 
+def wide_resnet_spec(block_size, k, W_std, b_std, param):
+    """The Wide-ResNet of neural-tangents' README (pre-activation blocks, projection shortcut
+    in the first block of each group), with global average pooling for its AvgPool + Flatten."""
+    def conv(ch, strides):
+        return _conv("Conv", ch, (3, 3), param, padding="SAME", strides=strides, W_std=W_std,
+                     b_std=b_std)
+
+    spec = [conv(16, (1, 1))]
+    for ch, strides in ((16, (1, 1)), (32, (2, 2)), (64, (2, 2))):
+        for i in range(block_size):
+            main = [("Relu", {}), conv(int(ch * k), strides if i == 0 else (1, 1)), ("Relu", {}),
+                    conv(int(ch * k), (1, 1))]
+            short = [conv(int(ch * k), strides)] if i == 0 else [("Identity", {})]
+            spec += [("FanOut", {"num": 2}), ("parallel", {"layers": [main, short]}),
+                     ("FanInSum", {})]
+    return spec + [("GlobalAvgPool", {}), ("Dense", {"out_dim": 10, "W_std": 1.0, "b_std": 0.0,
+                                                     "parameterization": param})]
+
+
+WRN_ARGS = {"ntk": dict(block_size=2, k=0.25, W_std=1.3, b_std=0.1),
+            "standard": dict(block_size=1, k=0.25, W_std=1.2, b_std=0.2)}
+
 CATALOGUE = {}
 for _param in ("ntk", "standard"):
     for _name, _entry in _specs(_param).items():
         CATALOGUE[f"{_param}-{_name}"] = _entry
+    CATALOGUE[f"{_param}-wide-resnet"] = ("wrn", wide_resnet_spec(param=_param,
+                                                                  **WRN_ARGS[_param]), {})
 
 
 def inputs(seed=0):
