@@ -281,6 +281,8 @@ def _structured_derivatives(f, x1, x2, params, kw1, kw2, axes, vm, fx1, fx2):
 def _local_jacobian(site, w, g, x, batched: bool):
     """``df/dW`` (output axes + W axes) of one site from ``df/dy`` and the recorded input."""
     y_nd = len(site.y_shape)
+    if _is_plain_conv(site):
+        return _conv_jacobian(site, w, g, x, batched)
 
     def one(g, x):
         lead, y_shape = g.shape[:g.ndim - y_nd], g.shape[g.ndim - y_nd:]
@@ -288,6 +290,42 @@ def _local_jacobian(site, w, g, x, batched: bool):
         _, vjp = jax.vjp(lambda v: sd.local_op(site, x, v), w)
         jw = jax.vmap(lambda c: vjp(c)[0])(flat)
         return jw.reshape(lead + w.shape)
+
+    return jax.vmap(one)(g, x) if batched else one(g, x)
+
+
+def _is_plain_conv(site) -> bool:
+    p = site.params
+    return (site.primitive.name == "conv_general_dilated" and site.side == 1
+            and p.get("feature_group_count", 1) == 1 and p.get("batch_group_count", 1) == 1)
+
+
+def _conv_jacobian(site, w, g, x, batched: bool):
+    """``df/dW`` of a convolution as one matrix product of ``df/dy`` with the input's patches
+    (``lax.conv_general_dilated_patches``), instead of one transposed convolution per output."""
+    p = site.params
+    dn = p["dimension_numbers"]
+    lhs_spec, rhs_spec, out_spec = dn
+    filt = [w.shape[i] for i in rhs_spec[2:]]
+    y_nd = len(site.y_shape)
+
+    def one(g, x):
+        patches = jax.lax.conv_general_dilated_patches(
+            x, filt, p["window_strides"], p["padding"], p["lhs_dilation"], p["rhs_dilation"],
+            dimension_numbers=dn, precision=_HIGHEST)
+        # -> (batch, positions, cin * prod(filter)) and g -> (lead, batch, positions, cout)
+        order = (out_spec[0], *out_spec[2:], out_spec[1])
+        patches = jnp.transpose(patches, order)
+        patches = patches.reshape(patches.shape[0], -1, patches.shape[-1])
+        lead = g.shape[:g.ndim - y_nd]
+        gy = jnp.transpose(g, tuple(range(len(lead))) + tuple(len(lead) + i for i in order))
+        n_lead = int(np.prod(lead, dtype=np.int64))
+        gy = gy.reshape((n_lead, gy.shape[len(lead)], -1, gy.shape[-1]))
+        dw = jnp.einsum("nsk,ansc->akc", patches, gy, precision=_HIGHEST)
+        dw = dw.reshape((-1, w.shape[rhs_spec[1]], *filt, w.shape[rhs_spec[0]]))
+        src = [rhs_spec[1], *rhs_spec[2:], rhs_spec[0]]
+        dw = jnp.transpose(dw, (0,) + tuple(1 + src.index(j) for j in range(w.ndim)))
+        return dw.reshape(lead + w.shape)
 
     return jax.vmap(one)(g, x) if batched else one(g, x)
 
