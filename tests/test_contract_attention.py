@@ -6,8 +6,8 @@ tol('mc'). Linear scaling: 8 heads of key width 256 and value width 64; the logi
 around their limit by O(1/sqrt(n_chan_key)) per head. 1/sqrt scaling: the attention weights stay
 random (Gaussian) in the limit and the outputs are heavy-tailed, so 32 narrower heads (key 64,
 value 16; the same total widths) average that out; with 8 heads the NTK estimate was off by
-0.08 at 64 draws and 0.035 at 192. Draws: 64, and 128 for the RELU/CONCAT/val_pos_emb case
-(unnormalised weights; measured NTK error 0.037 at 128 draws).
+0.08 at 64 draws and 0.035 at 192. 64 draws per case. (A RELU / CONCAT / val_pos_emb case
+passed too, at 128 draws with NTK error 0.037, but is left to the nt parity test for time.)
 """
 
 import jax
@@ -27,8 +27,6 @@ def decay(d):
 
 CASES = {
     "softmax": {"b_std": 0.2, "W_key_std": 1.5},
-    "relu-concat-val": {"attention_mechanism": "RELU", "pos_emb_type": "CONCAT",
-                        "val_pos_emb": True, "n_chan_pos_emb": 64},
     "sqrt-identity-sum-decay": {"linear_scaling": False, "attention_mechanism": "IDENTITY",
                                 "pos_emb_type": "SUM", "pos_emb_decay_fn": decay,
                                 "W_key_std": 0.7},
@@ -56,8 +54,7 @@ def test_attention_matches_monte_carlo(name):
     assert k.nngp.shape == (3, 2, 4, 4)
     # mc_kernels flattens (N, T, C): its NNGP averages the diagonal positions, its NTK is the
     # Jacobian contraction of output (position 0, channel 0)
-    n = 2 * N_SAMPLES if name == "relu-concat-val" else N_SAMPLES
-    mc_nngp, mc_ntk = mc_kernels(init_fn, apply_fn, x1, x2, jax.random.PRNGKey(2), n)
+    mc_nngp, mc_ntk = mc_kernels(init_fn, apply_fn, x1, x2, jax.random.PRNGKey(2), N_SAMPLES)
     nngp = jnp.einsum("abtt->ab", k.nngp) / 4
     ntk = k.ntk[:, :, 0, 0]
     assert rel_err(mc_nngp, nngp) < tol("mc"), rel_err(mc_nngp, nngp)
