@@ -187,10 +187,17 @@ def inputs_to_kernel(x1, x2=None, *, diagonal_batch=True, diagonal_spatial=False
         return gram(x, x, diagonal_spatial=diagonal_spatial, same_batch=diagonal_batch)
 
     nngp = gram(x1, x1 if x2 is None else x2, diagonal_spatial=diagonal_spatial)
+    if x2 is None:
+        # cov1 is then the batch diagonal of nngp: take it from nngp, so that an input paired
+        # with itself has correlation exactly 1 (a separate contraction rounds differently,
+        # which discontinuous activations such as Sign amplify layer after layer).
+        cov1 = jnp.moveaxis(jnp.diagonal(nngp, axis1=0, axis2=1), -1, 0) if diagonal_batch else nngp
+    else:
+        cov1 = cov(x1)
     return Kernel(
         nngp=nngp,
         ntk=jnp.zeros_like(nngp) if compute_ntk else None,
-        cov1=cov(x1),
+        cov1=cov1,
         cov2=None if x2 is None else cov(x2),
         shape1=tuple(x1.shape),
         shape2=tuple(x1.shape if x2 is None else x2.shape),
