@@ -7,7 +7,7 @@ appears, checked for
   same triple (tests/helpers.mc_kernels: output covariance over seeds and channels; Jacobian
   contraction), with a check that the comparison is sharp enough to reject a 20% error.
 
-Sizes are modest (256 channels, 48 samples, 5x4 images). A single linear layer's kernel is
+Sizes are modest (256 channels, 32 samples, 5x4 images). A single linear layer's kernel is
 moreover compared in float64 with the exact expectation over the weights of the finite layer
 (a Jacobian contraction, since the output is linear in the weights).
 """
@@ -21,8 +21,8 @@ from helpers import assert_close, mc_kernels, rel_err, tol, x64
 from infwidth import stax
 
 WIDTH = 256
-N_SAMPLES = 48
-OUT = 256  # readout channels: the NNGP estimate averages over them
+N_SAMPLES = 32
+OUT = 128  # readout channels: the NNGP estimate averages over them
 
 
 def _conv(*args, **kwargs):
@@ -39,20 +39,13 @@ CATALOGUE = {
         _conv((3, 2), padding="CIRCULAR", W_std=1.5, b_std=0.3, parameterization="standard"),
         stax.Erf(), stax.GlobalAvgPool(),
         stax.Dense(OUT, W_std=1.1, b_std=0.2, parameterization="standard")),
-    "conv1d-valid": lambda: stax.serial(
-        _conv((3,), strides=(2,), W_std=1.3, b_std=0.1), stax.Relu(), stax.Flatten(),
-        stax.Dense(OUT)),
-    "convtranspose-same-stride": lambda: stax.serial(
-        stax.ConvTranspose(WIDTH, (3, 2), strides=(2, 1), padding="SAME", W_std=1.4,
-                           b_std=0.2), stax.Relu(), stax.Flatten(), stax.Dense(OUT)),
     "convtranspose-circular-standard": lambda: stax.serial(
         stax.ConvTranspose(WIDTH, (2, 3), strides=(1, 2), padding="CIRCULAR", W_std=1.2,
                            b_std=0.1, parameterization="standard"), stax.Relu(),
         stax.GlobalSumPool(), stax.Dense(OUT, parameterization="standard")),
-    "convlocal-valid-same": lambda: stax.serial(
+    "convlocal-valid": lambda: stax.serial(  # unshared weights: keep the second layer narrow
         stax.ConvLocal(WIDTH, (2, 2), W_std=1.3, b_std=0.3), stax.Relu(),
-        stax.ConvLocal(WIDTH, (2, 2), padding="SAME", W_std=1.2), stax.Flatten(),
-        stax.Dense(OUT)),
+        stax.ConvLocal(64, (2, 2), W_std=1.2, b_std=0.1), stax.Flatten(), stax.Dense(OUT)),
     "avgpool-same-normalize": lambda: stax.serial(
         _conv((2, 2), padding="SAME", b_std=0.1), stax.Relu(),
         stax.AvgPool((2, 3), strides=(2, 1), padding="SAME", normalize_edges=True),
@@ -61,7 +54,7 @@ CATALOGUE = {
         _conv((2, 2), padding="CIRCULAR", W_std=1.2), stax.Abs(),
         stax.SumPool((2, 2), padding="CIRCULAR"), stax.GlobalSumPool(), stax.Dense(OUT)),
 }
-DIAGONAL = {"conv-same-valid-flatten", "conv1d-valid", "convlocal-valid-same"}
+DIAGONAL = {"conv-same-valid-flatten", "convlocal-valid"}
 
 
 def _inputs(name):
@@ -102,11 +95,9 @@ LINEAR = {
     "Conv-same-stride": lambda: stax.Conv(1, (3, 2), strides=(2, 1), padding="SAME"),
     "Conv-circular": lambda: stax.Conv(1, (2, 3), padding="CIRCULAR", W_std=1.3),
     "Conv-valid-standard": lambda: stax.Conv(1, (2, 2), parameterization="standard"),
-    "ConvTranspose-valid": lambda: stax.ConvTranspose(1, (3, 2), strides=(2, 1)),
     "ConvTranspose-same": lambda: stax.ConvTranspose(1, (2, 3), strides=(2, 2), padding="SAME"),
     "ConvTranspose-circular": lambda: stax.ConvTranspose(1, (3, 2), strides=(2, 1),
                                                          padding="CIRCULAR"),
-    "ConvLocal-same": lambda: stax.ConvLocal(1, (2, 3), padding="SAME", W_std=0.7),
     "ConvLocal-circular": lambda: stax.ConvLocal(1, (3, 2), strides=(1, 2),
                                                  padding="CIRCULAR"),
 }
@@ -128,8 +119,8 @@ def test_linear_layer_equals_exact_expectation(name):
             j = jax.jacrev(lambda w: apply_fn((w, None), x)[..., 0])(jnp.ones_like(W))
             return j.reshape(j.shape[:3] + (-1,))
 
-        j1, j2 = jac(x1), jac(x2)
+        j1, j2 = jax.jit(jac)(x1), jax.jit(jac)(x2)
         exact = w_var * jnp.einsum("ahwk,bHWk->abhHwW", j1, j2)
-        k = kernel_fn(x1, x2, get="nngp")
+        k = _jit(kernel_fn)(x1, x2, get="nngp")
         assert k.shape == exact.shape
         assert_close(k, exact, tol("exact", "float64"), name)

@@ -38,7 +38,8 @@ INDEX_CASES = [  # activation index, the matching index of the (N1, N2, H, H', W
 @pytest.mark.parametrize("idx,entries", INDEX_CASES)
 def test_index_commutes_with_the_kernel(idx, entries):
     x = jax.random.normal(jax.random.PRNGKey(0), (3, 4, 3, 2))
-    base = stax.serial(stax.Dense(8, 1.3, 0.1), stax.Relu(), stax.Dense(8))
+    base = stax.serial(stax.Conv(8, (1, 1), W_std=1.3, b_std=0.1), stax.Relu(),
+                       stax.Conv(8, (1, 1)))
     init_fn, apply_fn, kernel_fn = stax.serial(base, stax.Index(idx))
     shape, params = init_fn(jax.random.PRNGKey(0), x.shape)
     assert apply_fn(params, x).shape == shape == np.empty(x.shape[:-1] + (8,))[idx].shape

@@ -34,7 +34,7 @@ def _position_diagonal(a):
     return diag, np.abs(a[..., mask] if n else a).max() if mask.any() else 0.0
 
 
-@pytest.mark.parametrize("name", sorted(CATALOGUE))
+@pytest.mark.parametrize("name", sorted(n for n in CATALOGUE if not n.endswith("wide-resnet")))
 def test_conv_matches_neural_tangents(name):
     group, spec, kw = CATALOGUE[name]
     with x64():

@@ -5,6 +5,11 @@ def _dense(n, W_std=1.3, b_std=0.1):
     return ("Dense", {"out_dim": n, "W_std": W_std, "b_std": b_std})
 
 
+def _conv1(n, W_std=1.3, b_std=0.1):
+    """Dense at every position of an image (infwidth's Dense takes at most one spatial axis)."""
+    return ("Conv", {"out_chan": n, "filter_shape": (1, 1), "W_std": W_std, "b_std": b_std})
+
+
 SEQ = {
     "last-token": [_dense(8, 1.4, 0.2), ("Relu", {}), ("Index", {"idx": (slice(None), -1)}),
                    _dense(2)],
@@ -16,10 +21,10 @@ SEQ = {
                     ("Relu", {}), _dense(2)],
 }
 IMAGE = {
-    "strided": [_dense(8, 1.4, 0.2), ("Relu", {}),
+    "strided": [_conv1(8, 1.4, 0.2), ("Relu", {}),
                 ("Index", {"idx": (slice(None), slice(1, None), slice(None, None, 2))}),
-                _dense(3)],
-    "row": [_dense(8), ("Index", {"idx": (Ellipsis, 1, slice(None))}), ("Relu", {}),
+                _conv1(3)],
+    "row": [_conv1(8), ("Index", {"idx": (Ellipsis, 1, slice(None))}), ("Relu", {}),
             _dense(2)],
 }
 GROUPS = {
