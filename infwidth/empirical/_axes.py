@@ -17,6 +17,7 @@ import jax
 import numpy as np
 
 LETTERS = string.ascii_letters
+_HIGHEST = jax.lax.Precision.HIGHEST
 
 
 class Letters:
@@ -215,3 +216,20 @@ def split_kwargs(kwargs: dict, x2_given: bool):
         else:
             k1[k] = k2[k] = v
     return k1, k2
+
+
+def _leaves(tree):
+    return jax.tree_util.tree_leaves(tree)
+
+
+def _contract_pair(j1, j2, s1, s2, out, size):
+    """sum over trailing (parameter) axes of j1[s1 + p] j2[s2 + p], divided by size."""
+    p = Letters()
+    p._i = 52 - (j1.ndim - len(s1))
+    lp = p(j1.ndim - len(s1))
+    spec = "".join(s1 + lp) + "," + "".join(s2 + lp) + "->" + "".join(out)
+    return jax.numpy.einsum(spec, j1, j2, precision=_HIGHEST) / size
+
+
+# ----------------------------------------------------------------------------------------------
+# the three implementations: each returns a list (one kernel per output leaf)
