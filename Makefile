@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 lint: $(STAMP)
-	$(PY) -m ruff check infwidth tests benchmarks
+	$(PY) -m ruff check infwidth tests benchmarks examples
 
 test: lint
 	$(PY) -m pytest -q -n $(PYTEST_WORKERS) --doctest-modules infwidth tests
@@ -22,8 +22,10 @@ test: lint
 demo: $(STAMP)
 	$(PY) -m infwidth demo $(DEMO_ARGS)
 
+# NT_PYTHON=$$(../shared/tools/nt-venv.sh) make bench  compares against neural-tangents
+BENCH_ARGS := $(if $(NT_PYTHON),--nt-python $(NT_PYTHON),)
 bench: $(STAMP)
-	$(PY) benchmarks/fc_kernel.py
+	for b in benchmarks/[a-z]*.py; do echo "== $$b"; $(PY) $$b $(BENCH_ARGS) || exit 1; done
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info

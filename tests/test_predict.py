@@ -6,6 +6,9 @@ formulas, an explicit Euler gradient-descent simulation in numpy, the Runge-Kutt
 (`gradient_descent`) for the same MSE loss, and the prior at t = 0.
 """
 
+import functools
+
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -16,12 +19,19 @@ from infwidth.predict import CG, Cholesky, NotPositiveDefiniteError
 
 
 def _problem(n=10, n_test=6, c=2, seed=0):
-    """Analytic NNGP/NTK of a small ReLU network on random data (well conditioned)."""
+    """Analytic NNGP/NTK of a small ReLU network on random data (well conditioned); computed
+    once per size and float dtype."""
+    return _cached_problem(n, n_test, c, seed, np.dtype(jnp.result_type(float)).name)
+
+
+@functools.cache
+def _cached_problem(n, n_test, c, seed, dtype_name):
     rng = np.random.RandomState(seed)
     x_train, x_test = rng.randn(n, 3), rng.randn(n_test, 3)
     y = rng.randn(n, c)
     _, _, kernel_fn = stax.serial(stax.Dense(256, W_std=1.5, b_std=0.2), stax.Relu(),
                                   stax.Dense(1, W_std=1.5, b_std=0.2))
+    kernel_fn = jax.jit(kernel_fn, static_argnums=2)  # one compilation, not one per operation
     x_train, x_test = jnp.asarray(x_train), jnp.asarray(x_test)
     k_dd = kernel_fn(x_train, None, ("nngp", "ntk"))
     k_td = kernel_fn(x_test, x_train, ("nngp", "ntk"))
@@ -90,6 +100,21 @@ def test_closed_form_matches_euler_gradient_descent_and_the_ode():
         assert_close(te_ode[1], te, 1e-6, "test vs ODE")
 
 
+def test_jit_and_gradient_in_time():
+    with x64():
+        _, _, _, y, k_dd, k_td, _ = _problem()
+        fn = predict.gradient_descent_mse(k_dd.ntk, y)
+
+        def loss_at(t):
+            return jnp.sum(fn(t, None, 0.0, k_td.ntk) ** 2)
+
+        eager = loss_at(3.0)
+        assert_close(jax.jit(loss_at)(3.0), eager, tol("exact", "float64"), "jit")
+        h = 1e-5
+        numeric = (loss_at(3.0 + h) - loss_at(3.0 - h)) / (2 * h)
+        assert_close(jax.grad(loss_at)(3.0), numeric, 1e-6, "d/dt")
+
+
 def test_gp_inference_matches_numpy_formulas():
     with x64():
         _, _, _, y, k_dd, k_td, k_tt = _problem()
@@ -135,24 +160,23 @@ def test_ensemble_at_zero_is_prior_and_at_infinity_is_posterior():
 def test_conjugate_gradients_match_cholesky():
     with x64():
         _, _, _, y, k_dd, k_td, k_tt = _problem(n=24)
-        _, _, _, _, _, k_td2, _ = _problem(n=24)
         chol = predict.gp_inference(k_dd, y, 1e-4)("ntk", k_td, k_tt)
         cg = predict.gp_inference(k_dd, y, 1e-4, solver=CG(tol=1e-12, tile_size=10))(
             "ntk", k_td, k_tt)
         assert_close(cg.mean, chol.mean, 1e-8, "mean")
         assert_close(cg.covariance, chol.covariance, 1e-8, "cov")
-        te = predict.gradient_descent_mse(k_dd.ntk, y, solver="cg")(None, None, 0.0, k_td2.ntk)
-        assert_close(te, predict.gradient_descent_mse(k_dd.ntk, y)(None, None, 0.0, k_td2.ntk),
+        te = predict.gradient_descent_mse(k_dd.ntk, y, solver="cg")(None, None, 0.0, k_td.ntk)
+        assert_close(te, predict.gradient_descent_mse(k_dd.ntk, y)(None, None, 0.0, k_td.ntk),
                      1e-8, "mse")
 
 
 def test_chebyshev_expansion_matches_eigendecomposition():
     with x64():
         rng = np.random.RandomState(3)
-        x = rng.randn(640, 8)
-        k = np.exp(x @ x.T / 8)  # an RBF-like positive-definite kernel, 600 train + 40 test
-        k_dd, k_td = jnp.asarray(k[:600, :600]), jnp.asarray(k[600:, :600])
-        y, f0, ft0 = (jnp.asarray(rng.randn(n, 3)) for n in (600, 600, 40))
+        x = rng.randn(552, 8)
+        k = np.exp(x @ x.T / 8)  # an RBF-like positive-definite kernel, 512 train + 40 test
+        k_dd, k_td = jnp.asarray(k[:512, :512]), jnp.asarray(k[512:, :512])
+        y, f0, ft0 = (jnp.asarray(rng.randn(n, 3)) for n in (512, 512, 40))
         times = jnp.array([0.0, 3.0, 30.0, 300.0])
         ref = predict.gradient_descent_mse(k_dd, y, 0.5, finite_time_method="eigh")(
             times, f0, ft0, k_td)
@@ -165,6 +189,14 @@ def test_chebyshev_expansion_matches_eigendecomposition():
         assert np.all(np.isfinite(fn(jnp.inf, f0, ft0, k_td)[1]))
         with pytest.raises(ValueError, match="finite times"):
             predict.gradient_descent_mse(k_dd, y, finite_time_method="chebyshev")(jnp.inf, f0)
+        # The ensemble means use the same expansion ('auto' would only for N >= 512).
+        kernel_fn, xs, ys = _problem()[0], jnp.asarray(x[:60, :3]), y[:60]
+        fns = [predict.gradient_descent_mse_ensemble(kernel_fn, xs, ys, finite_time_method=m)
+               for m in ("eigh", "chebyshev")]
+        for x_test in (None, jnp.asarray(x[512:, :3])):
+            means = [fn(times, x_test, ("nngp", "ntk")) for fn in fns]
+            for g in ("nngp", "ntk"):
+                assert_close(getattr(means[1], g), getattr(means[0], g), 1e-11, "ensemble " + g)
 
 
 def test_not_positive_definite_raises_or_repairs_never_nan():

@@ -1,9 +1,41 @@
-"""Analysis of networks and their kernels.
+"""Theory toolkit and training diagnostics.
 
+* Signal propagation and criticality: `signal_propagation`, `critical_W_std`, `phase_diagram`.
+* Kernel-target alignment: `kernel_target_alignment`, `rank_architectures`.
+* Spectra and learning curves: `eigendecomposition`, `effective_rank`, `predicted_learning_curve`.
 * Training diagnostics (lazy vs rich): `kernel_movement`, `weight_movement`, `empirical_kernel`,
   `track_training`, `TrainingTrace`.
+
+>>> from infwidth import stax
+>>> from infwidth.analysis import critical_W_std
+>>> round(critical_W_std(stax.Relu()) ** 2, 3)   # He initialisation
+2.0
 """
 
+from .alignment import Ranked, kernel_alignment, kernel_target_alignment, rank_architectures
+from .signal import (
+    CHAOTIC,
+    CRITICAL,
+    ORDERED,
+    UNBOUNDED,
+    PhaseDiagram,
+    SignalPropagation,
+    correlation_propagation,
+    critical_W_std,
+    dual_kernel,
+    phase_diagram,
+    plot_phase_diagram,
+    signal_propagation,
+)
+from .spectra import (
+    LearningCurve,
+    MeasuredLearningCurve,
+    effective_rank,
+    eigendecomposition,
+    learning_curve_from_spectrum,
+    measured_learning_curve,
+    predicted_learning_curve,
+)
 from .training import (
     TrainingTrace,
     empirical_kernel,
@@ -13,6 +45,29 @@ from .training import (
 )
 
 __all__ = [
+    "dual_kernel",
+    "SignalPropagation",
+    "signal_propagation",
+    "correlation_propagation",
+    "critical_W_std",
+    "PhaseDiagram",
+    "phase_diagram",
+    "plot_phase_diagram",
+    "ORDERED",
+    "CRITICAL",
+    "CHAOTIC",
+    "UNBOUNDED",
+    "kernel_alignment",
+    "kernel_target_alignment",
+    "Ranked",
+    "rank_architectures",
+    "eigendecomposition",
+    "effective_rank",
+    "LearningCurve",
+    "learning_curve_from_spectrum",
+    "predicted_learning_curve",
+    "MeasuredLearningCurve",
+    "measured_learning_curve",
     "TrainingTrace",
     "empirical_kernel",
     "kernel_movement",

@@ -30,6 +30,16 @@ from ..empirical import empirical_ntk_fn, linearize
 _tm = jax.tree_util.tree_map
 
 
+def _check_scales(lr_scales, caller):
+    if lr_scales is None:
+        return None
+    if any(np.any(np.asarray(r) <= 0) for r in jax.tree_util.tree_leaves(lr_scales)):
+        raise ValueError(f"{caller}(lr_scales=...): every learning-rate multiplier must be "
+                         f"positive (a frozen parameter does not enter the kernel; leave it out "
+                         f"of apply_fn's params instead).")
+    return lr_scales
+
+
 def _sqrt_scales(params, lr_scales):
     if lr_scales is None:
         return None
@@ -71,6 +81,7 @@ def empirical_kernel(apply_fn, params, x, lr_scales=None):
       >>> empirical_kernel(apply_fn, params, x).round(4).tolist()  # x @ x.T / 3
       [[0.3333, 0.3333], [0.3333, 0.6667]]
     """
+    lr_scales = _check_scales(lr_scales, "empirical_kernel")
     return _ntk_jit(apply_fn, params, jnp.asarray(x), lr_scales)
 
 
@@ -186,6 +197,7 @@ def track_training(apply_fn, params, x, y, optimizer, steps: int, record_every: 
     caller = "track_training"
     steps = check_positive_int(steps, "steps", caller)
     record_every = check_positive_int(record_every, "record_every", caller)
+    lr_scales = _check_scales(lr_scales, caller)
     x, y = jnp.asarray(x), jnp.asarray(y)
     x_eval = x if x_eval is None else jnp.asarray(x_eval)
     f_lin = linearize(apply_fn, params)

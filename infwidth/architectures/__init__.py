@@ -6,6 +6,8 @@ kernel_fn)`` triple made of `infwidth.stax` layers.
 """
 
 from .cnn import cnn, myrtle
+from .resnet import dense_resnet, residual, transformer, transformer_block
 from .wide_resnet import wide_resnet
 
 __all__ = ["myrtle", "cnn", "wide_resnet"]
+__all__ += ["residual", "dense_resnet", "transformer_block", "transformer"]

@@ -105,7 +105,7 @@ def monte_carlo_kernel_fn(init_fn, apply_fn, key, n_samples, batch_size: int = 0
     def blocked(k, x1, x2, names, kwargs):
         if batch_size == 0:
             return one(k, x1, x2, names, kwargs)
-        _, params = jax.eval_shape(init_fn, k, x1.shape)
+        _, params = jax.eval_shape(lambda kk: init_fn(kk, x1.shape), k)
         fx = jax.eval_shape(lambda p: apply_fn(p, x1, **kwargs), params)
         ax = resolve_axes(t_axes, d_axes, jax.tree_util.tree_leaves(fx)[0].shape,
                           jax.tree_util.tree_leaves(fx)[0].shape, caller)

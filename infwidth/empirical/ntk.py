@@ -145,11 +145,16 @@ def _basis(shape, dtype):
     return jnp.eye(n, dtype=dtype).reshape((n,) + tuple(shape))
 
 
-def _ntvp_full(f1, f2, params, fx1):
-    """Full kernels ``(fx1.shape + fx2.shape)`` of every output leaf, from VJPs and JVPs."""
+_NTVP_CHUNK = 2**26  # cotangent entries held at once (x params): 256 MiB in float32
+
+
+def _ntvp_full(f1, jvp2, params, fx1):
+    """Full kernels ``(fx1.shape + fx2.shape)`` of every output leaf: for each basis vector of
+    ``f1``'s outputs one VJP through ``f1`` then one JVP (``jvp2``) through ``f2``. The basis is
+    processed in chunks so that at most ``_NTVP_CHUNK`` cotangent entries live at once."""
     _, vjp1 = jax.vjp(f1, params)
-    _, jvp2 = jax.linearize(f2, params)
     leaves1, treedef = jax.tree_util.tree_flatten(fx1)
+    n_params = max(sum(np.size(l) for l in _leaves(params)), 1)
     out = []
     for i, leaf in enumerate(leaves1):
         def row(e, i=i):
@@ -158,40 +163,35 @@ def _ntvp_full(f1, f2, params, fx1):
             (dp,) = vjp1(jax.tree_util.tree_unflatten(treedef, cot))
             return _leaves(jvp2(dp))[i]
 
-        rows = jax.vmap(row)(_basis(leaf.shape, leaf.dtype))
+        basis = _basis(leaf.shape, leaf.dtype)
+        chunk = int(max(1, min(basis.shape[0], _NTVP_CHUNK // n_params)))
+        rows = (jax.vmap(row)(basis) if chunk >= basis.shape[0]
+                else jax.lax.map(row, basis, batch_size=chunk))
         out.append(rows.reshape(tuple(leaf.shape) + rows.shape[1:]))
     return out
 
 
 def _ntk_vector_products(f, x1, x2, params, kw1, kw2, axes, vm, fx1, fx2):
     leaves1 = _leaves(fx1)
+    xb, kwb = (x1, kw1) if x2 is None else (x2, kw2)
+    _, jvp2 = jax.linearize(lambda p: f(p, xb, **kwb), params)
     if vm is None:
-        f1 = lambda p: f(p, x1, **kw1)
-        f2 = f1 if x2 is None else (lambda p: f(p, x2, **kw2))
-        full = _ntvp_full(f1, f2, params, fx1)
+        full = _ntvp_full(lambda p: f(p, x1, **kw1), jvp2, params, fx1)
     else:
-        xb = x1 if x2 is None else x2
+        # one example of x1 at a time (its VJPs are per example), JVPs over the whole of x2
         g1, batched = per_example_fn(f, vm, kw1)
-        g2, _ = per_example_fn(f, vm, kw2)
-        fx1_single = jax.eval_shape(
-            g1, params, jax.tree_util.tree_map(lambda a: jnp.take(a, 0, vm.x_axis), x1),
-            *[jnp.take(kw1[b], 0, vm.kw_axes[b]) for b in batched])
+        first = lambda t, ax: jax.tree_util.tree_map(lambda a: jnp.moveaxis(a, ax, 0), t)
+        xs = (first(x1, vm.x_axis), [first(kw1[b], vm.kw_axes[b]) for b in batched])
+        fx1_single = jax.eval_shape(lambda a: g1(params, *a[0:1], *a[1]),
+                                    jax.tree_util.tree_map(lambda a: a[0], xs))
 
-        def pair(xi, xj, kwi, kwj):
-            return _ntvp_full(lambda p: g1(p, xi, *kwi), lambda p: g2(p, xj, *kwj), params,
-                              fx1_single)
+        def per_example(a):
+            xi, kwi = a
+            return _ntvp_full(lambda p: g1(p, xi, *kwi), jvp2, params, fx1_single)
 
-        kax = [vm.kw_axes[b] for b in batched]
-        inner = jax.vmap(pair, in_axes=(vm.x_axis, None, kax, None))
-        outer = jax.vmap(inner, in_axes=(None, vm.x_axis, None, kax), out_axes=1)
-        blocks = outer(x1, xb, [kw1[b] for b in batched], [kw2[b] for b in batched])
-        full = []
-        for blk, leaf, a in zip(blocks, leaves1, leaf_axes(vm.fx_axis, fx1)):
-            nd = leaf.ndim
-            if a is None:  # output not batched: nothing to place
-                full.append(blk)
-                continue
-            full.append(jnp.moveaxis(blk, (0, 1), (a, nd + a)))
+        blocks = jax.lax.map(per_example, xs)
+        full = [jnp.moveaxis(blk, 0, a) if a is not None else blk
+                for blk, a in zip(blocks, leaf_axes(vm.fx_axis, fx1))]
     return [trace_and_diagonal(k, axes[i], leaves1[i].shape) for i, k in enumerate(full)]
 
 
@@ -281,13 +281,51 @@ def _structured_derivatives(f, x1, x2, params, kw1, kw2, axes, vm, fx1, fx2):
 def _local_jacobian(site, w, g, x, batched: bool):
     """``df/dW`` (output axes + W axes) of one site from ``df/dy`` and the recorded input."""
     y_nd = len(site.y_shape)
+    if _is_plain_conv(site):
+        return _conv_jacobian(site, w, g, x, batched)
 
     def one(g, x):
-        lead = g.shape[:g.ndim - y_nd]
-        flat = g.reshape((-1,) + tuple(site.y_shape))
+        lead, y_shape = g.shape[:g.ndim - y_nd], g.shape[g.ndim - y_nd:]
+        flat = g.reshape((-1,) + tuple(y_shape))
         _, vjp = jax.vjp(lambda v: sd.local_op(site, x, v), w)
         jw = jax.vmap(lambda c: vjp(c)[0])(flat)
         return jw.reshape(lead + w.shape)
+
+    return jax.vmap(one)(g, x) if batched else one(g, x)
+
+
+def _is_plain_conv(site) -> bool:
+    p = site.params
+    return (site.primitive.name == "conv_general_dilated" and site.side == 1
+            and p.get("feature_group_count", 1) == 1 and p.get("batch_group_count", 1) == 1)
+
+
+def _conv_jacobian(site, w, g, x, batched: bool):
+    """``df/dW`` of a convolution as one matrix product of ``df/dy`` with the input's patches
+    (``lax.conv_general_dilated_patches``), instead of one transposed convolution per output."""
+    p = site.params
+    dn = p["dimension_numbers"]
+    lhs_spec, rhs_spec, out_spec = dn
+    filt = [w.shape[i] for i in rhs_spec[2:]]
+    y_nd = len(site.y_shape)
+
+    def one(g, x):
+        patches = jax.lax.conv_general_dilated_patches(
+            x, filt, p["window_strides"], p["padding"], p["lhs_dilation"], p["rhs_dilation"],
+            dimension_numbers=dn, precision=_HIGHEST)
+        # -> (batch, positions, cin * prod(filter)) and g -> (lead, batch, positions, cout)
+        order = (out_spec[0], *out_spec[2:], out_spec[1])
+        patches = jnp.transpose(patches, order)
+        patches = patches.reshape(patches.shape[0], -1, patches.shape[-1])
+        lead = g.shape[:g.ndim - y_nd]
+        gy = jnp.transpose(g, tuple(range(len(lead))) + tuple(len(lead) + i for i in order))
+        n_lead = int(np.prod(lead, dtype=np.int64))
+        gy = gy.reshape((n_lead, gy.shape[len(lead)], -1, gy.shape[-1]))
+        dw = jnp.einsum("nsk,ansc->akc", patches, gy, precision=_HIGHEST)
+        dw = dw.reshape((-1, w.shape[rhs_spec[1]], *filt, w.shape[rhs_spec[0]]))
+        src = [rhs_spec[1], *rhs_spec[2:], rhs_spec[0]]
+        dw = jnp.transpose(dw, (0,) + tuple(1 + src.index(j) for j in range(w.ndim)))
+        return dw.reshape(lead + w.shape)
 
     return jax.vmap(one)(g, x) if batched else one(g, x)
 
@@ -299,29 +337,45 @@ _IMPLS = {
 }
 
 
+_MEM = 30.0  # cost of writing one Jacobian entry, in flops (memory traffic dominates on CPU)
+
+
 def estimate_costs(f, x1, x2, params, vm, fx1, fx2, axes, kwargs=None) -> dict:
-    """Rough operation counts of the three implementations for these shapes (used by 'auto')."""
+    """Rough costs (flop-equivalents) of the three implementations for these shapes; 'auto'
+    takes the smallest. Materialised Jacobian entries are charged ``_MEM`` each."""
     kwargs = kwargs or {}
     leaves, p_def = jax.tree_util.tree_flatten(params)
     closed = sd.trace_jaxpr(lambda ls, a: f(jax.tree_util.tree_unflatten(p_def, ls), a, **kwargs),
                             leaves, x1)
+    n1, n2 = max(_batch(x1), 1), max(_batch(x1 if x2 is None else x2), 1)
     fwd1 = sd.flops(closed.jaxpr)
-    fwd2 = fwd1 if x2 is None else fwd1 * _batch(x2) / max(_batch(x1), 1)
-    _, by_leaf = sd.analyse(closed.jaxpr, len(leaves))
+    fwd2 = fwd1 * n2 / n1
+    sites, by_leaf = sd.analyse(closed.jaxpr, len(leaves))
     n_params = float(sum(np.size(l) for l in leaves))
     o1 = float(sum(np.size(l) for l in _leaves(fx1)))
     o2 = float(sum(np.size(l) for l in _leaves(fx2)))
-    n1, n2 = max(_batch(x1), 1), max(_batch(x1 if x2 is None else x2), 1)
     red = float(np.prod([trace_size(a, l.shape) for a, l in zip(axes, _leaves(fx1))]))
     pairs = o1 * o2 / red
-    jac = o1 * fwd1 / (n1 if vm is not None else 1) + o2 * fwd2 / (n2 if vm is not None else 1)
-    costs = {NtkImplementation.JACOBIAN_CONTRACTION: jac * 3 + pairs * n_params}
-    per_pair_fwd = (fwd1 / n1 + fwd2 / n2) if vm is not None else (fwd1 + fwd2) * n1 * n2
-    costs[NtkImplementation.NTK_VECTOR_PRODUCTS] = 3 * o1 * per_pair_fwd
-    y_sizes = sum(np.prod(s.y_shape) for s in by_leaf.values()) / (1 if vm is None else 1)
+    # backward passes: one per output entry, over one example (vmap) or the whole batch
+    rows_fwd = (o1 * fwd1 / n1 + o2 * fwd2 / n2) if vm is not None else (o1 * fwd1 + o2 * fwd2)
+    costs = {NtkImplementation.JACOBIAN_CONTRACTION:
+             2 * rows_fwd + (o1 + o2) * n_params * _MEM + pairs * n_params}
+    per_pair = (fwd1 / n1 + fwd2 / n2) if vm is not None else (fwd1 + fwd2)
+    n_pairs = n1 * n2 if vm is not None else 1
+    costs[NtkImplementation.NTK_VECTOR_PRODUCTS] = 3 * o1 / (n1 if vm is not None else 1) \
+        * n_pairs * per_pair
+    structured = rows_fwd
+    for leaf, site in by_leaf.items():
+        y = float(np.prod(site.y_shape))
+        y_eff = y / n1 if vm is not None else y
+        if site.primitive.name == "dot_general" and not site.params["dimension_numbers"][1][0]:
+            structured += (o1 + o2) * y_eff * _MEM + pairs * y_eff
+        else:
+            w = float(np.size(leaves[leaf]))
+            structured += (o1 + o2) * (y_eff + w) * _MEM + pairs * w
     s_params = sum(np.size(leaves[i]) for i in by_leaf)
-    costs[NtkImplementation.STRUCTURED_DERIVATIVES] = (
-        jac * 3 + pairs * (n_params - s_params) + pairs * y_sizes / (n1 if vm is None else 1))
+    structured += (o1 + o2) * (n_params - s_params) * _MEM + pairs * (n_params - s_params)
+    costs[NtkImplementation.STRUCTURED_DERIVATIVES] = structured
     return costs
 
 
@@ -380,8 +434,7 @@ def empirical_ntk_fn(f, trace_axes=(-1,), diagonal_axes=(), vmap_axes=None,
     vm = resolve_vmap_axes(vmap_axes, caller)
     impl = resolve_implementation(implementation, caller)
 
-    def ntk_fn(x1, x2, params, **apply_fn_kwargs):
-        kw1, kw2 = split_kwargs(apply_fn_kwargs, x2 is not None)
+    def prepare(x1, x2, params, kw1, kw2):
         fx1 = _check_params(f, params, x1, kw1, caller)
         fx2 = fx1 if x2 is None else _check_params(f, params, x2, kw2, caller)
         l1, l2 = _leaves(fx1), _leaves(fx2)
@@ -389,33 +442,39 @@ def empirical_ntk_fn(f, trace_axes=(-1,), diagonal_axes=(), vmap_axes=None,
             raise ValueError(f"{caller}: f(x1) and f(x2) have different output structures.")
         axes = [resolve_axes(trace_axes, diagonal_axes, a.shape, b.shape, caller)
                 for a, b in zip(l1, l2)]
+        return fx1, fx2, axes
+
+    def compute(x1, x2, params, kw1, kw2):
+        fx1, fx2, axes = prepare(x1, x2, params, kw1, kw2)
         chosen = impl
         if impl == NtkImplementation.AUTO:
             costs = estimate_costs(f, x1, x2, params, vm, fx1, fx2, axes, kw1)
             chosen = min(costs, key=costs.get)
+        out = _IMPLS[chosen](f, x1, x2, params, kw1, kw2, axes, vm, fx1, fx2)
+        return jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(fx1), out)
 
-        def compute(x1, x2, params, kw1, kw2):
-            out = _IMPLS[chosen](f, x1, x2, params, kw1, kw2, axes, vm, fx1, fx2)
-            return jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(fx1), out)
+    @functools.partial(jax.jit, static_argnames=("static1", "static2"))
+    def compiled(x1, x2, params, dyn1, dyn2, static1, static2):
+        return compute(x1, x2, params, {**dyn1, **dict(static1)}, {**dyn2, **dict(static2)})
 
-        return _jit_call(compute, x1, x2, params, kw1, kw2)
+    def ntk_fn(x1, x2, params, **apply_fn_kwargs):
+        kw1, kw2 = split_kwargs(apply_fn_kwargs, x2 is not None)
+        prepare(x1, x2, params, kw1, kw2)  # errors are raised here, before any tracing
+        dyn = [k for k in kw1 if _is_array(kw1[k]) and _is_array(kw2[k])]
+        static1 = tuple(sorted((k, v) for k, v in kw1.items() if k not in dyn))
+        static2 = tuple(sorted((k, v) for k, v in kw2.items() if k not in dyn))
+        try:
+            hash((static1, static2))
+        except TypeError:  # unhashable options: run without the compilation cache
+            return compute(x1, x2, params, kw1, kw2)
+        return compiled(x1, x2, params, {k: kw1[k] for k in dyn}, {k: kw2[k] for k in dyn},
+                        static1, static2)
 
     return ntk_fn
 
 
-def _is_arraylike(v) -> bool:
-    return all(isinstance(a, (jax.Array, np.ndarray, np.generic, float, int, complex))
-               and not isinstance(a, bool) for a in jax.tree_util.tree_leaves(v))
-
-
-def _jit_call(compute, x1, x2, params, kw1, kw2):
-    """Runs ``compute`` under ``jax.jit`` (eager op-by-op autodiff is slow), with keyword
-    arguments that are not arrays (flags such as ``train=False``) held static."""
-    dyn = [k for k in kw1 if _is_arraylike(kw1[k]) and _is_arraylike(kw2[k])]
-    static1 = {k: v for k, v in kw1.items() if k not in dyn}
-    static2 = {k: v for k, v in kw2.items() if k not in dyn}
-
-    def run(x1, x2, params, d1, d2):
-        return compute(x1, x2, params, {**d1, **static1}, {**d2, **static2})
-
-    return jax.jit(run)(x1, x2, params, {k: kw1[k] for k in dyn}, {k: kw2[k] for k in dyn})
+def _is_array(v) -> bool:
+    """Keyword arguments made only of arrays are traced; anything else (flags, Python numbers
+    used in control flow) is held static."""
+    leaves = jax.tree_util.tree_leaves(v)
+    return bool(leaves) and all(isinstance(a, (jax.Array, np.ndarray)) for a in leaves)

@@ -111,13 +111,13 @@ def compare_widths(make_network, widths, x, n_seeds: int = 4, key=None, x2=None,
         else:
             emp_fn = empirical_nngp_fn(apply_fn, trace_axes, diagonal_axes)
 
-        @jax.jit
         def err(k, exact=exact, init_fn=init_fn, emp_fn=emp_fn):
             _, params = init_fn(k, x.shape)
             emp = emp_fn(x, x2, params)
             return jnp.linalg.norm(emp - exact) / jnp.linalg.norm(exact)
 
-        errors[i] = [float(err(jax.random.fold_in(key, s))) for s in range(n_seeds)]
+        keys = jnp.stack([jax.random.fold_in(key, s) for s in range(n_seeds)])
+        errors[i] = np.asarray(jax.jit(jax.vmap(err))(keys))
     mean = errors.mean(1)
     rate, se, pref = fit_rate(widths, mean)
     return WidthComparison(np.asarray(widths), errors, mean, errors.std(1), rate, se, pref, get)

@@ -180,6 +180,6 @@ def plot_coord_check(result: CoordCheck, quantity: str = "update", steps=None, a
         a.set_title(f"step {t}")
         a.set_xlabel("width")
     axes[0].set_ylabel("RMS of " + ("change since init" if quantity == "update" else "output"))
-    axes[-1].legend(fontsize="small")
+    axes[-1].legend(fontsize="small", loc="center left", bbox_to_anchor=(1.02, 0.5))
     fig.tight_layout()
     return fig

@@ -19,8 +19,9 @@ Array([[1.5]], dtype=float32)
 """
 
 from ._common import Gaussian
+from .ensemble import gradient_descent_mse_ensemble
 from .gp import gp_inference
-from .mse import gradient_descent_mse, gradient_descent_mse_ensemble, max_learning_rate
+from .mse import gradient_descent_mse, max_learning_rate
 from .ode import ODEState, gradient_descent
 from .solvers import CG, Cholesky, NotPositiveDefiniteError
 

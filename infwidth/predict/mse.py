@@ -1,6 +1,5 @@
-"""Closed-form gradient-flow dynamics under MSE loss: one network given its kernels
-(`gradient_descent_mse`), and the infinite ensemble of infinitely wide networks
-(`gradient_descent_mse_ensemble`); and the largest stable learning rate (`max_learning_rate`).
+"""Closed-form gradient-flow dynamics under MSE loss of one network given its kernels
+(`gradient_descent_mse`), and the largest stable learning rate (`max_learning_rate`).
 
 Time convention (neural-tangents'): the loss is ``||f - y||^2 / (2 * y_train.size)`` and
 ``t`` counts gradient-descent steps of size ``learning_rate``, so the training outputs follow
@@ -16,29 +15,15 @@ import jax.numpy as jnp
 import numpy as np
 
 from ._common import (
-    Gaussian,
     Layout,
     as_times,
     broadcast_output,
-    canonicalize_get,
     check_diag_reg,
     check_learning_rate,
-    pack,
 )
-from .gp import _Solves, gp_inference, kernel_attr
-from .solvers import (
-    Eigen,
-    _neg_phi_np,
-    chebyshev_apply,
-    chebyshev_plan,
-    expm1_neg,
-    is_concrete,
-    make_2d,
-    phi,
-    regularize,
-    spectrum_bounds,
-    zip_axes,
-)
+from .chebyshev import Expansion
+from .gp import _Solves
+from .solvers import Eigen, expm1_neg, is_concrete, make_2d, phi, regularize
 
 _HIGHEST = jax.lax.Precision.HIGHEST
 
@@ -95,7 +80,7 @@ def gradient_descent_mse(k_train_train, y_train, learning_rate: float = 1.0,
       solver: the solver for ``t=None``: ``'cholesky'``, ``'cg'``, or a `Cholesky` / `CG`.
       finite_time_method: ``'auto'`` (above), ``'eigh'`` (always the eigendecomposition, as
         neural-tangents) or ``'chebyshev'`` (always the expansion; an error if it needs a degree
-        above ``N``). Only the speed differs, not the result.
+        above ``max(N, 1024)``). Only the speed differs, not the result.
 
     Returns:
       ``predict_fn(t=None, fx_train_0=0., fx_test_0=None, k_test_train=None)`` returning
@@ -124,10 +109,12 @@ def gradient_descent_mse(k_train_train, y_train, learning_rate: float = 1.0,
                          f"{FINITE_TIME_METHODS}.")
     dtype = k_train_train.dtype
     solves = _Solves(k_train_train, diag_reg, diag_reg_absolute_scale, solver, "k_train_train")
-    eigen_cache, cheb = [], {"used": 0}
+    eigen_cache = []
 
     def k2d_reg():
         return regularize(make_2d(k_train_train), diag_reg, diag_reg_absolute_scale)
+
+    expansion = Expansion(k2d_reg, finite_time_method, dtype, layout, where)
 
     def eigen():
         if eigen_cache:
@@ -136,41 +123,6 @@ def gradient_descent_mse(k_train_train, y_train, learning_rate: float = 1.0,
         if is_concrete(e.evals):
             eigen_cache.append(e)
         return e
-
-    def chebyshev(s, rhs, k_td2, train):
-        """Finite-time changes by Chebyshev expansion, or None to use the eigenbasis."""
-        p = layout.n_rows
-        forced = finite_time_method == "chebyshev"
-        if not forced and (finite_time_method == "eigh" or eigen_cache or dtype != jnp.float64
-                           or p < 512 or layout.n_cols > 256):
-            return None
-        if not (is_concrete(s) and is_concrete(k_train_train)):
-            return None
-        s_np = np.asarray(s, np.float64)
-        if not np.all(np.isfinite(s_np)):
-            if forced:
-                raise ValueError(f"{where}: finite_time_method='chebyshev' needs finite times.")
-            return None
-        if "k2d" not in cheb:
-            cheb["k2d"] = k2d_reg()
-            cheb["bounds"] = spectrum_bounds(cheb["k2d"])
-        lo, hi = cheb["bounds"]
-        fns = [functools.partial(_expm1_np, s=si) for si in s_np] if train else []
-        if k_td2 is not None:
-            fns += [functools.partial(_neg_phi_np, s=si) for si in s_np]
-        max_degree = p if forced else max(p // 8 - cheb["used"], 0)
-        coeffs = chebyshev_plan(lo, hi, fns, max_degree) if max_degree > 1 else None
-        if coeffs is None:
-            if forced:
-                raise ValueError(f"{where}: the Chebyshev expansion needs a degree above {p} at "
-                                 f"these times; use finite_time_method='eigh'.")
-            return None
-        cheb["used"] += coeffs.shape[1]
-        out = chebyshev_apply(cheb["k2d"], rhs, jnp.asarray(coeffs, dtype), lo, hi)
-        n_t = s_np.size
-        d_train = out[:n_t] if train else None
-        d_test = None if k_td2 is None else _mm(k_td2, out[-n_t:])
-        return d_train, d_test
 
     def predict_fn(t=None, fx_train_0=0.0, fx_test_0=None, k_test_train=None):
         """Train [and test] outputs at time(s) ``t`` (``None``: infinite time)."""
@@ -201,7 +153,8 @@ def gradient_descent_mse(k_train_train, y_train, learning_rate: float = 1.0,
         rhs = layout.to_rows(-y_train if fx_train_0 is None else fx_train_0 - y_train)
         rhs = rhs.astype(dtype)
         k_td2_used = None if fx_test_0 is None else k_td2
-        result = chebyshev(s, rhs, k_td2_used, fx_train_0 is not None)
+        result = None if eigen_cache else expansion.apply(s, rhs, k_td2_used,
+                                                          fx_train_0 is not None)
         if result is None:
             e = eigen()
             result = _mse_finite(e.evals, e.evecs, rhs, s, k_td2_used, fx_train_0 is not None)
@@ -216,10 +169,6 @@ def gradient_descent_mse(k_train_train, y_train, learning_rate: float = 1.0,
     return predict_fn
 
 
-def _expm1_np(lam, s):
-    return np.expm1(-lam * s)
-
-
 @functools.partial(jax.jit, static_argnames="train")
 def _mse_finite(evals, evecs, rhs, s, k_td2, train):
     """Changes of train / test outputs at times ``s`` (T,), rows layout: (T, P, C) each."""
@@ -228,197 +177,6 @@ def _mse_finite(evals, evecs, rhs, s, k_td2, train):
     d_train = _mm(evecs, expm1_neg(ev, s3) * b) if train else None
     d_test = None if k_td2 is None else _mm(k_td2, _mm(evecs, -phi(ev, s3) * b))
     return d_train, d_test
-
-
-def _merge_kwargs(train_kwargs, test_kwargs):
-    """Keyword arguments of ``kernel_fn`` for the test-train and test-test calls."""
-    kw_td, kw_tt = dict(train_kwargs), dict(train_kwargs)
-    for key, v_tt in test_kwargs.items():
-        v_dd = train_kwargs.get(key, v_tt)
-        if (isinstance(v_dd, tuple) and len(v_dd) == 2 and isinstance(v_tt, tuple)
-                and len(v_tt) == 2):
-            v_td = (v_tt[0], v_dd[0])  # (x1 = test, x2 = train) halves
-        else:
-            v_td = v_tt
-            both_arrays = all(isinstance(v, (np.ndarray, jax.Array)) for v in (v_dd, v_tt))
-            if not both_arrays and v_dd is not v_tt and v_dd != v_tt:
-                raise ValueError(f"gradient_descent_mse_ensemble: kernel_fn argument {key!r} is "
-                                 f"{v_dd!r} for the training set but {v_tt!r} for the test set.")
-        kw_td[key], kw_tt[key] = v_td, v_tt
-    return kw_td, kw_tt
-
-
-def gradient_descent_mse_ensemble(kernel_fn, x_train, y_train, learning_rate: float = 1.0,
-                                  diag_reg: float = 0.0, diag_reg_absolute_scale: bool = False,
-                                  trace_axes=(-1,), *, solver="cholesky",
-                                  **kernel_fn_train_train_kwargs):
-    r"""Mean and covariance of an infinite ensemble of infinitely wide networks trained by
-    gradient flow on MSE for time ``t`` (arXiv:1902.06720, Section 2.3), or, with ``'nngp'``,
-    of training only the last layer (the NNGP posterior at ``t = ∞``, arXiv:1711.00165).
-
-    With ``Θ`` the NTK, ``K`` the NNGP, ``E(t) = Θ^{-1}(I - e^{-η Θ t / n})`` and
-    ``n = y_train.size``, the test mean is ``Θ_*d E(t) y`` and the covariance
-    ``K_** + Θ_*d E K E Θ_d* - (Θ_*d E K_d* + h.c.)``; the ``'nngp'`` mode uses ``K`` in place
-    of ``Θ`` and covariance ``K_** - K_*d K^{-1} (I - e^{-2 η K t / n}) K_d*``.
-
-    Kernels are computed once (``kernel_fn(x_train, None, get)``) and the eigendecomposition
-    (finite ``t``) or the Cholesky factor (``t=None``) reused by every later call; the
-    covariance at several times costs one ``N_test x N x N`` product per time.
-
-    Args:
-      kernel_fn: ``kernel_fn(x1, x2, get, **kwargs)`` giving a `Kernel` or a namedtuple with
-        ``nngp`` / ``ntk`` (an infwidth or neural-tangents ``kernel_fn``).
-      x_train, y_train: training inputs and targets.
-      learning_rate: step size ``η``.
-      diag_reg, diag_reg_absolute_scale: diagonal regularization as in `gradient_descent_mse`.
-      trace_axes: output axes along which the kernel is ``K (x) I``.
-      solver: the solver for ``t=None``: ``'cholesky'``, ``'cg'``, or a `Cholesky` / `CG`.
-      **kernel_fn_train_train_kwargs: passed to ``kernel_fn`` for the training set.
-
-    Returns:
-      ``predict_fn(t=None, x_test=None, get=None, compute_cov=False, **kernel_fn_test_test_kwargs)``
-      returning the mean (or a `Gaussian` with ``compute_cov``) on ``x_test`` (``None``: on the
-      training set, without ``diag_reg``), with leading axes of ``t``'s shape; ``get`` is
-      ``'nngp'``, ``'ntk'`` or a tuple (a namedtuple is returned, ``None`` means both).
-
-    Example:
-      >>> import jax.numpy as jnp
-      >>> from infwidth import predict, stax
-      >>> _, _, kernel_fn = stax.serial(stax.Dense(512, b_std=0.5), stax.Relu(),
-      ...                                  stax.Dense(1, b_std=0.5))
-      >>> x_train = jnp.array([[-1.], [0.], [1.]])
-      >>> predict_fn = predict.gradient_descent_mse_ensemble(kernel_fn, x_train, x_train ** 2)
-      >>> out = predict_fn(x_test=x_train, get='ntk', compute_cov=True)  # t=None: converged
-      >>> out.mean.round(4).ravel(), abs(out.covariance).max() < 1e-4
-      (Array([1., 0., 1.], dtype=float32), Array(True, dtype=bool))
-    """
-    where = "gradient_descent_mse_ensemble"
-    y_train = jnp.asarray(y_train)
-    layout = Layout(y_train, trace_axes, where)
-    check_learning_rate(learning_rate, where)
-    check_diag_reg(diag_reg, where)
-    k_dd_cache, eigen_cache, gp_cache = {}, {}, {}
-
-    def train_kernels(names):
-        missing = tuple(g for g in names if g not in k_dd_cache)
-        if missing:
-            k = kernel_fn(x_train, None, missing, **kernel_fn_train_train_kwargs)
-            for g in missing:
-                k_dd_cache[g] = layout.check_train_kernel(
-                    kernel_attr(k, g, "kernel_fn(x_train)"), f"kernel_fn(x_train).{g}")
-        return {g: k_dd_cache[g] for g in names}
-
-    def eigen(g):
-        if g not in eigen_cache:
-            k2d = regularize(make_2d(train_kernels((g,))[g]), diag_reg, diag_reg_absolute_scale)
-            eigen_cache[g] = Eigen(k2d)
-        return eigen_cache[g]
-
-    def gp(deps):
-        if deps not in gp_cache:
-            k_dd = _Pair(**train_kernels(deps))
-            gp_cache[deps] = gp_inference(k_dd, y_train, diag_reg, diag_reg_absolute_scale,
-                                          trace_axes, solver=solver)
-        return gp_cache[deps]
-
-    def predict_fn(t=None, x_test=None, get=None, compute_cov: bool = False,
-                   **kernel_fn_test_test_kwargs):
-        """Ensemble mean [and covariance] on ``x_test`` at time(s) ``t``."""
-        names, single = canonicalize_get(get, where + ".predict_fn")
-        deps = tuple(g for g in ("nngp", "ntk")
-                     if g in names or (g == "nngp" and "ntk" in names and compute_cov))
-        k_dd = train_kernels(deps)
-        k_td = nngp_tt = None
-        if x_test is not None:
-            kw_td, kw_tt = _merge_kwargs(kernel_fn_train_train_kwargs, kernel_fn_test_test_kwargs)
-            k = kernel_fn(x_test, x_train, deps, **kw_td)
-            k_td = {g: layout.check_test_kernel(kernel_attr(k, g, "kernel_fn(x_test, x_train)"),
-                                                f"kernel_fn(x_test, x_train).{g}")
-                    for g in deps}
-            if compute_cov:
-                nngp_tt = kernel_attr(kernel_fn(x_test, None, ("nngp",), **kw_tt), "nngp",
-                                      "kernel_fn(x_test)")
-
-        if t is None:
-            k_test_test = nngp_tt if x_test is not None else (True if compute_cov else None)
-            return gp(deps)(names if not single else names[0],
-                            None if k_td is None else _Pair(**k_td), k_test_test)
-
-        dtype = k_dd[deps[0]].dtype
-        t = as_times(t, where + ".predict_fn", dtype)
-        t_shape = t.shape
-        s = (t * learning_rate / layout.size).reshape(-1)
-        y_rows = layout.to_rows(y_train).astype(dtype)
-        test_shape = layout.nontrace_shape if k_td is None else k_td[deps[0]].shape[::2]
-
-        out = {}
-        for g in names:
-            e = eigen(g)
-            k_td2 = None if k_td is None else make_2d(k_td[g])
-            mean = layout.from_rows(_ens_mean(e.evals, e.evecs, y_rows, s, k_td2), t_shape,
-                                    test_shape)
-            if not compute_cov:
-                out[g] = mean
-                continue
-            nngp_dd = make_2d(k_dd["nngp"])
-            if k_td is None:
-                cov = _train_cov(g, e.evals, e.evecs, s, nngp_dd)
-            else:
-                cov = _test_cov(g, e.evals, e.evecs, s, k_td2, make_2d(k_td["nngp"]), nngp_dd,
-                                make_2d(nngp_tt))
-            cov = zip_axes(cov.reshape(t_shape + test_shape + test_shape), len(t_shape))
-            out[g] = Gaussian(mean, cov)
-        return pack(out, names, single)
-
-    return predict_fn
-
-
-class _Pair:
-    """A minimal kernel holder with ``nngp`` / ``ntk`` attributes."""
-
-    def __init__(self, nngp=None, ntk=None):
-        self.nngp, self.ntk = nngp, ntk
-
-
-@jax.jit
-def _ens_mean(evals, evecs, y_rows, s, k_td2):
-    """Ensemble mean at times ``s`` (T,) on the training set (``k_td2=None``) or the test set."""
-    b = _mm(evecs.T, y_rows)[None]
-    ev, s3 = evals[None, :, None], s[:, None, None]
-    if k_td2 is None:
-        return _mm(evecs, -expm1_neg(ev, s3) * b)
-    return _mm(k_td2, _mm(evecs, phi(ev, s3) * b))
-
-
-@functools.partial(jax.jit, static_argnums=0)
-def _train_cov(g, evals, evecs, s, nngp_dd):
-    """Covariance on the training set at times ``s`` (T,): (T, N, N)."""
-    s = s[:, None]
-    if g == "nngp":
-        w = evals * jnp.exp(-2 * jnp.where(evals > 0, evals * s, 0))
-        return _mm(evecs * w[:, None, :], evecs.T)
-    decay = _mm(evecs * jnp.exp(-jnp.where(evals > 0, evals * s, 0))[:, None, :],
-                evecs.T)  # e^{-Θ s}
-    return _mm(decay, _mm(nngp_dd, decay))
-
-
-@functools.partial(jax.jit, static_argnums=0)
-def _test_cov(g, evals, evecs, s, k_td2, nngp_td, nngp_dd, nngp_tt):
-    """Covariance on the test set at times ``s`` (T,): (T, N*, N*).
-
-    The mode's test-train kernel is rotated once into the eigenbasis of its regularized
-    train-train kernel (``a = K_*d V``); each time then costs one ``N* x N x N`` product.
-    """
-    a = _mm(k_td2, evecs)
-    if g == "nngp":
-        return nngp_tt[None] - _mm(a * phi(evals, 2 * s[:, None])[:, None, :], a.T)
-
-    def one(s1):
-        m = _mm(a * phi(evals, s1), evecs.T)  # Θ_*d Θ^{-1}(I - e^{-Θ s}): (N*, N)
-        cross = _mm(m, nngp_td.T)
-        return _mm(_mm(m, nngp_dd), m.T) - cross - cross.T + nngp_tt
-
-    return jax.lax.map(one, s)
 
 
 def max_learning_rate(ntk_train_train, y_train_size=None, momentum=0.0, eps: float = 1e-12):

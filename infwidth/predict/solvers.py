@@ -15,7 +15,6 @@ the smallest diagonal jitter that makes it factorizable and warns how much it ad
 from __future__ import annotations
 
 import dataclasses
-import functools
 import math
 import warnings
 
@@ -330,77 +329,3 @@ def phi(evals, s):
     safe = jnp.where(pos, evals, 1)
     at_zero = jnp.where(jnp.isinf(s), 0, s)
     return jnp.where(pos, -expm1_neg(evals, s) / safe, at_zero)
-
-
-# ----------------------------------------------------------------------------------------------
-# Chebyshev expansion of matrix functions (finite times without an eigendecomposition)
-
-
-def _neg_phi_np(lam, s):
-    """``-(1 - exp(-lam s)) / lam`` in numpy, with the limit ``-s`` at ``lam = 0``."""
-    x = lam * s
-    small = np.abs(x) < 1e-8
-    safe = np.where(small, 1.0, lam)
-    return np.where(small, -s * (1 - x / 2), np.expm1(-x) / safe)
-
-
-def chebyshev_plan(lo: float, hi: float, fns, max_degree: int, rtol: float = 4e-15):
-    """Chebyshev coefficients ``(len(fns), degree + 1)`` of scalar functions on ``[lo, hi]``.
-
-    The degree is the smallest beyond which every coefficient is below ``rtol`` times the
-    function's largest one (the rounding floor of the coefficients themselves), judged from
-    ``2 * max_degree + 2`` interpolation nodes; returns ``None`` when that needs more than
-    ``max_degree``.
-
-    >>> c = chebyshev_plan(0., 2., [lambda x: x ** 2], 10)
-    >>> c.round(6).tolist()
-    [[1.5, 2.0, 0.5]]
-    """
-    n = 2 * max_degree + 2
-    theta = np.pi * (np.arange(n) + 0.5) / n
-    lam = (np.cos(theta) + 1) / 2 * (hi - lo) + lo
-    values = np.stack([f(lam) for f in fns])  # (J, n)
-    # cos(k theta_j) with exact argument reduction: k (2j + 1) mod 4n, in units of pi / 2n.
-    m = np.outer(2 * np.arange(n) + 1, np.arange(n)) % (4 * n)
-    coeffs = 2 / n * values @ np.cos(np.pi * m / (2 * n))
-    coeffs[:, 0] /= 2
-    mags = np.abs(coeffs)
-    scale = np.maximum(mags.max(axis=1, keepdims=True), np.finfo(float).tiny)
-    above = mags > rtol * scale
-    last = np.array([max(np.nonzero(row)[0], default=0) for row in above])  # last significant
-    if last.max() > max_degree:
-        return None
-    return coeffs[:, :max(int(last.max()), 1) + 1]
-
-
-@functools.partial(jax.jit, static_argnames="tile_size")
-def chebyshev_apply(k2d, b, coeffs, lo, hi, tile_size: int = 4096):
-    """``sum_k coeffs[j, k] T_k(A) b`` for every row ``j``, ``A = (2 K - (hi + lo) I)/(hi - lo)``.
-
-    One matrix product with ``k2d`` per degree, shared by all functions: ``(J, N, M)`` out.
-    """
-    scale, shift = 2 / (hi - lo), (hi + lo) / (hi - lo)
-
-    def a_times(v):
-        return scale * tiled_matmul(k2d, v, tile_size) - shift * v
-
-    v0, v1 = b, a_times(b)
-    out = coeffs[:, 0, None, None] * v0 + coeffs[:, 1, None, None] * v1
-
-    def body(k, carry):
-        v_prev, v, acc = carry
-        v_next = 2 * a_times(v) - v_prev
-        return v, v_next, acc + coeffs[:, k, None, None] * v_next
-
-    _, _, out = jax.lax.fori_loop(2, coeffs.shape[1], body, (v0, v1, out))
-    return out
-
-
-def spectrum_bounds(k2d):
-    """``(lo, hi)`` enclosing the spectrum of a positive semi-definite ``k2d`` (float64 host
-    values): ``hi`` is the smaller of the Gershgorin and Frobenius bounds, ``lo`` a hair below 0
-    to cover rounding-level negative eigenvalues."""
-    k = jnp.asarray(k2d)
-    hi = float(jnp.minimum(jnp.abs(k).sum(axis=1).max(), jnp.linalg.norm(k)))
-    hi = hi * (1 + 1e-6) + np.finfo(float).tiny
-    return -1e-10 * hi, hi

@@ -30,6 +30,7 @@ from .combinators import Identity, parallel, repeat, serial
 from .dense import Dense
 from .elementwise import elementwise
 from .graph import Aggregate
+from .indexing import Index, Slice
 from .normalization import Dropout, LayerNorm
 from .numerical import (
     Elementwise,
@@ -88,6 +89,8 @@ __all__ = [
     "Dropout",
     "GlobalSelfAttention",
     "Aggregate",
+    "Index",
+    "Slice",
 ]
 
 from .conv import Conv, ConvLocal, ConvTranspose  # noqa: E402

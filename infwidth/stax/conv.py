@@ -279,8 +279,8 @@ _ARGS_DOC = """
       b_std: bias standard deviation, or ``None`` for no bias.
       dimension_numbers: only ``None`` or a channel-last spec such as
         ``('NHWC', 'HWIO', 'NHWC')`` (batch first, channels last).
-      parameterization: ``'ntk'`` or ``'standard'``, as for `Dense`, with fan-in
-        ``in_channels * prod(filter_shape)``.
+      parameterization: ``'ntk'``, ``'standard'``, ``'mup'`` or an `ABC`, as for `Dense`,
+        with fan-in ``in_channels * prod(filter_shape)`` (no kernel_fn under 'mup').
       s: width multipliers of the input and output under 'standard'.
 """
 

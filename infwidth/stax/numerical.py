@@ -86,10 +86,30 @@ def _elementwise_derivative(fn: Callable) -> Callable:
     return df
 
 
+def gauss_hermite(deg: int):
+    """Gauss-Hermite nodes and weights (weight ``exp(-x**2)``).
+
+    numpy's ``hermgauss`` overflows to NaN weights beyond about 370 nodes; there the nodes and
+    weights come from the eigen-decomposition of the Jacobi matrix (Golub & Welsch 1969), whose
+    extreme weights underflow to 0 instead.
+
+    >>> x, w = gauss_hermite(500)
+    >>> bool(np.isfinite(w).all()), round(float(w @ x**2), 6)  # sqrt(pi) / 2
+    (True, 0.886227)
+    """
+    with np.errstate(all="ignore"):
+        nodes, weights = np.polynomial.hermite.hermgauss(deg)
+    if np.isfinite(weights).all() and np.isfinite(nodes).all():
+        return nodes, weights
+    off = np.sqrt(np.arange(1, deg) / 2)
+    nodes, vectors = np.linalg.eigh(np.diag(off, 1) + np.diag(off, -1))
+    return nodes, np.sqrt(np.pi) * vectors[0] ** 2
+
+
 def quadrature_maps(fn: Callable, deg: int, df: Callable | None = None):
     """The NNGP, derivative and diagonal maps of ``fn`` by ``deg x deg`` Gauss-Hermite
     quadrature (see the module docstring); ``df`` defaults to autodiff of ``fn``."""
-    nodes, weights = np.polynomial.hermite.hermgauss(deg)
+    nodes, weights = gauss_hermite(deg)
     df = _elementwise_derivative(fn) if df is None else df
 
     def integrate(f, cov12, var1, var2):
@@ -125,10 +145,14 @@ def ElementwiseNumerical(fn: Callable, deg: int = 25, df: Callable | None = None
     (Han et al. 2022, "Fast neural kernel embeddings for general activations",
     arXiv:2209.04121), as neural-tangents' `stax.ElementwiseNumerical`.
 
-    Accuracy depends on ``fn``: for smooth activations ``deg=25`` (the default) gives about 6
-    correct digits at unit-scale variances (see each activation below for measured errors);
-    for kinks (ReLU, Abs) or jumps (Sign) it converges slowly, so prefer the closed forms.
-    Time and memory grow as ``deg**2`` times the kernel size.
+    Accuracy depends on ``fn`` and on the variances (a larger variance stretches ``fn`` over
+    fewer nodes). The activations below state their measured error: the largest
+    ``|k_25 - k_400| / sqrt(k(var1, var1) k(var2, var2))`` over variances in {0.1, 0.3, 1, 2, 4}
+    and 11 correlations in [-1, 1], for the NNGP map and for the NTK (derivative) map. Smooth
+    activations reach 1e-5 or better at unit variance; a kink (ReLU, Abs, and the derivative of
+    ELU) makes the error decay only like ``1 / deg`` (about 1e-2 at ``deg=25``) and a jump
+    (Sign) like ``1 / sqrt(deg)``, so prefer closed forms there. Time and memory grow as
+    ``deg**2`` times the kernel size.
 
     Args:
       fn: the activation, elementwise (``jnp`` operations).
@@ -161,7 +185,8 @@ def _numerical(fn, df, deg, name):
 def Tanh(deg: int = 25) -> Layer:
     """``tanh(x)`` by quadrature (`ElementwiseNumerical`).
 
-    Accuracy at ``deg=25`` (vs ``deg=400``, var in [0.1, 4], all correlations): ACC_TANH.
+    Measured quadrature error at the default ``deg=25`` (see `ElementwiseNumerical`): NNGP
+    map 5e-5, NTK map 5e-4 for variances up to 1; 9e-3 and 1e-1 up to variance 4.
 
     Example:
       >>> import jax.numpy as jnp
@@ -177,7 +202,8 @@ def Sigmoid(deg: int = 25) -> Layer:
     """The logistic sigmoid ``1 / (1 + exp(-x))`` by quadrature (`ElementwiseNumerical`);
     `Sigmoid_like` is a closed-form erf look-alike.
 
-    Accuracy at ``deg=25`` (vs ``deg=400``, var in [0.1, 4], all correlations): ACC_SIGMOID.
+    Measured quadrature error at the default ``deg=25`` (see `ElementwiseNumerical`): NNGP
+    map 2e-10, NTK map 1e-8 for variances up to 1; 1e-5 and 5e-4 up to variance 4.
 
     Example:
       >>> import jax.numpy as jnp
@@ -198,7 +224,8 @@ def Silu(deg: int = 25) -> Layer:
     """SiLU / Swish, ``x * sigmoid(x)`` (Ramachandran et al. 2017, arXiv:1710.05941), by
     quadrature (`ElementwiseNumerical`).
 
-    Accuracy at ``deg=25`` (vs ``deg=400``, var in [0.1, 4], all correlations): ACC_SILU.
+    Measured quadrature error at the default ``deg=25`` (see `ElementwiseNumerical`): NNGP
+    map 1e-9, NTK map 1e-8 for variances up to 1; 2e-5 and 3e-4 up to variance 4.
 
     Example:
       >>> import jax.numpy as jnp
@@ -218,7 +245,8 @@ def Silu(deg: int = 25) -> Layer:
 def Softplus(deg: int = 25) -> Layer:
     """``log(1 + exp(x))`` by quadrature (`ElementwiseNumerical`).
 
-    Accuracy at ``deg=25`` (vs ``deg=400``, var in [0.1, 4], all correlations): ACC_SOFTPLUS.
+    Measured quadrature error at the default ``deg=25`` (see `ElementwiseNumerical`): NNGP
+    map 5e-12, NTK map 2e-10 for variances up to 1; 4e-7 and 1e-5 up to variance 4.
 
     Example:
       >>> import jax.numpy as jnp
@@ -230,12 +258,25 @@ def Softplus(deg: int = 25) -> Layer:
     return _numerical(jax.nn.softplus, jax.nn.sigmoid, deg, "Softplus")
 
 
+def _elu_derivative(x, alpha, scale):
+    """``d/dx scale * elu(x, alpha)``, taking the mean of the one-sided limits at 0.
+
+    For ``alpha != 1`` the derivative jumps at 0, where an odd-degree Gauss-Hermite rule has
+    its heaviest node; the mean of the limits there is what makes the rule converge (with
+    either one-sided value, ``deg=25`` is off by 20% for `Selu`).
+    """
+    left = alpha * jnp.exp(jnp.minimum(x, 0))
+    inside = jnp.where(x > 0, 1.0, jnp.where(x < 0, left, (1 + alpha) / 2))
+    return (scale * inside).astype(x.dtype)
+
+
 def Elu(alpha: float = 1.0, deg: int = 25) -> Layer:
     """ELU, ``x`` for ``x > 0`` and ``alpha (exp(x) - 1)`` otherwise (Clevert et al. 2015,
     arXiv:1511.07289), by quadrature (`ElementwiseNumerical`). Its kink (for ``alpha != 1``) or
     jump in the second derivative (``alpha = 1``) slows the quadrature down.
 
-    Accuracy at ``deg=25`` (vs ``deg=400``, var in [0.1, 4], all correlations): ACC_ELU.
+    Measured quadrature error at the default ``deg=25`` (see `ElementwiseNumerical`): NNGP
+    map 8e-4, NTK map 4e-2 for variances up to 1; 2e-3 and 9e-2 up to variance 4.
 
     Example:
       >>> import jax.numpy as jnp
@@ -250,7 +291,7 @@ def Elu(alpha: float = 1.0, deg: int = 25) -> Layer:
         return jax.nn.elu(x, alpha)
 
     def df(x):
-        return jnp.where(x > 0, 1.0, alpha * jnp.exp(jnp.minimum(x, 0))).astype(x.dtype)
+        return _elu_derivative(x, alpha, 1.0)
 
     return _numerical(fn, df, deg, f"Elu({alpha})")
 
@@ -259,7 +300,8 @@ def Selu(deg: int = 25) -> Layer:
     """SELU, ``scale * elu(x, alpha)`` with the self-normalizing constants of Klambauer et al.
     2017 (arXiv:1706.02515), by quadrature (`ElementwiseNumerical`).
 
-    Accuracy at ``deg=25`` (vs ``deg=400``, var in [0.1, 4], all correlations): ACC_SELU.
+    Measured quadrature error at the default ``deg=25`` (see `ElementwiseNumerical`): NNGP
+    map 2e-3, NTK map 8e-2 for variances up to 1; 4e-3 and 2e-1 up to variance 4.
 
     Example:
       >>> import jax.numpy as jnp
@@ -271,7 +313,7 @@ def Selu(deg: int = 25) -> Layer:
     alpha, scale = 1.6732632423543772, 1.0507009873554805
 
     def df(x):
-        return scale * jnp.where(x > 0, 1.0, alpha * jnp.exp(jnp.minimum(x, 0))).astype(x.dtype)
+        return _elu_derivative(x, alpha, scale)
 
     return _numerical(jax.nn.selu, df, deg, "Selu")
 
@@ -280,7 +322,8 @@ def Mish(deg: int = 25) -> Layer:
     """Mish, ``x * tanh(softplus(x))`` (Misra 2019, arXiv:1908.08681), by quadrature
     (`ElementwiseNumerical`).
 
-    Accuracy at ``deg=25`` (vs ``deg=400``, var in [0.1, 4], all correlations): ACC_MISH.
+    Measured quadrature error at the default ``deg=25`` (see `ElementwiseNumerical`): NNGP
+    map 9e-8, NTK map 8e-7 for variances up to 1; 2e-4 and 3e-3 up to variance 4.
 
     Example:
       >>> import jax.numpy as jnp

@@ -10,6 +10,11 @@ def _dense(n, W_std=1.3, b_std=0.1):
     return ("Dense", {"out_dim": n, "W_std": W_std, "b_std": b_std})
 
 
+def _conv1(n, W_std=1.3, b_std=0.1):
+    """Dense at every position of an image (infwidth's Dense takes at most one spatial axis)."""
+    return ("Conv", {"out_chan": n, "filter_shape": (1, 1), "W_std": W_std, "b_std": b_std})
+
+
 def _attn(**kw):
     base = {"n_chan_out": 16, "n_chan_key": 8, "n_chan_val": 8, "n_heads": 2}
     return ("GlobalSelfAttention", {**base, **kw})
@@ -40,9 +45,13 @@ SEQ["two-layers"] = [_dense(16, 1.4, 0.2), _attn(b_std=0.2), ("Erf", {}),
                      _attn(attention_mechanism="IDENTITY", pos_emb_type="SUM"), ("Relu", {}),
                      _dense(2)]
 
+def _net2d(**kw):
+    return [_conv1(16, 1.4, 0.2), _attn(**kw), ("Relu", {}), _conv1(3)]
+
+
 IMAGE = {
-    "softmax-2d": _net(b_std=0.1),
-    "decay-2d": _net(pos_emb_type="SUM", pos_emb_decay_fn=decay, pos_emb_p_norm=1),
+    "softmax-2d": _net2d(b_std=0.1),
+    "decay-2d": _net2d(pos_emb_type="SUM", pos_emb_decay_fn=decay, pos_emb_p_norm=1),
 }
 
 GROUPS = {
