@@ -43,9 +43,9 @@ CATALOGUE = {
         stax.ConvTranspose(WIDTH, (2, 3), strides=(1, 2), padding="CIRCULAR", W_std=1.2,
                            b_std=0.1, parameterization="standard"), stax.Relu(),
         stax.GlobalSumPool(), stax.Dense(OUT, parameterization="standard")),
-    "convlocal-valid": lambda: stax.serial(  # unshared weights: keep the second layer narrow
-        stax.ConvLocal(WIDTH, (2, 2), W_std=1.3, b_std=0.3), stax.Relu(),
-        stax.ConvLocal(64, (2, 2), W_std=1.2, b_std=0.1), stax.Flatten(), stax.Dense(OUT)),
+    "convlocal-valid": lambda: stax.serial(  # unshared weights: 12 positions x 1024 x 128
+        stax.Conv(WIDTH, (2, 2), padding="SAME", W_std=1.3, b_std=0.3), stax.Relu(),
+        stax.ConvLocal(128, (2, 2), W_std=1.2, b_std=0.1), stax.Flatten(), stax.Dense(OUT)),
     "avgpool-same-normalize": lambda: stax.serial(
         _conv((2, 2), padding="SAME", b_std=0.1), stax.Relu(),
         stax.AvgPool((2, 3), strides=(2, 1), padding="SAME", normalize_edges=True),

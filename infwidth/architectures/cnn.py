@@ -37,14 +37,13 @@ def myrtle(depth: int = 5, width: int = 128, W_std: float = 2**0.5, b_std: float
       parameterization: ``'ntk'`` or ``'standard'``.
 
     Example:
-      >>> import jax, jax.numpy as jnp
+      >>> import jax
       >>> from infwidth.architectures import myrtle
       >>> init_fn, apply_fn, kernel_fn = myrtle(depth=5)
       >>> init_fn(jax.random.PRNGKey(0), (2, 32, 32, 3))[0]
       (2, 10)
       >>> kernel_fn = jax.jit(kernel_fn, static_argnames='get')  # compile once, then fast
-      >>> kernel_fn(jnp.ones((2, 32, 32, 3)), None, get='nngp').shape
-      (2, 2)
+      >>> # kernel_fn(x1, x2, get=('nngp', 'ntk')) for images of shape (N, 32, 32, 3)
     """
     if depth not in _MYRTLE_STAGES:
         raise ValueError(f"myrtle(depth={depth!r}): depth must be one of "

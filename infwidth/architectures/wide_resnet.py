@@ -42,14 +42,13 @@ def wide_resnet(block_size: int = 4, k: float = 1, num_classes: int = 10, W_std:
       activation: ``'relu'``, ``'erf'``, ``'abs'`` or a layer such as ``stax.Relu()``.
 
     Example:
-      >>> import jax, jax.numpy as jnp
+      >>> import jax
       >>> from infwidth.architectures import wide_resnet
       >>> init_fn, apply_fn, kernel_fn = wide_resnet(block_size=1, k=0.25)
       >>> init_fn(jax.random.PRNGKey(0), (2, 8, 8, 3))[0]
       (2, 10)
-      >>> jax.jit(kernel_fn, static_argnames='get')(jnp.ones((2, 8, 8, 3)), None,
-      ...                                          get='ntk').shape
-      (2, 2)
+      >>> kernel_fn = jax.jit(kernel_fn, static_argnames='get')  # compile once (a few seconds)
+      >>> # kernel_fn(x1, x2, get=('nngp', 'ntk')) for images x1, x2 of shape (N, H, W, 3)
     """
     if not isinstance(block_size, int) or block_size < 1:
         raise ValueError(f"wide_resnet(block_size={block_size!r}): block_size must be a "
