@@ -102,3 +102,32 @@ def load_reference(name: str) -> dict:
     """Loads ``tests/reference/<name>.npz`` (made by ``tests/reference/make_<name>.py``)."""
     with np.load(os.path.join(REFERENCE_DIR, name + ".npz"), allow_pickle=False) as data:
         return {k: data[k] for k in data.files}
+
+
+def group_cases(groups) -> list:
+    """``(group, name)`` pairs of a grouped catalogue (``catalogue_<topic>.GROUPS``)."""
+    return [(g, n) for g, (cat, *_) in groups.items() for n in sorted(cat)]
+
+
+def check_group_against_reference(stax, groups, ref, group, name):
+    """Checks one network of a grouped catalogue against neural-tangents' values in ``ref``
+    (made by tests/reference/make_groups.py): NNGP and NTK for (x1, x2) and (x1, None), in
+    float64 at tol('nt'). The two calls are jitted together: one compilation per network."""
+    import sys
+
+    sys.path.insert(0, REFERENCE_DIR)
+    from _catalogue import build
+
+    catalogue, _, _, kwargs = groups[group]
+    with x64():
+        kernel_fn = build(stax, catalogue[name])[2]
+        x1, x2 = jnp.asarray(ref[f"{group}/x1"]), jnp.asarray(ref[f"{group}/x2"])
+        get = ("nngp", "ntk")
+        k12, k11 = jax.jit(lambda a, b: (kernel_fn(a, b, get=get, **kwargs),
+                                         kernel_fn(a, None, get=get, **kwargs)))(x1, x2)
+        assert k12.nngp.dtype == jnp.float64
+        for tag, k in (("12", k12), ("11", k11)):
+            for f in get:
+                expected = ref[f"{group}/{name}/{f}{tag}"]
+                assert getattr(k, f).shape == expected.shape, f"{f}{tag} shape"
+                assert_close(getattr(k, f), expected, tol("nt", "float64"), f"{f}{tag}")

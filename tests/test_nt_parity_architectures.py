@@ -1,7 +1,7 @@
 """The residual and transformer builders (infwidth.architectures) agree with the same networks
 written layer by layer in neural-tangents 0.6.5, in float64 (relative error < 1e-6).
 
-Reference values: tests/reference/architectures.npz (tests/reference/make_architectures.py).
+Reference values: tests/reference/architectures.npz (tests/reference/make_groups.py).
 """
 
 import sys
