@@ -169,6 +169,9 @@ class SignalPropagation(NamedTuple):
       chi_q: the variance map's slope at ``q*``.
       xi_q, xi_c: depth scales ``-1 / log(chi_q)`` and ``-1 / log(chi_c)`` (``inf`` where the
         slope is 1 or more: no exponential approach, e.g. at the edge of chaos).
+
+    Where ``q_star`` is ``inf`` the slopes are those at the search ceiling ``q = 1e12`` (the
+    large-variance limit, e.g. ``W_std**2 / 2`` for ReLU).
     """
 
     q_star: Any
