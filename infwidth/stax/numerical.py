@@ -120,7 +120,7 @@ def quadrature_maps(fn: Callable, deg: int, df: Callable | None = None):
         sd1 = safe_sqrt(var1)
         slope = safe_divide(cov12, sd1)  # cov12 / sqrt(var1): v's loading on u's node
         rest = safe_sqrt(var2 - slope * slope)  # the conditional standard deviation of v
-        root2 = np.sqrt(2.0)
+        root2 = 2.0**0.5  # a Python float: weakly typed, keeps float32 under x64
         fu = f(root2 * sd1[..., None] * x)  # (..., i)
         v = root2 * (slope[..., None, None] * x[:, None] + rest[..., None, None] * x)
         fv = f(v)  # (..., i, j)
@@ -135,7 +135,7 @@ def quadrature_maps(fn: Callable, deg: int, df: Callable | None = None):
     def diag_fn(var):
         x = jnp.asarray(nodes, var.dtype)
         w = jnp.asarray(weights / np.sqrt(np.pi), var.dtype)
-        return jnp.einsum("...i,i->...", fn(np.sqrt(2.0) * safe_sqrt(var)[..., None] * x) ** 2, w)
+        return jnp.einsum("...i,i->...", fn(2.0**0.5 * safe_sqrt(var)[..., None] * x) ** 2, w)
 
     return nngp_fn, d_nngp_fn, diag_fn
 
