@@ -73,6 +73,18 @@ def FanOut(num: int) -> Layer:
     return make_layer("FanOut", init_fn, apply_fn, transform, shape_fn=None)
 
 
+def _same_shape_init(name: str):
+    """``init_fn`` of a parameterless fan-in layer whose inputs must all have one shape."""
+
+    def init_fn(key, input_shapes):
+        shapes = _fan_in_shapes(input_shapes, name)
+        if any(s != shapes[0] for s in shapes):
+            raise ValueError(f"{name}: all inputs must have the same shape; got {shapes}.")
+        return shapes[0], ()
+
+    return init_fn
+
+
 def FanInSum() -> Layer:
     """Sums a list of inputs of the same shape; the kernels of independent branches add up.
 
@@ -92,11 +104,7 @@ def FanInSum() -> Layer:
     """
     name = "FanInSum"
 
-    def init_fn(key, input_shapes):
-        shapes = _fan_in_shapes(input_shapes, name)
-        if any(s != shapes[0] for s in shapes):
-            raise ValueError(f"{name}: all inputs must have the same shape; got {shapes}.")
-        return shapes[0], ()
+    init_fn = _same_shape_init(name)
 
     def apply_fn(params, xs, **kwargs):
         return functools.reduce(jnp.add, xs)
@@ -141,11 +149,7 @@ def FanInProd() -> Layer:
     """
     name = "FanInProd"
 
-    def init_fn(key, input_shapes):
-        shapes = _fan_in_shapes(input_shapes, name)
-        if any(s != shapes[0] for s in shapes):
-            raise ValueError(f"{name}: all inputs must have the same shape; got {shapes}.")
-        return shapes[0], ()
+    init_fn = _same_shape_init(name)
 
     def apply_fn(params, xs, **kwargs):
         return functools.reduce(jnp.multiply, xs)
