@@ -204,6 +204,47 @@ def test_flax_linen_and_nnx_match_stax():
         del flax
 
 
+@pytest.mark.parametrize("fx_axis", [0, 1])
+def test_ntk_vector_products_in_blocks(monkeypatch, fx_axis):
+    """NTK-vector products on a conv net in several unrolled blocks of examples; with x2=None
+    only the blocks on and above the diagonal are computed and the rest are transposes. Checked
+    against a brute-force Jacobian product for every trace/diagonal combination, with the batch
+    axis of the outputs first or second."""
+    import jax.flatten_util  # noqa: F401
+
+    from infwidth.empirical import ntk as ntk_module
+
+    monkeypatch.setattr(ntk_module, "_NTVP_TAPE", 1)  # one example per block
+    f0, shapes, in_shape = cat.NETS["conv"]
+    f = f0 if fx_axis == 0 else (lambda p, x: jnp.moveaxis(f0(p, x), 0, 1))
+    with x64():
+        rng = np.random.RandomState(5)
+        params = [jnp.asarray(rng.randn(*s)) for s in shapes]
+        x = jnp.asarray(rng.randn(4, *in_shape))
+        full = _brute_force_ntk(f, x, x, params)  # (out..., out...) with batch at fx_axis
+        nd = full.ndim // 2
+        for ta, da in cat.COMBOS[4]:
+            t = {a % nd for a in ta}
+            d = {a % nd for a in da}
+            if fx_axis in t or fx_axis in d:
+                continue
+            letters = "abcdefgh"
+            s1 = [letters[i] for i in range(nd)]
+            s2 = [letters[i] if i in t | d else letters[i].upper() for i in range(nd)]
+            out = "".join(s1[i] + ("" if i in d else s2[i]) for i in range(nd) if i not in t)
+            size = np.prod([full.shape[i] for i in t]) if t else 1
+            expected = np.einsum("".join(s1 + s2) + "->" + out, full) / size
+            vm = (0, fx_axis, {})
+            k = jax.jit(lambda x, p, ta=ta, da=da: empirical_ntk_fn(
+                f, ta, da, vm, implementation=2)(x, None, p))(x, params)
+            assert k.shape == expected.shape, (ta, da)
+            assert rel_err(k, expected) < TIGHT, (ta, da, rel_err(k, expected))
+            k12 = empirical_ntk_fn(f, ta, da, vm, implementation=2)(x, x[:3] + 0.5, params)
+            k12_ref = empirical_ntk_fn(f, ta, da, None, implementation=1)(x, x[:3] + 0.5,
+                                                                           params)
+            assert rel_err(k12, k12_ref) < TIGHT, (ta, da)
+
+
 def test_structured_derivatives_use_structure():
     """The structured implementation differentiates with respect to layer outputs for dense and
     conv weights (found in the jaxpr) and falls back to Jacobians for weights used twice."""

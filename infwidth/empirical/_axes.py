@@ -16,6 +16,8 @@ from typing import NamedTuple
 import jax
 import numpy as np
 
+from ._contract import einsum
+
 LETTERS = string.ascii_letters
 _HIGHEST = jax.lax.Precision.HIGHEST
 
@@ -228,7 +230,7 @@ def _contract_pair(j1, j2, s1, s2, out, size):
     p._i = 52 - (j1.ndim - len(s1))
     lp = p(j1.ndim - len(s1))
     spec = "".join(s1 + lp) + "," + "".join(s2 + lp) + "->" + "".join(out)
-    return jax.numpy.einsum(spec, j1, j2, precision=_HIGHEST) / size
+    return einsum(spec, j1, j2) / size
 
 
 # ----------------------------------------------------------------------------------------------

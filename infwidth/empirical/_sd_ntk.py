@@ -21,6 +21,7 @@ from ._axes import (
     subscripts,
     trace_size,
 )
+from ._contract import einsum
 
 
 def _structured_derivatives(f, x1, x2, params, kw1, kw2, axes, vm, fx1, fx2):
@@ -94,8 +95,7 @@ def _structured_derivatives(f, x1, x2, params, kw1, kw2, axes, vm, fx1, fx2):
             if sub is not None:
                 x1s, x2s, y1, y2 = sub
                 spec = ",".join("".join(s) for s in (s1 + y1, s2 + y2, x1s, x2s))
-                terms.append(jnp.einsum(spec + "->" + "".join(o), g1, g2, r1, r2,
-                                        precision=_HIGHEST, optimize="optimal") / size)
+                terms.append(einsum(spec + "->" + "".join(o), g1, g2, r1, r2) / size)
             else:
                 terms.append(_contract_pair(_local_jacobian(site, w, g1, r1, n1 is not None),
                                             _local_jacobian(site, w, g2, r2, n1 is not None),
@@ -149,7 +149,7 @@ def _conv_jacobian(site, w, g, x, batched: bool):
         gy = jnp.transpose(g, tuple(range(len(lead))) + tuple(len(lead) + i for i in order))
         n_lead = int(np.prod(lead, dtype=np.int64))
         gy = gy.reshape((n_lead, gy.shape[len(lead)], -1, gy.shape[-1]))
-        dw = jnp.einsum("nsk,ansc->akc", patches, gy, precision=_HIGHEST)
+        dw = einsum("nsk,ansc->akc", patches, gy)
         dw = dw.reshape((-1, w.shape[rhs_spec[1]], *filt, w.shape[rhs_spec[0]]))
         src = [rhs_spec[1], *rhs_spec[2:], rhs_spec[0]]
         dw = jnp.transpose(dw, (0,) + tuple(1 + src.index(j) for j in range(w.ndim)))

@@ -166,6 +166,27 @@ def flops(jaxpr) -> float:
     return total
 
 
+def uses(jaxpr, name: str) -> bool:
+    """Whether any equation of ``jaxpr`` (or of a call inside it) is the primitive ``name``."""
+    for eqn in jaxpr.eqns:
+        inner, _ = _inner(eqn)
+        if eqn.primitive.name == name or (inner is not None and uses(inner, name)):
+            return True
+    return False
+
+
+def activation_entries(jaxpr) -> float:
+    """Number of entries of all intermediate values (the size of a forward pass' tape)."""
+    total = 0.0
+    for eqn in jaxpr.eqns:
+        inner, _ = _inner(eqn)
+        if inner is not None:
+            total += activation_entries(inner)
+            continue
+        total += float(sum(np.prod(v.aval.shape) for v in eqn.outvars))
+    return total
+
+
 def trace_jaxpr(fn, leaves, *args):
     """Closed jaxpr of ``fn(leaves, *args)`` from shapes only."""
     spec = jax.tree_util.tree_map(lambda a: jax.ShapeDtypeStruct(jnp.shape(a), jnp.result_type(a)),

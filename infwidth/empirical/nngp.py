@@ -6,9 +6,9 @@ import collections
 import functools
 
 import jax
-import jax.numpy as jnp
 
 from ._axes import Letters, check_axes, resolve_axes, split_kwargs, subscripts, trace_size
+from ._contract import einsum
 from ._flax import maybe_nnx
 from .ntk import DEFAULT_NTK_IMPLEMENTATION, _check_params, empirical_ntk_fn
 
@@ -48,7 +48,7 @@ def empirical_nngp_fn(f, trace_axes=(-1,), diagonal_axes=()):
             ax = resolve_axes(trace_axes, diagonal_axes, a.shape, b.shape, caller)
             s1, s2, o = subscripts(ax, Letters())
             spec = "".join(s1) + "," + "".join(s2) + "->" + "".join(o)
-            return jnp.einsum(spec, a, b, precision=_HIGHEST) / trace_size(ax, a.shape)
+            return einsum(spec, a, b) / trace_size(ax, a.shape)
 
         return jax.tree_util.tree_map(contract, out1, out2)
 

@@ -26,6 +26,7 @@ from . import _structured as sd
 from ._axes import (
     Letters,
     _contract_pair,
+    _full_axes,
     _leaves,
     check_axes,
     leaf_axes,
@@ -156,6 +157,11 @@ def _ntvp_full(f1, jvp2, params, fx1):
     return out
 
 
+_NTVP_STEP = 2**24  # cotangent entries (x parameters) per step of examples: 64 MiB in float32
+_NTVP_TAPE = 2**25  # entries of the JVPs' forward intermediates (x tangents) per step
+_NTVP_UNROLL = 8  # at most this many steps are unrolled; more run in a loop (lax.map)
+
+
 def _ntk_vector_products(f, x1, x2, params, kw1, kw2, axes, vm, fx1, fx2):
     leaves1 = _leaves(fx1)
     xb, kwb = (x1, kw1) if x2 is None else (x2, kw2)
@@ -163,7 +169,7 @@ def _ntk_vector_products(f, x1, x2, params, kw1, kw2, axes, vm, fx1, fx2):
     if vm is None:
         full = _ntvp_full(lambda p: f(p, x1, **kw1), jvp2, params, fx1)
     else:
-        # one example of x1 at a time (its VJPs are per example), JVPs over the whole of x2
+        # a block of examples of x1 at a time (their VJPs are per example), JVPs over all of x2
         g1, batched = per_example_fn(f, vm, kw1)
         first = lambda t, ax: jax.tree_util.tree_map(lambda a: jnp.moveaxis(a, ax, 0), t)
         xs = (first(x1, vm.x_axis), [first(kw1[b], vm.kw_axes[b]) for b in batched])
@@ -174,10 +180,74 @@ def _ntk_vector_products(f, x1, x2, params, kw1, kw2, axes, vm, fx1, fx2):
             xi, kwi = a
             return _ntvp_full(lambda p: g1(p, xi, *kwi), jvp2, params, fx1_single)
 
-        blocks = jax.lax.map(per_example, xs)
+        n1 = _leaves(xs)[0].shape[0]
+        block, has_conv = _ntvp_block(f, xb, kwb, params, fx1_single, n1)
+        fx_axes = leaf_axes(vm.fx_axis, fx1)
+        if has_conv and -(-n1 // block) <= _NTVP_UNROLL:
+            # unrolled: XLA on CPU runs convolution VJPs inside loop bodies many times slower
+            # (measured 19x for the benchmark CNN), so short loops are written out
+            take = lambda i: jax.tree_util.tree_map(lambda a: a[i:i + block], xs)
+            if x2 is None and None not in fx_axes:
+                blocks = _ntvp_symmetric(f, x1, kw1, params, vm, batched, fx1_single, fx_axes,
+                                         take, n1, block)
+            else:
+                parts = [jax.vmap(per_example)(take(i)) for i in range(0, n1, block)]
+                blocks = [jnp.concatenate(p) for p in zip(*parts)]
+        else:
+            blocks = jax.lax.map(per_example, xs, batch_size=block)
         full = [jnp.moveaxis(blk, 0, a) if a is not None else blk
-                for blk, a in zip(blocks, leaf_axes(vm.fx_axis, fx1))]
+                for blk, a in zip(blocks, fx_axes)]
     return [trace_and_diagonal(k, axes[i], leaves1[i].shape) for i, k in enumerate(full)]
+
+
+def _ntvp_symmetric(f, x, kw, params, vm, batched, fx1_single, fx_axes, take, n, block):
+    """Unrolled NTK-vector products for ``x2 = x1``: the block of rows ``[i, i + block)`` is
+    computed against columns ``i:`` only (JVPs over that part of x), the columns before it are
+    the transposes of the blocks above. About half the JVPs of the full square."""
+    g, _ = per_example_fn(f, vm, kw)
+    x_axes = _full_axes(vm.x_axis, x)
+    def rows_from(i):  # per output leaf: (rows [i, i + block), A..., columns i:, B...)
+        cut = lambda a, ax: a if ax is None else jax.lax.slice_in_dim(a, i, n, axis=ax)
+        x_rest = jax.tree_util.tree_map(cut, x, x_axes)
+        kw_rest = dict(kw)
+        for b in batched:
+            kw_rest[b] = jax.tree_util.tree_map(cut, kw[b], _full_axes(vm.kw_axes[b], kw[b]),
+                                                is_leaf=lambda a: a is None)
+        _, jvp_rest = jax.linearize(lambda p: f(p, x_rest, **kw_rest), params)
+        out = jax.vmap(lambda a: _ntvp_full(lambda p: g(p, a[0], *a[1]), jvp_rest, params,
+                                            fx1_single))(take(i))
+        return [jnp.moveaxis(o, o.ndim - l.ndim - 1 + ax, l.ndim + 1)
+                for o, l, ax in zip(out, _leaves(fx1_single), fx_axes)]
+
+    rows = [rows_from(i) for i in range(0, n, block)]
+    blocks = []
+    for k, leaf in enumerate(_leaves(fx1_single)):
+        r = leaf.ndim
+        swap = (r + 1, *range(r + 2, 2 * r + 2), 0, *range(1, r + 1))
+        full_rows = []
+        for step, i in enumerate(range(0, n, block)):
+            stop = min(i + block, n)
+            left = [jnp.transpose(rows[j][k][:, ..., i - j * block:stop - j * block,
+                                             *([slice(None)] * r)], swap)
+                    for j in range(step)]
+            full_rows.append(jnp.concatenate(left + [rows[step][k]], axis=r + 1))
+        canon = jnp.concatenate(full_rows)  # (n, A..., n, B...)
+        blocks.append(jnp.moveaxis(canon, r + 1, r + 1 + fx_axes[k]))
+    return blocks
+
+
+def _ntvp_block(f, x2, kw2, params, fx1_single, n1: int) -> tuple[int, bool]:
+    """Examples of x1 per step, such that their cotangents (outputs x parameters) fit in
+    ``_NTVP_STEP`` entries and the JVPs' intermediates over all of x2 (outputs x the tape of
+    f(x2)) in ``_NTVP_TAPE``; and whether f has convolutions."""
+    leaves, p_def = jax.tree_util.tree_flatten(params)
+    closed = sd.trace_jaxpr(lambda ls, a: f(jax.tree_util.tree_unflatten(p_def, ls), a, **kw2),
+                            leaves, x2)
+    outs = max(sum(np.size(l) for l in _leaves(fx1_single)), 1)
+    n_params = max(sum(np.size(l) for l in leaves), 1)
+    tape = max(sd.activation_entries(closed.jaxpr), 1.0)
+    block = int(max(1, min(n1, _NTVP_STEP // (outs * n_params), _NTVP_TAPE // (outs * tape))))
+    return block, sd.uses(closed.jaxpr, "conv_general_dilated")
 
 
 _IMPLS = {
