@@ -39,6 +39,18 @@ def time_call(fn, *args, repeats: int = 5, **kwargs) -> dict:
     return {"compile_s": compile_s, "time_s": statistics.median(times), "repeats": repeats}
 
 
+def with_untiled(cases: dict) -> dict:
+    """Adds a variant ``'<name> untiled'`` of every case: the same workload with infwidth's
+    automatic tiling turned off (see :func:`untiled_if_asked`)."""
+    return {**cases, **{f"{k} untiled": {**v, "untiled": True} for k, v in cases.items()}}
+
+
+def untiled_if_asked(stax, case: dict) -> None:
+    """In an infwidth worker: evaluate kernels in one piece when the case asks for it."""
+    if case.get("untiled"):
+        stax.tile_memory(0)
+
+
 def _run_worker(python: str, script: str, lib: str, case: str, timeout: float) -> dict:
     cmd = [python, script, "--worker", lib, "--case", case]
     env = dict(os.environ)

@@ -14,7 +14,7 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _harness import main, time_call  # noqa: E402
+from _harness import main, time_call, untiled_if_asked, with_untiled  # noqa: E402
 
 CASES = {}
 for _n in (8, 16, 32):
@@ -24,6 +24,7 @@ for _n in (8, 16):
 for _n in (64, 256):
     CASES[f"cnn21-flat-diag 32px N={_n}"] = {"net": "cnn21-flatten", "n": _n, "px": 32,
                                              "diag": True}
+CASES = with_untiled(CASES)
 DEFAULT = ["cnn3-gap 16px N=16", "myrtle5 32px N=8", "myrtle5 32px N=16",
            "cnn21-flat-diag 32px N=64", "cnn21-flat-diag 32px N=256"]
 
@@ -58,6 +59,7 @@ def _run(stax, case):
 def infwidth_worker(case):
     from infwidth import stax
 
+    untiled_if_asked(stax, case)
     return _run(stax, case)
 
 

@@ -10,10 +10,11 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _harness import main, time_call  # noqa: E402
+from _harness import main, time_call, untiled_if_asked, with_untiled  # noqa: E402
 
 DEPTH = 10
 CASES = {f"N={n} d={d}": {"n": n, "d": d} for n in (1024, 2048, 4096) for d in (100, 1024, 3072)}
+CASES = with_untiled(CASES)
 DEFAULT = ["N=1024 d=100", "N=1024 d=3072", "N=2048 d=1024", "N=4096 d=100", "N=4096 d=3072"]
 
 
@@ -37,6 +38,7 @@ def _run(stax, case):
 def infwidth_worker(case):
     from infwidth import stax
 
+    untiled_if_asked(stax, case)
     return _run(stax, case)
 
 

@@ -223,6 +223,7 @@ def test_ntk_vector_products_in_blocks(monkeypatch, fx_axis):
         x = jnp.asarray(rng.randn(4, *in_shape))
         full = _brute_force_ntk(f, x, x, params)  # (out..., out...) with batch at fx_axis
         nd = full.ndim // 2
+        vm = (0, fx_axis, {})
         for ta, da in cat.COMBOS[4]:
             t = {a % nd for a in ta}
             d = {a % nd for a in da}
@@ -234,7 +235,6 @@ def test_ntk_vector_products_in_blocks(monkeypatch, fx_axis):
             out = "".join(s1[i] + ("" if i in d else s2[i]) for i in range(nd) if i not in t)
             size = np.prod([full.shape[i] for i in t]) if t else 1
             expected = np.einsum("".join(s1 + s2) + "->" + out, full) / size
-            vm = (0, fx_axis, {})
             k = jax.jit(lambda x, p, ta=ta, da=da: empirical_ntk_fn(
                 f, ta, da, vm, implementation=2)(x, None, p))(x, params)
             assert k.shape == expected.shape, (ta, da)

@@ -11,6 +11,7 @@ Describe an architecture once and get the finite network and its infinite-width 
 """
 
 from ._layer import Layer
+from ._tiling import tile_memory
 from .activations import (
     ABRelu,
     Abs,
@@ -103,3 +104,4 @@ __all__ += ["Conv", "ConvTranspose", "ConvLocal", "AvgPool", "SumPool", "GlobalA
 from .output_scale import OutputScale  # noqa: E402
 
 __all__ += ["OutputScale"]
+__all__ += ["tile_memory"]

@@ -25,6 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ..kernel import DATA_FIELDS, STATIC_FIELDS, Kernel
+from . import _tiling
 
 GET_NAMES = DATA_FIELDS + STATIC_FIELDS
 _HIGHEST = jax.lax.Precision.HIGHEST
@@ -46,12 +47,22 @@ def make_layer(name: str, init_fn: Callable, apply_fn: Callable, transform: Call
                   diagonal_spatial: bool = False, **kwargs):
         names = canonicalize_get(get)
         compute_ntk = names is None or "ntk" in names
-        k = as_kernel(x1, x2, diagonal_batch=diagonal_batch,
-                      diagonal_spatial=diagonal_spatial, compute_ntk=compute_ntk)
-        out = transform(k, **kwargs)
-        if shape_fn is not None:
-            out = out.replace(shape1=shape_fn(out.shape1), shape2=shape_fn(out.shape2))
-        return select(out, get)
+
+        def untiled(a, b):
+            k = as_kernel(a, b, diagonal_batch=diagonal_batch,
+                          diagonal_spatial=diagonal_spatial, compute_ntk=compute_ntk)
+            out = transform(k, **kwargs)
+            if shape_fn is not None:
+                out = out.replace(shape1=shape_fn(out.shape1), shape2=shape_fn(out.shape2))
+            return out
+
+        if _tiling.may_tile(x1, x2, diagonal_batch, diagonal_spatial, kwargs):
+            # large inputs: evaluate tile by tile (errors are raised here, with full shapes)
+            abstract, separable = _tiling.abstract_evaluation(untiled, x1, x2)
+            sides = _tiling.tile_sides(x1, x2, abstract) if separable else None
+            if sides is not None:
+                return select(_tiling.tiled(untiled, x1, x2, abstract, sides), get)
+        return select(untiled(x1, x2), get)
 
     kernel_fn.__name__ = f"{name}.kernel_fn"
     kernel_fn.__qualname__ = kernel_fn.__name__

@@ -107,7 +107,14 @@ def elementwise_kernel(k: Kernel, name: str, nngp_fn: Callable, d_nngp_fn: Calla
     if diag_fn is None:
         def diag_fn(var):
             return nngp_fn(var, var, var)
-    var1 = variances(k.cov1, k)
+    if k.cov2 is None and k.nngp.shape[0] == k.nngp.shape[1]:
+        # x2 is x1: the variances are the batch diagonal of nngp itself, so that an input
+        # paired with itself has correlation exactly 1 however XLA fused the layers before
+        # (maps such as Sign's have infinite slope there and amplify one rounding error)
+        var1 = variances(jnp.moveaxis(jnp.diagonal(k.nngp, axis1=0, axis2=1), -1, 0),
+                         k.replace(diagonal_batch=True))
+    else:
+        var1 = variances(k.cov1, k)
     var2 = var1 if k.cov2 is None else variances(k.cov2, k)
     v1 = _expand(var1, 1, 2, k.diagonal_spatial)
     v2 = _expand(var2, 2, 2, k.diagonal_spatial)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from . import _tiling
 from ._layer import Layer, make_layer
 
 
@@ -95,6 +96,8 @@ def Index(idx, batch_axis: int = 0, channel_axis: int = -1) -> Layer:
         if not isinstance(full[0], slice):
             raise NotImplementedError(f"{name}: kernel_fn needs the batch axis; index it with a "
                                       f"slice (e.g. Slice[2:3]) rather than an int.")
+        if full[0] != slice(None):
+            _tiling.mark_batch_mixing()  # selects inputs: automatic tiling would be wrong
         spatial = full[1:-1]
 
         def index(mat, n_batch):
