@@ -65,6 +65,34 @@ def test_monte_carlo_converges_with_standard_errors():
     assert rel_err(tiled, whole) < tol("exact")
 
 
+def test_draws_spread_over_devices():
+    """device_count=-1 draws one sample per device at a time (CI has four fake CPU devices);
+    the draws, so the estimates and their errors, are those of device_count=0, also for running
+    estimates that stop between multiples of the device count and with batch_size tiles."""
+    init_fn, apply_fn, _ = _mlp(64)
+    key = jax.random.PRNGKey(3)
+    get = ("nngp", "ntk")
+    runs = {}
+    for dc in (0, -1, min(2, jax.device_count())):
+        mc = monte_carlo_kernel_fn(init_fn, apply_fn, key, [2, 5], device_count=dc,
+                                   standard_error=True)
+        runs[dc] = list(mc(X, None, get))
+    for dc in runs:
+        for est, ref in zip(runs[dc], runs[0]):
+            assert est.n_samples == ref.n_samples
+            for f in get:
+                assert rel_err(getattr(est.mean, f), getattr(ref.mean, f)) < 1e-5, (dc, f)
+                assert rel_err(getattr(est.stderr, f), getattr(ref.stderr, f)) < 1e-4, (dc, f)
+    x6 = jnp.concatenate([X, X[:1]])
+    tiled = monte_carlo_kernel_fn(init_fn, apply_fn, key, 4, batch_size=3)(x6, None, "ntk")
+    whole = monte_carlo_kernel_fn(init_fn, apply_fn, key, 4, device_count=0)(x6, None, "ntk")
+    assert rel_err(tiled, whole) < 1e-5
+    with pytest.raises(ValueError, match="device_count must be -1"):
+        monte_carlo_kernel_fn(init_fn, apply_fn, key, 2, device_count=-2)
+    with pytest.raises(ValueError, match="devices are available"):
+        monte_carlo_kernel_fn(init_fn, apply_fn, key, 2, device_count=jax.device_count() + 1)
+
+
 def test_single_network_error_decays_like_inverse_sqrt_width():
     res = compare_widths(_mlp, [64, 256, 1024], X, n_seeds=5, key=jax.random.PRNGKey(1))
     assert res.errors.shape == (3, 5) and np.all(res.errors > 0)

@@ -10,10 +10,14 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
 
 from ._axes import check_axes, resolve_axes
 from .nngp import canonicalize_get, empirical_kernel_fn
 from .ntk import DEFAULT_NTK_IMPLEMENTATION, resolve_implementation
+
+_AXIS = "samples"
 
 
 class MonteCarloEstimate(NamedTuple):
@@ -65,8 +69,9 @@ def monte_carlo_kernel_fn(init_fn, apply_fn, key, n_samples, batch_size: int = 0
       n_samples: an int or an increasing list of ints.
       batch_size: if positive, the kernel is computed in blocks of ``batch_size`` inputs of ``x1``
         and ``x2`` (needs the batch axis 0 of the outputs not to be traced).
-      device_count, store_on_device: accepted for compatibility; samples run on the default
-        device, and ``store_on_device=False`` accumulates the sums in host memory (float64).
+      device_count: how many devices draw samples in parallel, one draw each (-1: all
+        devices, 0: one device), as in neural-tangents; the results do not depend on it.
+      store_on_device: ``False`` accumulates the sums in host memory (float64).
       trace_axes, diagonal_axes, vmap_axes, implementation: see :func:`empirical_ntk_fn`.
       standard_error: if true, each result is a :class:`MonteCarloEstimate` ``(mean, stderr,
         n_samples)`` instead of the bare mean.
@@ -92,20 +97,29 @@ def monte_carlo_kernel_fn(init_fn, apply_fn, key, n_samples, batch_size: int = 0
             or batch_size < 0:
         raise ValueError(f"{caller}(batch_size={batch_size!r}): batch_size must be a "
                          f"non-negative int (0: no batching).")
+    devices = _sample_devices(device_count, caller)
     check_axes(trace_axes, diagonal_axes, caller)
     resolve_implementation(implementation, caller)
     emp = empirical_kernel_fn(apply_fn, trace_axes, diagonal_axes, vmap_axes, implementation)
     t_axes, d_axes = check_axes(trace_axes, diagonal_axes, caller)
+    mesh = Mesh(np.array(devices), (_AXIS,))
 
     @functools.partial(jax.jit, static_argnames=("names",))
-    def one(k, x1, x2, names, kwargs):
-        _, params = init_fn(k, x1.shape)
-        return emp(x1, x2, names, params, **kwargs)
+    def group(keys, x1, x2, names, kwargs):
+        """Sums and sums of squares of the kernels of the draws ``keys`` (one per device)."""
+        def single(k):
+            _, params = init_fn(k, x1.shape)
+            return tuple(emp(x1, x2, names, params, **kwargs))
 
-    def blocked(k, x1, x2, names, kwargs):
+        if keys.shape[0] == len(devices) > 1:  # one draw per device
+            keys = jax.lax.with_sharding_constraint(keys, NamedSharding(mesh, P(_AXIS)))
+        ks = jax.vmap(single)(keys)
+        return (tuple(jnp.sum(a, 0) for a in ks), tuple(jnp.sum(a * a, 0) for a in ks))
+
+    def blocked(keys, x1, x2, names, kwargs):
         if batch_size == 0:
-            return one(k, x1, x2, names, kwargs)
-        _, params = jax.eval_shape(lambda kk: init_fn(kk, x1.shape), k)
+            return group(keys, x1, x2, names, kwargs)
+        _, params = jax.eval_shape(lambda kk: init_fn(kk, x1.shape), keys[0])
         fx = jax.eval_shape(lambda p: apply_fn(p, x1, **kwargs), params)
         ax = resolve_axes(t_axes, d_axes, jax.tree_util.tree_leaves(fx)[0].shape,
                           jax.tree_util.tree_leaves(fx)[0].shape, caller)
@@ -120,12 +134,12 @@ def monte_carlo_kernel_fn(init_fn, apply_fn, key, n_samples, batch_size: int = 0
         blocks1 = [x1[i:i + batch_size] for i in range(0, x1.shape[0], batch_size)]
         blocks2 = [xb[i:i + batch_size] for i in range(0, xb.shape[0], batch_size)]
         if 0 in ax.diag:
-            parts = [one(k, a, None if x2 is None else b, names, kwargs)
+            parts = [group(keys, a, None if x2 is None else b, names, kwargs)
                      for a, b in zip(blocks1, blocks2)]
             return jax.tree_util.tree_map(lambda *p: jnp.concatenate(p, 0), *parts)
         rows = []
         for a in blocks1:
-            row = [one(k, a, b, names, kwargs) for b in blocks2]
+            row = [group(keys, a, b, names, kwargs) for b in blocks2]
             rows.append(jax.tree_util.tree_map(lambda *p: jnp.concatenate(p, 1), *row))
         return jax.tree_util.tree_map(lambda *p: jnp.concatenate(p, 0), *rows)
 
@@ -135,17 +149,21 @@ def monte_carlo_kernel_fn(init_fn, apply_fn, key, n_samples, batch_size: int = 0
         count = 0
         for target in ns:
             while count < target:
-                k = blocked(jax.random.fold_in(key, count), x1, x2, names, kwargs)
-                k = tuple(k)
+                # one draw per device at a time (fewer for the last ones before the target)
+                size = min(len(devices), target - count)
+                if size < len(devices):
+                    size = 1
+                keys = jnp.stack([jax.random.fold_in(key, c) for c in range(count, count + size)])
+                sums, sqs = blocked(keys, x1, x2, names, kwargs)
                 if not store_on_device:
-                    k = jax.tree_util.tree_map(lambda a: np.asarray(a, np.float64), k)
-                sq = jax.tree_util.tree_map(lambda a: a * a, k)
+                    sums, sqs = jax.tree_util.tree_map(lambda a: np.asarray(a, np.float64),
+                                                       (sums, sqs))
                 if total is None:
-                    total, total_sq = k, sq
+                    total, total_sq = sums, sqs
                 else:
-                    total = jax.tree_util.tree_map(lambda a, b: a + b, total, k)
-                    total_sq = jax.tree_util.tree_map(lambda a, b: a + b, total_sq, sq)
-                count += 1
+                    total = jax.tree_util.tree_map(lambda a, b: a + b, total, sums)
+                    total_sq = jax.tree_util.tree_map(lambda a, b: a + b, total_sq, sqs)
+                count += size
             yield _result(total, total_sq, count, names, single, standard_error)
 
     def kernel_fn(x1, x2=None, get=None, **apply_fn_kwargs):
@@ -153,6 +171,19 @@ def monte_carlo_kernel_fn(init_fn, apply_fn, key, n_samples, batch_size: int = 0
         return gen if as_generator else next(gen)
 
     return kernel_fn
+
+
+def _sample_devices(device_count, caller: str) -> list:
+    """The devices the draws are spread over: -1 all, 0 one, k the first k (as neural-tangents)."""
+    devices = jax.devices()
+    if (isinstance(device_count, bool) or not isinstance(device_count, (int, np.integer))
+            or device_count < -1):
+        raise ValueError(f"{caller}(device_count={device_count!r}): device_count must be -1 "
+                         f"(all devices), 0 (one device) or a positive number of devices.")
+    if device_count > len(devices):
+        raise ValueError(f"{caller}(device_count={device_count}): only {len(devices)} devices "
+                         f"are available.")
+    return devices if device_count == -1 else devices[:max(int(device_count), 1)]
 
 
 def _result(total, total_sq, n, names, single, standard_error):
