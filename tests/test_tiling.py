@@ -111,6 +111,9 @@ def test_self_correlation_stays_exact_in_tiles(tiny_tiles):
         np.testing.assert_allclose(np.diag(k), 1.3**2 + 0.2**2, rtol=1e-14)
         np.testing.assert_allclose(k[1, 3], 1.3**2 + 0.2**2, rtol=1e-12)
         np.testing.assert_allclose(k, k.T, rtol=0, atol=0)
+        # x2 given as the same array is the symmetric evaluation too
+        k_same = jax.jit(lambda a: kernel_fn(a, a, get="nngp"))(x)
+        np.testing.assert_allclose(np.diag(k_same), 1.3**2 + 0.2**2, rtol=1e-14)
 
 
 def test_cov_fields_shapes_and_gradients_through_tiles(tiny_tiles):

@@ -58,10 +58,11 @@ def make_layer(name: str, init_fn: Callable, apply_fn: Callable, transform: Call
 
         if _tiling.may_tile(x1, x2, diagonal_batch, diagonal_spatial, kwargs):
             # large inputs: evaluate tile by tile (errors are raised here, with full shapes)
-            abstract, separable = _tiling.abstract_evaluation(untiled, x1, x2)
-            sides = _tiling.tile_sides(x1, x2, abstract) if separable else None
+            x2t = None if x2 is x1 else x2  # the same inputs twice: the symmetric evaluation
+            abstract, separable = _tiling.abstract_evaluation(untiled, x1, x2t)
+            sides = _tiling.tile_sides(x1, x2t, abstract) if separable else None
             if sides is not None:
-                return select(_tiling.tiled(untiled, x1, x2, abstract, sides), get)
+                return select(_tiling.tiled(untiled, x1, x2t, abstract, sides), get)
         return select(untiled(x1, x2), get)
 
     kernel_fn.__name__ = f"{name}.kernel_fn"
