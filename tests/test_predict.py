@@ -251,7 +251,9 @@ def test_max_learning_rate_separates_convergence_from_divergence():
 
 def test_float32_is_close_to_float64():
     kernel_fn, x_train, x_test, y, *_ = _problem()
-    out32 = predict.gradient_descent_mse_ensemble(kernel_fn, x_train, y)(10.0, x_test, "ntk")
+    f32 = lambda a: jnp.asarray(a, jnp.float32)  # noqa: E731 - float32 also under x64
+    out32 = predict.gradient_descent_mse_ensemble(kernel_fn, f32(x_train), f32(y))(
+        10.0, f32(x_test), "ntk")
     with x64():
         kernel_fn, x_train, x_test, y64, *_ = _problem()
         out64 = predict.gradient_descent_mse_ensemble(kernel_fn, x_train, y64)(10.0, x_test, "ntk")

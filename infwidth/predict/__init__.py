@@ -14,8 +14,8 @@ positive-definiteness handling live in `infwidth.predict.solvers` (`Cholesky`, `
 >>> import jax.numpy as jnp
 >>> from infwidth import predict
 >>> predict_fn = predict.gp_inference(jnp.eye(2), jnp.array([[1.], [2.]]))
->>> predict_fn('nngp', k_test_train=jnp.array([[0.5, 0.5]]))
-Array([[1.5]], dtype=float32)
+>>> predict_fn('nngp', k_test_train=jnp.array([[0.5, 0.5]])).tolist()
+[[1.5]]
 """
 
 from ._common import Gaussian

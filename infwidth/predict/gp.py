@@ -96,8 +96,10 @@ def gp_inference(k_train_train, y_train, diag_reg: float = 0.0,
       >>> k_dd = jnp.array([[2., 1.], [1., 2.]])
       >>> y = jnp.array([[1.], [-1.]])
       >>> predict_fn = predict.gp_inference(k_dd, y)
-      >>> predict_fn('nngp', k_test_train=jnp.array([[1., 0.]]), k_test_test=jnp.array([[2.]]))
-      Gaussian(mean=Array([[1.]], dtype=float32), covariance=Array([[1.3333334]], dtype=float32))
+      >>> out = predict_fn('nngp', k_test_train=jnp.array([[1., 0.]]),
+      ...                  k_test_test=jnp.array([[2.]]))
+      >>> out.mean.tolist(), round(float(out.covariance[0, 0]), 5)
+      ([[1.0]], 1.33333)
     """
     where = "gp_inference"
     y_train = jnp.asarray(y_train)

@@ -93,9 +93,8 @@ def gradient_descent_mse(k_train_train, y_train, learning_rate: float = 1.0,
       >>> from infwidth import predict
       >>> k = jnp.array([[2., 0.], [0., 1.]])
       >>> predict_fn = predict.gradient_descent_mse(k, jnp.array([[1.], [1.]]))
-      >>> predict_fn(t=2., fx_train_0=0.)  # 1 - exp(-k t / 2)
-      Array([[0.86466473],
-             [0.63212055]], dtype=float32)
+      >>> predict_fn(t=2., fx_train_0=0.).round(5).tolist()  # 1 - exp(-k t / 2)
+      [[0.86466], [0.63212]]
     """
     where = "gradient_descent_mse"
     y_train = jnp.asarray(y_train)

@@ -81,9 +81,8 @@ def regularize(k2d, diag_reg: float = 0.0, diag_reg_absolute_scale: bool = False
     This is neural-tangents' convention: ``diag_reg * trace(k) / n`` is added to the diagonal
     when ``diag_reg_absolute_scale`` is false.
 
-    >>> regularize(jnp.array([[2., 0.], [0., 4.]]), 0.5)
-    Array([[3.5, 0. ],
-           [0. , 5.5]], dtype=float32)
+    >>> regularize(jnp.array([[2., 0.], [0., 4.]]), 0.5).tolist()
+    [[3.5, 0.0], [0.0, 5.5]]
     """
     if diag_reg == 0:
         return k2d
@@ -112,9 +111,8 @@ class Cholesky:
       max_jitter: the largest relative jitter tried before giving up.
 
     >>> solver = Cholesky().factor(jnp.array([[2., 1.], [1., 2.]]))
-    >>> solver.solve(jnp.array([[3.], [3.]])).round(5)
-    Array([[1.],
-           [1.]], dtype=float32)
+    >>> solver.solve(jnp.array([[3.], [3.]])).round(5).tolist()
+    [[1.0], [1.0]]
     """
 
     repair: bool = False
@@ -140,9 +138,8 @@ class CG:
       tile_size: rows of the matrix per tile in the matrix-vector products.
 
     >>> solver = CG(tol=1e-6).factor(jnp.array([[2., 1.], [1., 2.]]))
-    >>> solver.solve(jnp.array([[3.], [3.]])).round(5)
-    Array([[1.],
-           [1.]], dtype=float32)
+    >>> solver.solve(jnp.array([[3.], [3.]])).round(5).tolist()
+    [[1.0], [1.0]]
     """
 
     tol: float = 1e-10

@@ -295,8 +295,9 @@ def Scale(c: float) -> Layer:
       >>> import jax.numpy as jnp
       >>> from infwidth import stax
       >>> _, _, kernel_fn = stax.serial(stax.Dense(4), stax.Scale(0.5))
-      >>> kernel_fn(jnp.array([[2., 0.]]), get=('nngp', 'ntk'))
-      Kernel(nngp=Array([[0.5]], dtype=float32), ntk=Array([[0.5]], dtype=float32))
+      >>> k = kernel_fn(jnp.array([[2., 0.]]), get=('nngp', 'ntk'))
+      >>> k.nngp.tolist(), k.ntk.tolist()
+      ([[0.5]], [[0.5]])
     """
     name = f"Scale({c!r})"
     try:
