@@ -25,11 +25,9 @@ import numpy as np
 
 from ..kernel import Kernel
 
-_TILE_BYTES = [2**23]
-_MIN_SIDE = 2
-
-
-_SEPARABLE = [True]
+_TILE_BYTES = [2**23]  # bytes per kernel array above which calls are tiled (tile_memory)
+_MIN_SIDE = 2  # smallest tile side: off-diagonal tiles also evaluate 2 b self-covariances
+_SEPARABLE = [True]  # cleared while tracing by layers whose pairs depend on other inputs
 
 
 def mark_batch_mixing() -> None:
