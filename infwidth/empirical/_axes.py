@@ -19,7 +19,6 @@ import numpy as np
 from ._contract import einsum
 
 LETTERS = string.ascii_letters
-_HIGHEST = jax.lax.Precision.HIGHEST
 
 
 class Letters:

@@ -55,15 +55,13 @@ def _pair(a, sa: str, b, sb: str, keep: set[str]):
         return x.reshape((prod(batch),) + shape)
 
     letters = batch + free_a + free_b
-    if not contract:  # nothing summed: an (outer) product, not a matrix product
-        a3 = jnp.transpose(a, tuple(sa.index(l) for l in batch + free_a))
-        b3 = jnp.transpose(b, tuple(sb.index(l) for l in batch + free_b))
-        a3 = a3.reshape(prod(batch), prod(free_a), 1)
-        out = a3 * b3.reshape(prod(batch), 1, prod(free_b))
-        return out.reshape(tuple(size[l] for l in letters)), "".join(letters)
-    axis = 1 if k_major else 2
-    out = jax.lax.dot_general(arrange(a, sa, free_a), arrange(b, sb, free_b),
-                              (((axis,), (axis,)), ((0,), (0,))), precision=_precision())
+    a3, b3 = arrange(a, sa, free_a), arrange(b, sb, free_b)
+    if not contract:  # nothing summed: (B, M, 1) x (B, N, 1), an outer product
+        out = a3 * jnp.swapaxes(b3, 1, 2)
+    else:
+        axis = 1 if k_major else 2
+        out = jax.lax.dot_general(a3, b3, (((axis,), (axis,)), ((0,), (0,))),
+                                  precision=_precision())
     return out.reshape(tuple(size[l] for l in letters)), "".join(letters)
 
 
@@ -81,7 +79,7 @@ def einsum(spec: str, *operands):
     if len(subs) != len(operands):
         raise ValueError(f"einsum: {len(subs)} subscripts for {len(operands)} operands")
     if any(len(set(sub)) != len(sub) for sub in subs + [out]):  # diagonals: leave to jnp
-        return jnp.einsum(spec, *operands, precision=_HIGHEST)
+        return jnp.einsum(spec, *operands, precision=_precision())
     dtype = jnp.result_type(*operands)
     ops = [(jnp.asarray(o, dtype), sub) for o, sub in zip(operands, subs)]
     if len(ops) > 2:

@@ -11,7 +11,6 @@ import numpy as np
 
 from . import _structured as sd
 from ._axes import (
-    _HIGHEST,
     Letters,
     _contract_pair,
     _leaves,
@@ -21,7 +20,7 @@ from ._axes import (
     subscripts,
     trace_size,
 )
-from ._contract import einsum
+from ._contract import _HIGHEST, einsum
 
 
 def _structured_derivatives(f, x1, x2, params, kw1, kw2, axes, vm, fx1, fx2):

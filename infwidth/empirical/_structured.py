@@ -144,47 +144,41 @@ def dense_subscripts(site: Site, x_ndim: int, w_ndim: int, letters, n_letter1, n
     return x1, x2, y1, y2
 
 
-def flops(jaxpr) -> float:
-    """Rough forward cost: multiply-adds of the contractions plus the size of everything else."""
+def _sum_over_equations(jaxpr, cost) -> float:
+    """``sum(cost(eqn))`` over the equations of ``jaxpr`` and of the calls inside it."""
     total = 0.0
     for eqn in jaxpr.eqns:
         inner, _ = _inner(eqn)
-        if inner is not None:
-            total += flops(inner)
-            continue
-        out = np.prod(eqn.outvars[0].aval.shape) if eqn.outvars else 0
-        if eqn.primitive.name == "dot_general":
-            (lc, _), _ = eqn.params["dimension_numbers"]
-            shape = eqn.invars[0].aval.shape
-            total += 2.0 * out * np.prod([shape[d] for d in lc])
-        elif eqn.primitive.name == "conv_general_dilated":
-            w = eqn.invars[1].aval.shape
-            total += 2.0 * out * np.prod(w) / max(w[eqn.params["dimension_numbers"].rhs_spec[0]],
-                                                  1)
-        else:
-            total += float(out)
+        total += _sum_over_equations(inner, cost) if inner is not None else cost(eqn)
     return total
 
 
-def uses(jaxpr, name: str) -> bool:
-    """Whether any equation of ``jaxpr`` (or of a call inside it) is the primitive ``name``."""
-    for eqn in jaxpr.eqns:
-        inner, _ = _inner(eqn)
-        if eqn.primitive.name == name or (inner is not None and uses(inner, name)):
-            return True
-    return False
+def _forward_cost(eqn) -> float:
+    out = np.prod(eqn.outvars[0].aval.shape) if eqn.outvars else 0
+    if eqn.primitive.name == "dot_general":
+        (lc, _), _ = eqn.params["dimension_numbers"]
+        shape = eqn.invars[0].aval.shape
+        return 2.0 * out * np.prod([shape[d] for d in lc])
+    if eqn.primitive.name == "conv_general_dilated":
+        w = eqn.invars[1].aval.shape
+        return 2.0 * out * np.prod(w) / max(w[eqn.params["dimension_numbers"].rhs_spec[0]], 1)
+    return float(out)
+
+
+def flops(jaxpr) -> float:
+    """Rough forward cost: multiply-adds of the contractions plus the size of everything else."""
+    return _sum_over_equations(jaxpr, _forward_cost)
 
 
 def activation_entries(jaxpr) -> float:
     """Number of entries of all intermediate values (the size of a forward pass' tape)."""
-    total = 0.0
-    for eqn in jaxpr.eqns:
-        inner, _ = _inner(eqn)
-        if inner is not None:
-            total += activation_entries(inner)
-            continue
-        total += float(sum(np.prod(v.aval.shape) for v in eqn.outvars))
-    return total
+    return _sum_over_equations(
+        jaxpr, lambda eqn: float(sum(np.prod(v.aval.shape) for v in eqn.outvars)))
+
+
+def uses(jaxpr, name: str) -> bool:
+    """Whether any equation of ``jaxpr`` (or of a call inside it) is the primitive ``name``."""
+    return _sum_over_equations(jaxpr, lambda eqn: float(eqn.primitive.name == name)) > 0
 
 
 def trace_jaxpr(fn, leaves, *args):

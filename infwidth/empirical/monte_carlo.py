@@ -149,10 +149,8 @@ def monte_carlo_kernel_fn(init_fn, apply_fn, key, n_samples, batch_size: int = 0
         count = 0
         for target in ns:
             while count < target:
-                # one draw per device at a time (fewer for the last ones before the target)
-                size = min(len(devices), target - count)
-                if size < len(devices):
-                    size = 1
+                # one draw per device at a time; single draws for a remainder short of that
+                size = len(devices) if target - count >= len(devices) else 1
                 keys = jnp.stack([jax.random.fold_in(key, c) for c in range(count, count + size)])
                 sums, sqs = blocked(keys, x1, x2, names, kwargs)
                 if not store_on_device:

@@ -12,7 +12,6 @@ from ._contract import einsum
 from ._flax import maybe_nnx
 from .ntk import DEFAULT_NTK_IMPLEMENTATION, _check_params, empirical_ntk_fn
 
-_HIGHEST = jax.lax.Precision.HIGHEST
 _KINDS = ("nngp", "ntk")
 
 

@@ -40,8 +40,6 @@ from ._axes import (
 )
 from ._sd_ntk import _structured_derivatives
 
-_HIGHEST = jax.lax.Precision.HIGHEST
-
 
 class NtkImplementation(enum.IntEnum):
     """How the empirical NTK is computed; the same values as neural-tangents'."""
@@ -188,7 +186,7 @@ def _ntk_vector_products(f, x1, x2, params, kw1, kw2, axes, vm, fx1, fx2):
             # (measured 19x for the benchmark CNN), so short loops are written out
             take = lambda i: jax.tree_util.tree_map(lambda a: a[i:i + block], xs)
             if x2 is None and None not in fx_axes:
-                blocks = _ntvp_symmetric(f, x1, kw1, params, vm, batched, fx1_single, fx_axes,
+                blocks = _ntvp_symmetric(f, g1, x1, kw1, params, vm, batched, fx1_single, fx_axes,
                                          take, n1, block)
             else:
                 parts = [jax.vmap(per_example)(take(i)) for i in range(0, n1, block)]
@@ -200,12 +198,12 @@ def _ntk_vector_products(f, x1, x2, params, kw1, kw2, axes, vm, fx1, fx2):
     return [trace_and_diagonal(k, axes[i], leaves1[i].shape) for i, k in enumerate(full)]
 
 
-def _ntvp_symmetric(f, x, kw, params, vm, batched, fx1_single, fx_axes, take, n, block):
+def _ntvp_symmetric(f, g, x, kw, params, vm, batched, fx1_single, fx_axes, take, n, block):
     """Unrolled NTK-vector products for ``x2 = x1``: the block of rows ``[i, i + block)`` is
     computed against columns ``i:`` only (JVPs over that part of x), the columns before it are
     the transposes of the blocks above. About half the JVPs of the full square."""
-    g, _ = per_example_fn(f, vm, kw)
     x_axes = _full_axes(vm.x_axis, x)
+
     def rows_from(i):  # per output leaf: (rows [i, i + block), A..., columns i:, B...)
         cut = lambda a, ax: a if ax is None else jax.lax.slice_in_dim(a, i, n, axis=ax)
         x_rest = jax.tree_util.tree_map(cut, x, x_axes)
