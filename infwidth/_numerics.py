@@ -48,10 +48,61 @@ def safe_divide(num, den, fill=0.0):
     return jnp.where(zero, fill, num / jnp.where(zero, 1, den))
 
 
+# Correlations within this many units in the last place of +-1 are taken to be +-1: two
+# computations of the covariance of an input with itself (a tile against its copy, a test point
+# that is also a training point, two fusions of one formula) differ by a few ulps, and maps with
+# an infinite slope at correlation 1 (Sign, the ReLU family's NTK) or deep networks in the
+# chaotic phase amplify such a difference layer after layer. The inputs' own rounding makes
+# correlations that close to 1 indistinguishable from 1.
+SNAP_ULPS = 8
+
+
+def snap_tolerance(dtype) -> float:
+    """The distance from +-1 below which a correlation of this dtype is snapped to +-1."""
+    return SNAP_ULPS * float(jnp.finfo(dtype).eps)
+
+
+def pair_norm(var1, var2):
+    """``sqrt(var1 var2)`` without forming the product (no underflow or overflow for variances
+    of 1e-30 or 1e30 in float32), and exactly ``var`` when ``var1 == var2 == var``.
+
+    >>> float(pair_norm(jnp.float32(1e-30), jnp.float32(4e-30)))
+    2e-30
+    """
+    return jnp.where(var1 == var2, var1, safe_sqrt(var1) * safe_sqrt(var2))
+
+
+def consistent_covariance(cov12, var1, var2):
+    """``cov12`` brought into ``[-sqrt(var1 var2), sqrt(var1 var2)]`` (Cauchy-Schwarz) and set
+    to exactly ``+-sqrt(var1 var2)`` where the correlation is within `snap_tolerance` of +-1.
+
+    This is the one place where rounding is kept from turning identical inputs into different
+    ones; every elementwise nonlinearity applies it before its dual-kernel formula. NaN stays
+    NaN (and only in its own rows and columns).
+
+    >>> one = jnp.float32(1.0)
+    >>> float(consistent_covariance(one * (1 - 3e-7), one, one))  # rounding: exactly 1
+    1.0
+    >>> float(consistent_covariance(one * 0.5, one, one))  # a real correlation: unchanged
+    0.5
+    """
+    norm = pair_norm(var1, var2)
+    near = jnp.abs(cov12) >= (1 - snap_tolerance(jnp.result_type(cov12))) * norm
+    return jnp.where(near, jnp.where(cov12 < 0, -norm, norm), cov12)
+
+
 def clipped_correlation(cov12, var1, var2):
-    """``cov12 / sqrt(var1 var2)`` clipped to [-1, 1], and 0 where a variance is zero."""
-    norm = safe_sqrt(var1 * var2)
-    return jnp.clip(safe_divide(cov12, norm), -1, 1)
+    """``cov12 / sqrt(var1 var2)`` clipped to [-1, 1], +-1 within `snap_tolerance`, and 0 where a
+    variance is zero. Divides by each standard deviation in turn, so neither the value nor its
+    gradient under- or overflows for tiny or huge variances.
+
+    >>> float(clipped_correlation(jnp.float32(1e-20), jnp.float32(1e-20), jnp.float32(1e-20)))
+    1.0
+    """
+    corr = safe_divide(safe_divide(cov12, safe_sqrt(var1)), safe_sqrt(var2))
+    tol = snap_tolerance(jnp.result_type(corr))
+    return jnp.where(jnp.abs(corr) >= 1 - tol, jnp.where(corr < 0, -1.0, 1.0).astype(corr.dtype),
+                     corr)
 
 
 # Abramowitz & Stegun, Handbook of Mathematical Functions, 4.4.46: on [0, 1],

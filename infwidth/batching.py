@@ -244,9 +244,13 @@ def _record(trace: _Trace, out):
                                   else None)
 
 
-def _call_fn(kernel_fn, trace: _Trace, static_leaves, arg_tree, per_input=()):
+def _call_fn(kernel_fn, trace: _Trace, static_leaves, arg_tree, per_input=(),
+             diagonal: bool = False):
     """``f(x1, x2, dynamic_args) -> list of output arrays``; records the output on tracing.
-    With ``per_input`` keyword names, ``x1`` and ``x2`` are ``(inputs, {name: array})``."""
+    With ``per_input`` keyword names, ``x1`` and ``x2`` are ``(inputs, {name: array})``.
+    ``diagonal=True`` evaluates a tile on the diagonal of a symmetric kernel as what it is,
+    ``kernel_fn(x1, None)`` (its x2 is the same inputs), with ``cov2`` filled from ``cov1``: layers
+    such as Dropout treat an input paired with itself differently from a copy of it."""
 
     def f(x1, x2, dyn):
         it = iter(dyn)
@@ -254,8 +258,10 @@ def _call_fn(kernel_fn, trace: _Trace, static_leaves, arg_tree, per_input=()):
         args, kwargs = jax.tree_util.tree_unflatten(arg_tree, leaves)
         if per_input:
             (x1, p1), (x2, p2) = x1, x2
-            kwargs = {**kwargs, **{k: (p1[k], p2[k]) for k in per_input}}
-        out = kernel_fn(x1, x2, *args, **kwargs)
+            kwargs = {**kwargs, **{k: (p1[k], None if diagonal else p2[k]) for k in per_input}}
+        out = kernel_fn(x1, None if diagonal else x2, *args, **kwargs)
+        if diagonal:
+            out = _with_cov2(out)
         _record(trace, out)
         flat = jax.tree_util.tree_leaves(out)
         return [v for v, a in zip(flat, trace.is_array) if a]
@@ -264,6 +270,23 @@ def _call_fn(kernel_fn, trace: _Trace, static_leaves, arg_tree, per_input=()):
 
 
 _DYNAMIC = object()
+
+
+def _with_cov2(out):
+    """A ``kernel_fn(x1, None)`` output in the layout of ``kernel_fn(x1, x2)``: cov2 = cov1."""
+    if isinstance(out, Kernel):
+        return out.replace(cov2=out.cov1 if out.cov2 is None else out.cov2)
+    if isinstance(out, tuple) and hasattr(out, "_fields") and "cov2" in out._fields:
+        fields = dict(zip(out._fields, out))
+        if fields["cov2"] is None and "cov1" in fields:
+            fields["cov2"] = fields["cov1"]
+        elif fields["cov2"] is None:
+            raise ValueError("batch: get=('cov2', ...) without 'cov1' cannot be tiled when "
+                             "x2=None; ask for get=('cov1', 'cov2', ...).")
+        return type(out)(**fields)
+    if isinstance(out, (list, tuple)):
+        return type(out)(_with_cov2(o) for o in out)
+    return out
 
 
 def _roles(shapes_a, shapes_b) -> list[str]:
@@ -322,12 +345,13 @@ def _put(host, sharding):
     return jax.make_array_from_callback(host.shape, sharding, lambda idx: host[idx])
 
 
-def _shard_map(body, mesh):
+def _shard_map(body, mesh, n_split=2):
     """``body`` on every device of ``mesh``: the first two arguments split over the 'tiles' axis,
-    the third replicated. Without replication checks: derivatives taken inside ``kernel_fn``
-    (empirical and Monte Carlo kernels) must stay per device, not be summed over devices as
-    those of a replicated value would be."""
-    specs = dict(mesh=mesh, in_specs=(P(AXIS), P(AXIS), P()), out_specs=P(AXIS))
+    the third replicated, and (``n_split=3``) a fourth split too. Without replication checks:
+    derivatives taken inside ``kernel_fn`` (empirical and Monte Carlo kernels) must stay per
+    device, not be summed over devices as those of a replicated value would be."""
+    in_specs = (P(AXIS), P(AXIS), P()) + (P(AXIS),) * (n_split - 2)
+    specs = dict(mesh=mesh, in_specs=in_specs, out_specs=P(AXIS))
     if hasattr(jax, "shard_map"):
         return jax.shard_map(body, check_vma=False, **specs)
     from jax.experimental.shard_map import shard_map  # JAX < 0.7
@@ -390,11 +414,15 @@ def _evaluate(kernel_fn, x1, x2, args, kwargs, *, batch_size, mesh, store_on_hos
     if probed is None:
         trace = _Trace()
         f = _call_fn(kernel_fn, trace, static_leaves, arg_tree, per_input_names)
+
+        def spec(x, n):
+            return jax.tree_util.tree_map(
+                lambda a: jax.ShapeDtypeStruct((n,) + a.shape[1:], a.dtype), x)
+
+        # an error in kernel_fn is raised here, with the caller's shapes (not the probes')
+        jax.eval_shape(f, spec(x1, n1), spec(x2, n2), dyn)
         shapes = []
         for r, c in _PROBES:
-            def spec(x, n):
-                return jax.tree_util.tree_map(
-                    lambda a: jax.ShapeDtypeStruct((n,) + a.shape[1:], a.dtype), x)
             out = jax.eval_shape(f, spec(x1, r), spec(x2, c), dyn)
             shapes.append([o.shape for o in out])
         probed = (_roles(*shapes), trace.names, trace.diag_spatial)
@@ -413,17 +441,22 @@ def _evaluate(kernel_fn, x1, x2, args, kwargs, *, batch_size, mesh, store_on_hos
     else:
         tiles = [(i, j) for i in range(n_rows) for j in range(n_cols)]
 
-    key = None if signature is None else (mesh, br, bc) + signature
+    key = None if signature is None else (mesh, br, bc, sym_tiles) + signature
     compiled = None if key is None else cache.get(key)
     if compiled is None:
         body_trace = _Trace()
         call_tile = _call_fn(kernel_fn, body_trace, static_leaves, arg_tree, per_input_names)
+        call_diagonal = _call_fn(kernel_fn, _Trace(), static_leaves, arg_tree, per_input_names,
+                                 diagonal=True)
 
-        def body(a, b, d):
+        def body(a, b, d, on_diagonal):
             a, b = jax.tree_util.tree_map(lambda v: v[0], (a, b))
-            return [v[None] for v in call_tile(a, b, d)]
+            if not sym_tiles:
+                return [v[None] for v in call_tile(a, b, d)]
+            out = jax.lax.cond(on_diagonal[0], call_diagonal, call_tile, a, b, d)
+            return [v[None] for v in out]
 
-        compiled = (jax.jit(_shard_map(body, mesh)), body_trace)
+        compiled = (jax.jit(_shard_map(body, mesh, n_split=3)), body_trace)
         if key is not None:
             cache[key] = compiled
     tile_fn, body_trace = compiled
@@ -508,8 +541,10 @@ def _evaluate(kernel_fn, x1, x2, args, kwargs, *, batch_size, mesh, store_on_hos
         if g < len(groups):
             group = groups[g]
             padded = group + [group[-1]] * (n_dev - len(group))
+            on_diagonal = _put(np.array([sym_tiles and i == j for i, j in padded]), in_sharding)
             launched = (group, tile_fn(stack(x1p, [i for i, _ in padded], br),
-                                       stack(x2p, [j for _, j in padded], bc), dyn_dev))
+                                       stack(x2p, [j for _, j in padded], bc), dyn_dev,
+                                       on_diagonal))
             g += 1
         if pending is not None:
             group, outs = pending

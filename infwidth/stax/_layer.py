@@ -15,8 +15,7 @@ or a `Kernel` to continue a recursion.
 
 from __future__ import annotations
 
-import collections
-import functools
+import dataclasses
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
@@ -24,11 +23,16 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from .._checks import check_bool, check_nonnegative, check_positive_int  # noqa: F401
+from .._get import parse_get
+from .._get import select as _select
 from ..kernel import DATA_FIELDS, STATIC_FIELDS, Kernel
-from . import _tiling
+from . import _memory, _tiling
 
 GET_NAMES = DATA_FIELDS + STATIC_FIELDS
 _HIGHEST = jax.lax.Precision.HIGHEST
+# keyword arguments of kernel_fn itself (layers such as Aggregate read `pattern`)
+KERNEL_FN_KEYWORDS = ("pattern", "mask_constant")
 
 
 class Layer(NamedTuple):
@@ -39,13 +43,47 @@ class Layer(NamedTuple):
     kernel_fn: Callable
 
 
-def make_layer(name: str, init_fn: Callable, apply_fn: Callable, transform: Callable,
-               shape_fn: Callable | None) -> Layer:
-    """Assembles a `Layer` whose ``kernel_fn`` has the standard calling convention."""
+@dataclasses.dataclass(frozen=True)
+class LayerInfo:
+    """What a layer declares about its kernel, read by the machinery (never set while tracing).
 
-    def kernel_fn(x1, x2=None, get=None, *, diagonal_batch: bool = True,
-                  diagonal_spatial: bool = False, **kwargs):
-        names = canonicalize_get(get)
+    Attributes:
+      name: the layer's name, for messages.
+      mixes_batch: the kernel of a pair of inputs depends on other inputs of the batch (an
+        ``Index`` selecting inputs, batch statistics): the call is never cut into tiles.
+    """
+
+    name: str
+    mixes_batch: bool = False
+
+    @staticmethod
+    def of(kernel_fn) -> LayerInfo:
+        """The info of a kernel_fn; a foreign kernel_fn (not made by `make_layer`) may do
+        anything, so it counts as mixing the batch."""
+        info = getattr(kernel_fn, "info", None)
+        return info if isinstance(info, LayerInfo) else LayerInfo(
+            getattr(kernel_fn, "__name__", "kernel_fn"), mixes_batch=True)
+
+
+def make_layer(name: str, init_fn: Callable, apply_fn: Callable, transform: Callable,
+               shape_fn: Callable | None, *, mixes_batch: bool = False,
+               children: Sequence[Callable] = ()) -> Layer:
+    """Assembles a `Layer` whose ``kernel_fn`` has the standard calling convention.
+
+    ``transform(kernel, **kwargs) -> kernel`` is the layer's map on Kernels; ``children`` are
+    the kernel_fns a combinator applies (their `LayerInfo` is combined with this layer's).
+    """
+    info = LayerInfo(name, mixes_batch=mixes_batch or any(
+        LayerInfo.of(c).mixes_batch for c in children))
+
+    def kernel_fn(x1, x2=None, get=None, *, diagonal_batch: bool | None = None,
+                  diagonal_spatial: bool | None = None, **kwargs):
+        names = parse_get(get, GET_NAMES, "kernel_fn")
+        diagonal_batch = True if diagonal_batch is None else check_bool(
+            diagonal_batch, "diagonal_batch", "kernel_fn")
+        diagonal_spatial = False if diagonal_spatial is None else check_bool(
+            diagonal_spatial, "diagonal_spatial", "kernel_fn")
+        _check_keywords(kwargs)
         compute_ntk = names is None or "ntk" in names
 
         def untiled(a, b):
@@ -56,57 +94,64 @@ def make_layer(name: str, init_fn: Callable, apply_fn: Callable, transform: Call
                 out = out.replace(shape1=shape_fn(out.shape1), shape2=shape_fn(out.shape2))
             return out
 
-        if _tiling.may_tile(x1, x2, diagonal_batch, diagonal_spatial, kwargs):
-            # large inputs: evaluate tile by tile (errors are raised here, with full shapes)
-            x2t = None if x2 is x1 else x2  # the same inputs twice: the symmetric evaluation
-            abstract, separable = _tiling.abstract_evaluation(untiled, x1, x2t)
-            sides = _tiling.tile_sides(x1, x2t, abstract) if separable else None
-            if sides is not None:
-                return select(_tiling.tiled(untiled, x1, x2t, abstract, sides), get)
-        return select(untiled(x1, x2), get)
+        if _is_kernel(x1) or _is_traced(x1, x2):
+            # inside a recursion, or under jit: tracing raises every error before any work
+            return _select(untiled(x1, x2), get, "AnalyticKernel")
+        x2t = None if x2 is x1 else x2  # the same inputs twice: the symmetric evaluation
+        # an abstract evaluation first: every layer's error is raised here, after tracing
+        # only, and the result's size is checked against the memory there is
+        abstract = jax.eval_shape(untiled, x1, x2t)
+        tiles = _tiling.may_tile(x1, x2t, diagonal_batch, diagonal_spatial, kwargs)
+        sides = None
+        if tiles and not info.mixes_batch:
+            sides = _tiling.tile_sides(x1, x2t, abstract)
+        _memory.check_fits(abstract, tiled=sides is not None, caller=f"{name}.kernel_fn")
+        if sides is not None:
+            return _select(_tiling.tiled(untiled, x1, x2t, abstract, sides), get,
+                           "AnalyticKernel")
+        return _select(untiled(x1, x2), get, "AnalyticKernel")
 
     kernel_fn.__name__ = f"{name}.kernel_fn"
     kernel_fn.__qualname__ = kernel_fn.__name__
+    kernel_fn.info = info
     return Layer(init_fn, apply_fn, kernel_fn)
+
+
+def _is_kernel(x) -> bool:
+    return isinstance(x, Kernel) or (isinstance(x, (list, tuple)) and any(
+        isinstance(k, Kernel) for k in x))
+
+
+def _is_traced(*xs) -> bool:
+    return any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree_util.tree_leaves(xs))
+
+
+def _check_keywords(kwargs):
+    unknown = [k for k in kwargs if k not in KERNEL_FN_KEYWORDS]
+    if unknown:
+        raise TypeError(
+            f"kernel_fn(): unexpected keyword argument {unknown[0]!r}. kernel_fn(x1, x2=None, "
+            f"get=None, *, diagonal_batch=None, diagonal_spatial=None, pattern=None, "
+            f"mask_constant=None) takes no other keywords; check the spelling.")
+    if kwargs.get("mask_constant") is not None:
+        raise NotImplementedError(
+            f"kernel_fn(mask_constant={kwargs['mask_constant']!r}): masked inputs are not "
+            f"supported by infwidth's kernels yet; remove the masked entries from the inputs "
+            f"(or pad them with zeros and pass mask_constant=None).")
 
 
 # ----------------------------------------------------------------------------------------------
 # `get`
 
 
-@functools.cache
-def _namedtuple(names: tuple[str, ...]):
-    return collections.namedtuple("Kernel", names)
-
-
 def canonicalize_get(get) -> tuple[str, ...] | None:
     """Validates ``get`` and returns it as a tuple of names (``None`` for the whole Kernel)."""
-    if get is None:
-        return None
-    names = (get,) if isinstance(get, str) else get
-    if not isinstance(names, (tuple, list)) or not names:
-        raise TypeError(
-            f"kernel_fn(get={get!r}): get must be None (the whole Kernel), a name such as "
-            f"'ntk', or a non-empty tuple of names such as ('nngp', 'ntk')."
-        )
-    for n in names:
-        if n not in GET_NAMES:
-            raise ValueError(
-                f"kernel_fn(get={get!r}): unknown kernel {n!r}; get must be made of "
-                f"{', '.join(repr(g) for g in GET_NAMES)}."
-            )
-    return tuple(names)
+    return parse_get(get, GET_NAMES, "kernel_fn")
 
 
 def select(out, get):
     """Picks the requested fields out of a Kernel (or a list of them) according to ``get``."""
-    if isinstance(out, (list, tuple)):
-        return type(out)(select(o, get) for o in out)
-    if get is None:
-        return out
-    if isinstance(get, str):
-        return getattr(out, get)
-    return _namedtuple(tuple(get))(*(getattr(out, n) for n in get))
+    return _select(out, get, "AnalyticKernel")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -184,6 +229,32 @@ def gram(x1, x2, *, diagonal_spatial: bool, same_batch: bool = False):
     return jnp.einsum(spec, x1, x2, precision=_HIGHEST) / x1.shape[-1]
 
 
+def _fingerprints(x):
+    """Two 32-bit hashes of each input's bits (``-0.0`` counted as ``0.0``): equal inputs have
+    equal fingerprints, and different ones collide with probability about 2**-64."""
+    x = jnp.where(x == 0, jnp.zeros((), x.dtype), x).reshape(x.shape[0], -1)
+    if x.dtype.itemsize < 4:
+        x = x.astype(jnp.float32)
+    bits = jax.lax.bitcast_convert_type(x, jnp.uint32).reshape(x.shape[0], -1)
+    rng = np.random.default_rng(0x1F1)
+    mult = rng.integers(1, 2**32, size=(2, bits.shape[1]), dtype=np.uint64) | 1
+    mult = jnp.asarray(mult.astype(np.uint32))
+    return [jnp.sum(bits * m, axis=1, dtype=jnp.uint32) for m in mult]
+
+
+def _identical_pairs_exact(nngp, x1, x2, cov1):
+    """``nngp`` with the pairs of bitwise-identical inputs (a test point that is also a
+    training point, a copy of x1 passed as x2) set to the covariance of the input with itself,
+    so they are exactly what ``x2=None`` gives: the two contractions round differently, and
+    discontinuous or chaotic maps amplify that difference layer after layer."""
+    (a1, b1), (a2, b2) = _fingerprints(x1), _fingerprints(x2)
+    same = (a1[:, None] == a2[None, :]) & (b1[:, None] == b2[None, :])
+    if cov1.ndim == nngp.ndim:  # diagonal_batch=False: cov1 is (N1, N1, ...)
+        cov1 = jnp.moveaxis(jnp.diagonal(cov1, axis1=0, axis2=1), -1, 0)
+    same = same.reshape(same.shape + (1,) * (nngp.ndim - 2))
+    return jnp.where(same, cov1[:, None], nngp)
+
+
 def inputs_to_kernel(x1, x2=None, *, diagonal_batch=True, diagonal_spatial=False,
                      compute_ntk=True) -> Kernel:
     """The Kernel of raw inputs: channel-averaged inner products, and a zero NTK."""
@@ -199,6 +270,8 @@ def inputs_to_kernel(x1, x2=None, *, diagonal_batch=True, diagonal_spatial=False
         return gram(x, x, diagonal_spatial=diagonal_spatial, same_batch=diagonal_batch)
 
     nngp = gram(x1, x1 if x2 is None else x2, diagonal_spatial=diagonal_spatial)
+    if x2 is not None:
+        nngp = _identical_pairs_exact(nngp, x1, x2, cov(x1))
     if x2 is None:
         # cov1 is then the batch diagonal of nngp: take it from nngp, so that an input paired
         # with itself has correlation exactly 1 (a separate contraction rounds differently,
@@ -222,27 +295,6 @@ def inputs_to_kernel(x1, x2=None, *, diagonal_batch=True, diagonal_spatial=False
 
 # ----------------------------------------------------------------------------------------------
 # argument checks shared by the layer factories
-
-
-def check_positive_int(value, arg: str, layer: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
-        raise ValueError(f"{layer}({arg}={value!r}): {arg} must be a positive integer.")
-    return int(value)
-
-
-def check_nonnegative(value, arg: str, layer: str, allow_none: bool = False):
-    if value is None and allow_none:
-        return None
-    if isinstance(value, jax.core.Tracer):  # hyperparameters may be traced for jax.grad
-        return value
-    try:
-        ok = float(value) >= 0
-    except (TypeError, ValueError):
-        ok = False
-    if not ok:
-        none = " or None" if allow_none else ""
-        raise ValueError(f"{layer}({arg}={value!r}): {arg} must be a non-negative number{none}.")
-    return value
 
 
 def check_kernel_input(k: Any, layer: str, *, gaussian: bool = False) -> Kernel:

@@ -27,24 +27,6 @@ from ..kernel import Kernel
 
 _TILE_BYTES = [2**23]  # bytes per kernel array above which calls are tiled (tile_memory)
 _MIN_SIDE = 2  # smallest tile side: off-diagonal tiles also evaluate 2 b self-covariances
-_SEPARABLE = [True]  # cleared while tracing by layers whose pairs depend on other inputs
-
-
-def mark_batch_mixing() -> None:
-    """Called (while tracing) by a layer whose kernel of a pair depends on other inputs, such
-    as an ``Index`` that selects inputs along the batch axis: that call is not tiled."""
-    _SEPARABLE[0] = False
-
-
-def abstract_evaluation(untiled, x1, x2):
-    """``jax.eval_shape`` of the untiled evaluation, and whether its pairs are separable."""
-    _SEPARABLE[0] = True
-    try:
-        out = jax.eval_shape(untiled, x1, x2)
-        return out, _SEPARABLE[0]
-    finally:
-        _SEPARABLE[0] = True
-
 
 def tile_memory(nbytes: int | None = None) -> int | None:
     """Returns (and with an argument, sets) the size in bytes of one kernel array above which

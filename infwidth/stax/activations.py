@@ -13,7 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.scipy.special import erf
 
-from .._numerics import arccos, safe_divide, safe_sqrt
+from .._numerics import arccos, clipped_correlation, pair_norm, safe_sqrt
 from ._layer import Layer
 from .elementwise import elementwise
 
@@ -41,17 +41,21 @@ def _as_degree(value, layer, max_degree=None):
 
 
 def _correlation(cov12, var1, var2):
-    """``(sqrt(var1) sqrt(var2), cov12 / sqrt(var1 var2))``, the correlation clipped to
-    [-1, 1] and 0 where an input is zero.
-
-    The correlation divides by ``sqrt(var1 * var2)``, which is exactly ``var`` when
-    ``var1 == var2 == var`` (``sqrt(var) * sqrt(var)`` is not), so an input paired with itself
-    has correlation exactly 1. That matters for maps with an infinite slope at 1 (`Sign`,
-    ``RectifiedMonomial(0)``), where a rounding error of 1e-16 would grow to 1e-8 after one
-    layer and to 1e-2 after three.
+    """``(sqrt(var1 var2), cov12 / sqrt(var1 var2))``: the norm is exactly ``var`` when
+    ``var1 == var2 == var``, the correlation is clipped to [-1, 1], exactly +-1 within rounding
+    of it and 0 where an input is zero; neither forms ``var1 * var2``, so variances of 1e-30 or
+    1e30 neither underflow nor overflow in float32 (see `infwidth._numerics`).
     """
-    norm = safe_sqrt(var1) * safe_sqrt(var2)
-    return norm, jnp.clip(safe_divide(cov12, safe_sqrt(var1 * var2)), -1, 1)
+    return pair_norm(var1, var2), clipped_correlation(cov12, var1, var2)
+
+
+def _det_gap(cov12, var1, var2):
+    """``var1 var2 - cov12**2 >= 0`` as ``(n - |cov12|)(n + |cov12|)`` with ``n = sqrt(var1
+    var2)``: no cancellation between two large products, and exactly 0 for an input paired with
+    itself. No clamp at 0: `elementwise` keeps ``|cov12| <= n``, and a clamp would halve the
+    derivative autodiff takes at ``|cov12| = n`` (Gabor's NTK map)."""
+    norm, abs_cov = pair_norm(var1, var2), jnp.abs(cov12)
+    return (norm - abs_cov) * (norm + abs_cov)
 
 
 def ABRelu(a: float, b: float, do_stabilize: bool = False) -> Layer:
@@ -84,8 +88,7 @@ def ABRelu(a: float, b: float, do_stabilize: bool = False) -> Layer:
     def angle_terms(cov12, var1, var2):
         # var1 and var2 broadcast against cov12 (outer shapes), so the square roots and
         # reciprocals are taken on the small factors before they are combined.
-        norm = safe_sqrt(var1) * safe_sqrt(var2)
-        corr = jnp.clip(safe_divide(cov12, norm), -1, 1)
+        norm, corr = _correlation(cov12, var1, var2)
         sin_norm = norm * safe_sqrt(1 - corr * corr)
         theta = arccos(corr)  # pi / 2 where an input is zero, as in neural-tangents
         return sin_norm, mean_sq - factor * theta
@@ -163,7 +166,9 @@ def Erf(a: float = 1.0, b: float = 1.0, c: float = 0.0) -> Layer:
     b2 = b**2
 
     def root(cov12, var1, var2):
-        return safe_sqrt((1 + 2 * b2 * var1) * (1 + 2 * b2 * var2) - 4 * b2**2 * cov12**2)
+        # (1 + 2 b^2 var1)(1 + 2 b^2 var2) - 4 b^4 cov12^2 without cancellation between the two
+        # products (they agree to all digits for an input with itself when var is large)
+        return safe_sqrt(1 + 2 * b2 * (var1 + var2) + 4 * b2**2 * _det_gap(cov12, var1, var2))
 
     def nngp_fn(cov12, var1, var2):
         angle = jnp.arctan2(2 * b2 * cov12, root(cov12, var1, var2))
@@ -255,7 +260,7 @@ def Gelu(approximate: bool = False) -> Layer:
 
     def parts(cov12, var1, var2):
         p = (1 + var1) * (1 + var2)
-        d = p - cov12 * cov12
+        d = 1 + var1 + var2 + _det_gap(cov12, var1, var2)  # p - cov12**2, without cancellation
         root = safe_sqrt(d)
         return p, d, root, jnp.arctan2(cov12, root)
 

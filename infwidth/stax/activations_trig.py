@@ -14,9 +14,9 @@ import math
 
 import jax.numpy as jnp
 
-from .._numerics import safe_divide, safe_sqrt
+from .._numerics import safe_sqrt
 from ._layer import Layer
-from .activations import _as_float, _correlation
+from .activations import _as_float, _correlation, _det_gap
 from .elementwise import elementwise
 
 
@@ -133,7 +133,7 @@ def Gabor() -> Layer:
     """
 
     def nngp_fn(cov12, var1, var2):
-        det_gap = var1 * var2 - cov12 * cov12
+        det_gap = _det_gap(cov12, var1, var2)
         total = var1 + var2
         d = 1 + 2 * total + 4 * det_gap
         q = total + 4 * det_gap
@@ -170,7 +170,8 @@ def Gaussian(a: float = 1, b: float = -1) -> Layer:
     a2 = a**2
 
     def det(cov12, var1, var2):
-        return (1 - 2 * b * var1) * (1 - 2 * b * var2) - 4 * b**2 * cov12 * cov12
+        # (1 - 2 b var1)(1 - 2 b var2) - 4 b^2 cov12^2, without cancellation between products
+        return 1 - 2 * b * (var1 + var2) + 4 * b**2 * _det_gap(cov12, var1, var2)
 
     def nngp_fn(cov12, var1, var2):
         return a2 / safe_sqrt(det(cov12, var1, var2))
@@ -242,10 +243,9 @@ def ExpNormalized(gamma: float = 1, shift: float = -1, do_clip: bool = False) ->
         raise TypeError(f"ExpNormalized(do_clip={do_clip!r}): do_clip must be True or False.")
 
     def parts(cov12, var1, var2):
-        norm, _ = _correlation(cov12, var1, var2)
-        corr = safe_divide(cov12, norm)
-        if do_clip:
-            corr = jnp.clip(corr, -1, 1)
+        # the covariances reaching an activation obey Cauchy-Schwarz (see `elementwise`), so
+        # the correlation is within [-1, 1] whether or not do_clip asks for it
+        norm, corr = _correlation(cov12, var1, var2)
         return norm, jnp.exp(gamma * (corr + shift))
 
     def nngp_fn(cov12, var1, var2):

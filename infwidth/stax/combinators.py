@@ -60,7 +60,7 @@ def serial(*layers: Layer) -> Layer:
             k = kernel_fn(k, **kwargs)
         return k
 
-    return make_layer("serial", init_fn, apply_fn, transform, shape_fn=None)
+    return make_layer("serial", init_fn, apply_fn, transform, shape_fn=None, children=kernel_fns)
 
 
 def parallel(*layers: Layer) -> Layer:
@@ -102,7 +102,8 @@ def parallel(*layers: Layer) -> Layer:
         _check_count(ks, "inputs")
         return [kernel_fn(k, **kwargs) for kernel_fn, k in zip(kernel_fns, ks)]
 
-    return make_layer("parallel", init_fn, apply_fn, transform, shape_fn=None)
+    return make_layer("parallel", init_fn, apply_fn, transform, shape_fn=None,
+                      children=kernel_fns)
 
 
 def Identity() -> Layer:
@@ -212,4 +213,5 @@ def repeat(layer: Layer, n: int) -> Layer:
         return jax.lax.scan(lambda kk, _: (kernel_fn(kk, **kwargs), None), k, None,
                             length=n - 1)[0]
 
-    return make_layer("repeat", init_fn, apply_fn, transform, shape_fn=None)
+    return make_layer("repeat", init_fn, apply_fn, transform, shape_fn=None,
+                      children=(kernel_fn,))

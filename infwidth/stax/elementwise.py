@@ -21,6 +21,7 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 
+from .._numerics import consistent_covariance
 from ..kernel import Kernel
 from ._layer import Layer, check_kernel_input, make_layer
 
@@ -70,8 +71,8 @@ def _map_cov(cov, var, k: Kernel, nngp_fn, diag_fn):
     if k.diagonal_batch and (k.diagonal_spatial or k.n_spatial == 0):
         return diag_fn(cov)
     n_lead = 1 if k.diagonal_batch else 2
-    return nngp_fn(cov, _expand(var, 1, n_lead, k.diagonal_spatial),
-                   _expand(var, 2, n_lead, k.diagonal_spatial))
+    v1, v2 = (_expand(var, side, n_lead, k.diagonal_spatial) for side in (1, 2))
+    return nngp_fn(consistent_covariance(cov, v1, v2), v1, v2)
 
 
 def materialize(*arrays):
@@ -80,15 +81,23 @@ def materialize(*arrays):
     XLA has no multi-output fusion on CPU: a cheap value with two consumers (a layer's NNGP feeds
     both the next NNGP and, through the derivative map, the NTK) is recomputed inside each
     consumer, and across a deep network that recomputation grows quadratically. A conditional is
-    a boundary fusion cannot cross; its other branch (taken only if the kernel is already NaN)
-    keeps the compiler from removing it. On accelerators `optimization_barrier` does the same.
+    a boundary fusion cannot cross; its other branch (taken only if the first entry is already
+    NaN, and then returning the same values) keeps the compiler from removing it. On
+    accelerators `optimization_barrier` does the same.
     """
     if arrays[0].size == 0:
         return arrays
     if jax.default_backend() != "cpu":  # accelerators honour the barrier (and a cond syncs)
         return jax.lax.optimization_barrier(arrays)
+    # the other branch writes NaN where a NaN already is: the same values, which the compiler
+    # cannot know (a NaN input stays in its own rows and columns)
     poisoned = jnp.isnan(arrays[0].ravel()[0])
-    return jax.lax.cond(poisoned, lambda a: tuple(x * jnp.nan for x in a), lambda a: a, arrays)
+    return jax.lax.cond(poisoned, lambda a: (_first_entry_nan(a[0]),) + tuple(a[1:]),
+                        lambda a: a, arrays)
+
+
+def _first_entry_nan(x):
+    return x.reshape(-1).at[0].set(jnp.nan).reshape(x.shape)
 
 
 def derivative_from_autodiff(nngp_fn: Callable) -> Callable:
@@ -118,11 +127,14 @@ def elementwise_kernel(k: Kernel, name: str, nngp_fn: Callable, d_nngp_fn: Calla
     var2 = var1 if k.cov2 is None else variances(k.cov2, k)
     v1 = _expand(var1, 1, 2, k.diagonal_spatial)
     v2 = _expand(var2, 2, 2, k.diagonal_spatial)
-    nngp = nngp_fn(k.nngp, v1, v2)
+    # rounding must not make identical inputs different (correlations a few ulps from 1 are 1)
+    # nor break Cauchy-Schwarz, which the formulas below rely on
+    cov12 = consistent_covariance(k.nngp, v1, v2)
+    nngp = nngp_fn(cov12, v1, v2)
     if k.ntk is None:
         ntk = None
     else:
-        ntk = k.ntk * d_nngp_fn(k.nngp, v1, v2)
+        ntk = k.ntk * d_nngp_fn(cov12, v1, v2)
         nngp, ntk = materialize(nngp, ntk)
     return k.replace(nngp=nngp, ntk=ntk,
                      cov1=_map_cov(k.cov1, var1, k, nngp_fn, diag_fn),

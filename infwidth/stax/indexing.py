@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from . import _tiling
 from ._layer import Layer, make_layer
 
 
@@ -96,8 +95,6 @@ def Index(idx, batch_axis: int = 0, channel_axis: int = -1) -> Layer:
         if not isinstance(full[0], slice):
             raise NotImplementedError(f"{name}: kernel_fn needs the batch axis; index it with a "
                                       f"slice (e.g. Slice[2:3]) rather than an int.")
-        if full[0] != slice(None):
-            _tiling.mark_batch_mixing()  # selects inputs: automatic tiling would be wrong
         spatial = full[1:-1]
 
         def index(mat, n_batch):
@@ -114,4 +111,7 @@ def Index(idx, batch_axis: int = 0, channel_axis: int = -1) -> Layer:
                          cov1=index(k.cov1, n_cov), cov2=index(k.cov2, n_cov),
                          shape1=_index_shape(k.shape1, full), shape2=_index_shape(k.shape2, full))
 
-    return make_layer("Index", init_fn, apply_fn, transform, shape_fn=None)
+    # an index that may select inputs makes a pair's kernel depend on the batch: never tiled
+    first = idx[0] if isinstance(idx, tuple) and idx else idx
+    return make_layer("Index", init_fn, apply_fn, transform, shape_fn=None,
+                      mixes_batch=not (isinstance(first, slice) and first == slice(None)))
