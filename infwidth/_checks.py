@@ -39,12 +39,13 @@ def check_nonnegative(value, arg: str, caller: str, allow_none: bool = False):
         return value
     try:
         arr = np.asarray(value, dtype=float)
-        ok = bool(np.all(arr >= 0)) and not np.iscomplexobj(value)
+        ok = bool(np.all(arr >= 0) and np.all(np.isfinite(arr))) and not np.iscomplexobj(value)
     except (TypeError, ValueError):
         ok = False
     if not ok:
         none = " or None" if allow_none else ""
-        raise ValueError(f"{caller}({arg}={value!r}): {arg} must be a non-negative number{none}.")
+        raise ValueError(f"{caller}({arg}={value!r}): {arg} must be a finite, non-negative "
+                         f"number{none}.")
     return value
 
 

@@ -32,6 +32,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from ._tiles import padded_rows, tile_pairs
 from .kernel import Kernel
 
 AXIS = "tiles"
@@ -435,11 +436,8 @@ def _evaluate(kernel_fn, x1, x2, args, kwargs, *, batch_size, mesh, store_on_hos
                              "that is not a Kernel's cov1/cov2; batch() cannot tile it.")
 
     # Tiles, padded to a multiple of the device count.
-    x1p, x2p = _pad_rows(x1, n_rows * br), _pad_rows(x2, n_cols * bc)
-    if sym_tiles:
-        tiles = [(i, j) for i in range(n_rows) for j in range(i, n_cols)]
-    else:
-        tiles = [(i, j) for i in range(n_rows) for j in range(n_cols)]
+    x1p, x2p = _pad_rows(x1, padded_rows(n1, br)), _pad_rows(x2, padded_rows(n2, bc))
+    tiles = tile_pairs(n_rows, n_cols, symmetric=sym_tiles)
 
     key = None if signature is None else (mesh, br, bc, sym_tiles) + signature
     compiled = None if key is None else cache.get(key)

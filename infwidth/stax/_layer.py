@@ -27,7 +27,7 @@ from .._checks import check_bool, check_nonnegative, check_positive_int  # noqa:
 from .._get import parse_get
 from .._get import select as _select
 from ..kernel import DATA_FIELDS, STATIC_FIELDS, Kernel
-from . import _memory, _tiling
+from . import _layout, _memory, _tiling
 
 GET_NAMES = DATA_FIELDS + STATIC_FIELDS
 _HIGHEST = jax.lax.Precision.HIGHEST
@@ -94,18 +94,24 @@ def make_layer(name: str, init_fn: Callable, apply_fn: Callable, transform: Call
                 out = out.replace(shape1=shape_fn(out.shape1), shape2=shape_fn(out.shape2))
             return out
 
-        if _is_kernel(x1) or _is_traced(x1, x2):
-            # inside a recursion, or under jit: tracing raises every error before any work
+        if _is_kernel(x1):  # inside a recursion
             return _select(untiled(x1, x2), get, "AnalyticKernel")
+        traced = _is_traced(x1, x2)
         x2t = None if x2 is x1 else x2  # the same inputs twice: the symmetric evaluation
+        if not traced:
+            x1 = jax.tree_util.tree_map(lambda a: _float(a, "x1"), x1)  # type errors first
+            x2t = None if x2t is None else jax.tree_util.tree_map(lambda a: _float(a, "x2"), x2t)
+            x2 = x1 if x2t is None and x2 is not None else x2t
+        tiles = (not info.mixes_batch
+                 and _tiling.may_tile(x1, x2t, diagonal_batch, diagonal_spatial, kwargs))
+        if traced and not tiles:  # under jit, tracing raises every error before any work
+            return _select(untiled(x1, x2), get, "AnalyticKernel")
         # an abstract evaluation first: every layer's error is raised here, after tracing
-        # only, and the result's size is checked against the memory there is
-        abstract = jax.eval_shape(untiled, x1, x2t)
-        tiles = _tiling.may_tile(x1, x2t, diagonal_batch, diagonal_spatial, kwargs)
-        sides = None
-        if tiles and not info.mixes_batch:
-            sides = _tiling.tile_sides(x1, x2t, abstract)
-        _memory.check_fits(abstract, tiled=sides is not None, caller=f"{name}.kernel_fn")
+        # only; it sizes the tiles and checks the result fits in memory
+        program, abstract = jax.make_jaxpr(untiled, return_shape=True)(x1, x2t)
+        sides = _tiling.tile_sides(x1, x2t, abstract) if tiles else None
+        _memory.check_fits(abstract, tiled=sides is not None, caller=f"{name}.kernel_fn",
+                           largest=_memory.largest_intermediate(program.jaxpr))
         if sides is not None:
             return _select(_tiling.tiled(untiled, x1, x2t, abstract, sides), get,
                            "AnalyticKernel")
@@ -187,10 +193,17 @@ def as_kernel(x1, x2=None, *, diagonal_batch=True, diagonal_spatial=False, compu
 
 def _float(x, name):
     if not _is_array(x):
-        if isinstance(x, (int, float)) or x is None:
+        if isinstance(x, (int, float, str)) or x is None:
             raise TypeError(f"kernel_fn({name}): expected an array of shape (N, ..., features), "
                             f"got {type(x).__name__}.")
         x = np.asarray(x)
+    if jnp.issubdtype(x.dtype, jnp.complexfloating):
+        raise TypeError(f"kernel_fn({name}): got complex inputs ({x.dtype}); the kernels are "
+                        f"those of real networks. Pass real features, e.g. "
+                        f"jnp.concatenate([x.real, x.imag], axis=-1).")
+    if not (jnp.issubdtype(x.dtype, jnp.floating) or jnp.issubdtype(x.dtype, jnp.integer)
+            or jnp.issubdtype(x.dtype, jnp.bool_)):
+        raise TypeError(f"kernel_fn({name}): expected numbers, got an array of dtype {x.dtype}.")
     if not jnp.issubdtype(x.dtype, jnp.floating):
         x = jnp.asarray(x, dtype=jnp.result_type(float))
     return jnp.asarray(x)
@@ -202,6 +215,10 @@ def _check_inputs(x1, x2):
             f"kernel_fn(x1): inputs need a batch axis and a feature axis, shape (N, ..., d); got "
             f"shape {x1.shape}. Use x[None] for a single input or x[:, None] for scalar inputs."
         )
+    if x1.shape[-1] == 0:
+        raise ValueError(f"kernel_fn(x1): inputs of shape {x1.shape} have no features (the last "
+                         f"axis is empty), so their kernel is undefined; give each input at "
+                         f"least one feature.")
     if x2 is not None and (x2.ndim != x1.ndim or x2.shape[1:] != x1.shape[1:]):
         raise ValueError(
             f"kernel_fn(x1, x2): x1 has shape {x1.shape} and x2 has shape {x2.shape}; they may "
@@ -209,8 +226,7 @@ def _check_inputs(x1, x2):
         )
 
 
-def _spatial_letters(n_spatial):
-    return "hwdefgijkl"[:n_spatial], "HWDEFGIJKL"[:n_spatial]
+_spatial_letters = _layout.spatial_letters
 
 
 def gram(x1, x2, *, diagonal_spatial: bool, same_batch: bool = False):
@@ -250,7 +266,7 @@ def _identical_pairs_exact(nngp, x1, x2, cov1):
     (a1, b1), (a2, b2) = _fingerprints(x1), _fingerprints(x2)
     same = (a1[:, None] == a2[None, :]) & (b1[:, None] == b2[None, :])
     if cov1.ndim == nngp.ndim:  # diagonal_batch=False: cov1 is (N1, N1, ...)
-        cov1 = jnp.moveaxis(jnp.diagonal(cov1, axis1=0, axis2=1), -1, 0)
+        cov1 = _layout.batch_diagonal(cov1)
     same = same.reshape(same.shape + (1,) * (nngp.ndim - 2))
     return jnp.where(same, cov1[:, None], nngp)
 
@@ -276,7 +292,7 @@ def inputs_to_kernel(x1, x2=None, *, diagonal_batch=True, diagonal_spatial=False
         # cov1 is then the batch diagonal of nngp: take it from nngp, so that an input paired
         # with itself has correlation exactly 1 (a separate contraction rounds differently,
         # which discontinuous activations such as Sign amplify layer after layer).
-        cov1 = jnp.moveaxis(jnp.diagonal(nngp, axis1=0, axis2=1), -1, 0) if diagonal_batch else nngp
+        cov1 = _layout.batch_diagonal(nngp) if diagonal_batch else nngp
     else:
         cov1 = cov(x1)
     return Kernel(

@@ -36,18 +36,40 @@ def _gib(n: float) -> str:
     return f"{n / 2**30:.3g} GiB"
 
 
-def check_fits(abstract, *, tiled: bool, caller: str) -> None:
-    """Raises a MemoryError before any work when the result of a kernel_fn (an abstract
-    `jax.eval_shape` output) cannot fit in the memory the device has."""
+def _nbytes(x) -> int:
+    return int(np.prod(x.shape, dtype=np.int64)) * np.dtype(x.dtype).itemsize
+
+
+def largest_intermediate(jaxpr) -> int:
+    """Bytes of the largest value a (closed) jaxpr computes, nested jaxprs included."""
+    best = 0
+    for eqn in jaxpr.eqns:
+        for v in eqn.outvars:
+            if hasattr(v.aval, "shape"):
+                best = max(best, _nbytes(v.aval))
+        for p in eqn.params.values():
+            inner = getattr(p, "jaxpr", None)
+            if inner is not None and hasattr(inner, "eqns"):
+                best = max(best, largest_intermediate(inner))
+    return best
+
+
+def check_fits(abstract, *, tiled: bool, caller: str, largest: int = 0) -> None:
+    """Raises a MemoryError before any work when a kernel_fn's result (an abstract
+    `jax.eval_shape` output) or, untiled, its largest intermediate array cannot fit in the
+    memory the device has."""
     leaves = [x for x in jax.tree_util.tree_leaves(abstract) if hasattr(x, "shape")]
-    need = sum(int(np.prod(x.shape, dtype=np.int64)) * np.dtype(x.dtype).itemsize for x in leaves)
+    need = sum(_nbytes(x) for x in leaves)
+    peak = need if tiled else max(need, _UNTILED_FACTOR * largest)
     have = available_bytes()
-    if have is None or need * (1 if tiled else _UNTILED_FACTOR) <= have:
+    if have is None or peak <= have:
         return
     shapes = ", ".join(f"{tuple(x.shape)} {np.dtype(x.dtype).name}" for x in leaves[:4])
+    what = (f"the result needs {_gib(need)} ({shapes})" if peak == need else
+            f"its evaluation in one piece needs about {_gib(peak)} (intermediate kernels of "
+            f"{_gib(largest)}; result {shapes})")
     raise MemoryError(
-        f"{caller}: the result needs {_gib(need)} ({shapes}), more than the {_gib(have)} of "
-        f"memory available. Ask only for what you need (get='ntk'), keep only equal positions "
-        f"(diagonal_spatial=True, enough before Flatten), use float32 instead of float64, or "
-        f"evaluate it in tiles written to host memory or disk with infwidth.batch(kernel_fn, "
-        f"batch_size) on smaller pieces of x1 and x2.")
+        f"{caller}: {what}, more than the {_gib(have)} of memory available. Ask only for what "
+        f"you need (get='ntk'), keep only equal positions (diagonal_spatial=True, enough "
+        f"before Flatten), use float32 instead of float64, or evaluate it in tiles with "
+        f"infwidth.batch(kernel_fn, batch_size) (automatic tiling: stax.tile_memory).")

@@ -18,6 +18,7 @@ import numpy as np
 from jax import lax
 
 from ..kernel import Kernel
+from ._layout import map_covariances, n_lead, spatial_axes  # noqa: F401 (used by layers)
 
 PADDINGS = ("VALID", "SAME", "CIRCULAR")
 
@@ -198,27 +199,6 @@ def apply_matrix(x, axis: int, m):
 
 # ----------------------------------------------------------------------------------------------
 # kernel layout
-
-
-def n_lead(cov, k: Kernel, n_spatial: int) -> int:
-    """Number of batch axes of a stored covariance (1 for a diagonal-batch cov1/cov2, else 2)."""
-    per = n_spatial if k.diagonal_spatial else 2 * n_spatial
-    return cov.ndim - per
-
-
-def spatial_axes(lead: int, i: int, diagonal_spatial: bool) -> tuple[int, ...]:
-    """Axes holding spatial dimension ``i`` of a covariance with ``lead`` batch axes."""
-    return (lead + i,) if diagonal_spatial else (lead + 2 * i, lead + 2 * i + 1)
-
-
-def map_covariances(k: Kernel, fn):
-    """Applies ``fn(cov, lead)`` to nngp, ntk, cov1 and cov2 (skipping the absent ones)."""
-    n = k.n_spatial
-
-    def one(c):
-        return None if c is None else fn(c, n_lead(c, k, n))
-
-    return dict(nngp=one(k.nngp), ntk=one(k.ntk), cov1=one(k.cov1), cov2=one(k.cov2))
 
 
 def no_diagonal_spatial(k: Kernel, layer: str):

@@ -23,7 +23,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from .._tiles import even_side, tile_pairs, tile_starts
 from ..kernel import Kernel
+from . import _layout
 
 _TILE_BYTES = [2**23]  # bytes per kernel array above which calls are tiled (tile_memory)
 _MIN_SIDE = 2  # smallest tile side: off-diagonal tiles also evaluate 2 b self-covariances
@@ -87,26 +89,16 @@ def tile_sides(x1, x2, out) -> tuple[int, int] | None:
     pairs = max(budget // pair_bytes, _MIN_SIDE**2)
     b = math.isqrt(pairs)
     if x2 is None:
-        b = -(-n1 // -(-n1 // b))  # the same number of tiles, as even as possible
+        b = even_side(n1, b)  # the same number of tiles, as even as possible
         return (b, b) if b < n1 else None
     b2 = min(n2, b)
     b1 = min(n1, max(1, pairs // b2))
-    b1, b2 = -(-n1 // -(-n1 // b1)), -(-n2 // -(-n2 // b2))
+    b1, b2 = even_side(n1, b1), even_side(n2, b2)
     return None if (b1, b2) == (n1, n2) else (b1, b2)
 
 
-def _starts(n: int, b: int) -> np.ndarray:
-    """Offsets of tiles of side ``b`` covering ``0..n-1``; the last one ends at ``n`` (it may
-    overlap the one before, which is cheaper than padding and slicing the result)."""
-    return np.minimum(np.arange(0, n, b), n - b).astype(np.int32)
-
-
 def _mirror_perm(k: Kernel) -> tuple[int, ...]:
-    """Axis permutation taking a tile's ``K(x1, x2)`` to ``K(x2, x1)``."""
-    s = len(k.shape1) - 2
-    if k.diagonal_spatial:
-        return (1, 0, *range(2, 2 + s))
-    return (1, 0, *[a for i in range(s) for a in (3 + 2 * i, 2 + 2 * i)])
+    return _layout.mirror_perm(len(k.shape1) - 2, k.diagonal_spatial)
 
 
 def _put(full, tile, starts):
@@ -136,9 +128,10 @@ def tiled(untiled, x1, x2, out: Kernel, sides) -> Kernel:
         return acc
 
     if x2 is None:
-        starts = _starts(x1.shape[0], b1)
-        rows, cols = np.triu_indices(len(starts), 1)
-        rows, cols = jnp.asarray(starts[rows]), jnp.asarray(starts[cols])
+        starts = tile_starts(x1.shape[0], b1)
+        upper = [(i, j) for i, j in tile_pairs(len(starts), len(starts), symmetric=True) if i < j]
+        rows = jnp.asarray(starts[[i for i, _ in upper]], jnp.int32)
+        cols = jnp.asarray(starts[[j for _, j in upper]], jnp.int32)
         # off-diagonal tiles first: the diagonal tiles then overwrite every pair of an input
         # with itself (overlapping last tiles may contain some) with the x2=None evaluation
         full = jax.lax.fori_loop(0, len(rows), lambda t, acc: write(
@@ -148,7 +141,7 @@ def tiled(untiled, x1, x2, out: Kernel, sides) -> Kernel:
         full = jax.lax.fori_loop(0, len(starts), lambda t, acc: write(
             acc, untiled(cut(x1, diag[t], b1), None), diag[t], diag[t], False), full)
     else:
-        s1, s2 = _starts(x1.shape[0], b1), _starts(x2.shape[0], b2)
+        s1, s2 = tile_starts(x1.shape[0], b1), tile_starts(x2.shape[0], b2)
         rows = jnp.asarray(np.repeat(s1, len(s2)))
         cols = jnp.asarray(np.tile(s2, len(s1)))
         full = jax.lax.fori_loop(0, len(s1) * len(s2), lambda t, acc: write(

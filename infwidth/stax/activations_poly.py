@@ -83,6 +83,9 @@ def Polynomial(coef) -> Layer:
         raise TypeError(f"Polynomial(coef={coef!r}): coef must be a sequence of numbers, "
                         f"lowest degree first.") from None
     coef = tuple(_as_float(c, "coef", "Polynomial") for c in coef)
+    if not coef:
+        raise ValueError("Polynomial(coef=[]): give at least one coefficient, e.g. "
+                         "Polynomial([0., 1.]) for the identity.")
     nngp_fn, d_nngp_fn, diag_fn = _polynomial_maps(coef)
 
     def fn(x):

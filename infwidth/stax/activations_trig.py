@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 
+import jax
 import jax.numpy as jnp
 
 from .._numerics import safe_sqrt
@@ -99,6 +100,9 @@ def Rbf(gamma: float = 1.0) -> Layer:
       [[1.0, 0.6065], [0.6065, 1.0]]
     """
     gamma = _as_float(gamma, "gamma", "Rbf")
+    if not isinstance(gamma, jax.core.Tracer) and not gamma > 0:
+        raise ValueError(f"Rbf(gamma={gamma!r}): gamma must be positive (the kernel is "
+                         f"exp(-gamma |x - x'|^2 / d)).")
 
     def nngp_fn(cov12, var1, var2):
         return jnp.exp(gamma * (2 * cov12 - var1 - var2))

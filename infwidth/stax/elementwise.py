@@ -23,45 +23,8 @@ import jax.numpy as jnp
 
 from .._numerics import consistent_covariance
 from ..kernel import Kernel
+from . import _layout
 from ._layer import Layer, check_kernel_input, make_layer
-
-_LOWER, _UPPER = "hwdefgijkl", "HWDEFGIJKL"
-
-
-def _pairs_diagonal(x, n_lead: int):
-    """(lead..., h, h', w, w', ...) -> (lead..., h, w, ...): equal positions only."""
-    n_spatial = (x.ndim - n_lead) // 2
-    if n_spatial == 0:
-        return x
-    lead = "abc"[:n_lead]
-    lo = _LOWER[:n_spatial]
-    return jnp.einsum(f"{lead}{''.join(c + c for c in lo)}->{lead}{lo}", x)
-
-
-def variances(cov, k: Kernel):
-    """Per-input, per-position variances ``(N, *spatial)`` from a stored ``cov1``/``cov2``."""
-    if not k.diagonal_batch:
-        cov = jnp.moveaxis(jnp.diagonal(cov, axis1=0, axis2=1), -1, 0)
-    if not k.diagonal_spatial:
-        cov = _pairs_diagonal(cov, 1)
-    return cov
-
-
-def _expand(var, side: int, n_lead: int, diagonal_spatial: bool):
-    """Reshapes variances ``(N, *spatial)`` to broadcast against a covariance of the Kernel layout.
-
-    ``n_lead`` is the number of batch axes of the target (2 for nngp or a full-batch cov, 1 for a
-    diagonal-batch cov); ``side`` says whether ``var`` indexes the first or second member of each
-    (batch and position) pair.
-    """
-    n, spatial = var.shape[0], var.shape[1:]
-    lead = ((n, 1) if side == 1 else (1, n)) if n_lead == 2 else (n,)
-    if diagonal_spatial:
-        return var.reshape(lead + spatial)
-    pairs = ()
-    for s in spatial:
-        pairs += (s, 1) if side == 1 else (1, s)
-    return var.reshape(lead + pairs)
 
 
 def _map_cov(cov, var, k: Kernel, nngp_fn, diag_fn):
@@ -71,7 +34,7 @@ def _map_cov(cov, var, k: Kernel, nngp_fn, diag_fn):
     if k.diagonal_batch and (k.diagonal_spatial or k.n_spatial == 0):
         return diag_fn(cov)
     n_lead = 1 if k.diagonal_batch else 2
-    v1, v2 = (_expand(var, side, n_lead, k.diagonal_spatial) for side in (1, 2))
+    v1, v2 = (_layout.expand(var, side, n_lead, k.diagonal_spatial) for side in (1, 2))
     return nngp_fn(consistent_covariance(cov, v1, v2), v1, v2)
 
 
@@ -120,13 +83,12 @@ def elementwise_kernel(k: Kernel, name: str, nngp_fn: Callable, d_nngp_fn: Calla
         # x2 is x1: the variances are the batch diagonal of nngp itself, so that an input
         # paired with itself has correlation exactly 1 however XLA fused the layers before
         # (maps such as Sign's have infinite slope there and amplify one rounding error)
-        var1 = variances(jnp.moveaxis(jnp.diagonal(k.nngp, axis1=0, axis2=1), -1, 0),
-                         k.replace(diagonal_batch=True))
+        var1 = _layout.variances(_layout.batch_diagonal(k.nngp), k.replace(diagonal_batch=True))
     else:
-        var1 = variances(k.cov1, k)
-    var2 = var1 if k.cov2 is None else variances(k.cov2, k)
-    v1 = _expand(var1, 1, 2, k.diagonal_spatial)
-    v2 = _expand(var2, 2, 2, k.diagonal_spatial)
+        var1 = _layout.variances(k.cov1, k)
+    var2 = var1 if k.cov2 is None else _layout.variances(k.cov2, k)
+    v1 = _layout.expand(var1, 1, 2, k.diagonal_spatial)
+    v2 = _layout.expand(var2, 2, 2, k.diagonal_spatial)
     # rounding must not make identical inputs different (correlations a few ulps from 1 are 1)
     # nor break Cauchy-Schwarz, which the formulas below rely on
     cov12 = consistent_covariance(k.nngp, v1, v2)

@@ -8,7 +8,8 @@ import numpy as np
 
 from .._numerics import safe_divide
 from ._layer import Layer, check_kernel_input, make_layer
-from .elementwise import _expand, variances
+from ._layout import expand as _expand
+from ._layout import variances
 
 
 def _canonical_axes(axis, ndim: int, name: str) -> tuple[int, ...]:
@@ -52,6 +53,11 @@ def LayerNorm(axis=-1, eps: float = 1e-12, batch_axis: int = 0, channel_axis: in
     name = f"LayerNorm(axis={axis!r})"
     _check_layout(batch_axis, channel_axis, "LayerNorm")
     if not isinstance(axis, (int, np.integer)):
+        if isinstance(axis, str) or not all(
+                isinstance(a, (int, np.integer)) and not isinstance(a, bool) for a in axis):
+            raise TypeError(f"{name}: axis must be an int or a tuple of ints, e.g. axis=-1 or "
+                            f"axis=(1, 2, 3) to normalise over an image's positions and "
+                            f"channels.")
         axis = tuple(axis)
         if not axis:
             raise ValueError(f"{name}: axis must contain the channel axis (-1).")
