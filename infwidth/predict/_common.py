@@ -108,7 +108,7 @@ class Layout:
         return tuple(shape)
 
     def check_train_kernel(self, k, name="k_train_train"):
-        k = jnp.asarray(k)
+        k = check_real(k, name, self.where)
         want = tuple(s for d in self.nontrace_shape for s in (d, d))
         if k.shape != want:
             raise ValueError(f"{self.where}: {name} has shape {k.shape}, but y_train of shape "
@@ -117,7 +117,7 @@ class Layout:
         return k
 
     def check_test_kernel(self, k, name="k_test_train"):
-        k = jnp.asarray(k)
+        k = check_real(k, name, self.where)
         if k.ndim != 2 * len(self.nontrace_shape) or k.shape[1::2] != self.nontrace_shape:
             raise ValueError(f"{self.where}: {name} has shape {k.shape}; its second (train) "
                              f"axes must match the non-traced axes {self.nontrace_shape} of "
@@ -155,6 +155,67 @@ def as_times(t, where, dtype):
         raise ValueError(f"{where}(t={t!r}): times must be >= 0 (inf is allowed; t=None means "
                          f"infinite time).")
     return arr
+
+
+def check_real(x, name, where):
+    """``x`` as an array; complex values are an error (never silently cast to real)."""
+    arr = jnp.asarray(x)
+    if jnp.issubdtype(arr.dtype, jnp.complexfloating):
+        raise TypeError(f"{where}: {name} is complex ({arr.dtype}); kernels and targets must be "
+                        f"real. Pass its real part (x.real) if the imaginary part is rounding.")
+    return arr
+
+
+def check_not_empty(y_train, where):
+    if y_train.size == 0:
+        raise ValueError(f"{where}: y_train of shape {y_train.shape} has no entries; it needs at "
+                         f"least one training point and one output (e.g. shape (N, 1)).")
+
+
+def check_train_values(k2d, name, where):
+    """Errors, before any factorization, for a train-train kernel that cannot be meant: complex,
+    non-finite or not symmetric (beyond ``sqrt(eps)`` of its largest entry)."""
+    check_real(k2d, name, where)
+    if not is_concrete(k2d):
+        return
+    k = np.asarray(k2d)
+    bad = ~np.isfinite(k)
+    if bad.any():
+        rows = np.unique(np.nonzero(bad)[0])
+        raise ValueError(f"{where}: {name} has {int(bad.sum())} non-finite (NaN or inf) entries, "
+                         f"in rows {rows[:10].tolist()}{' ...' if rows.size > 10 else ''}; "
+                         f"check the training inputs of those rows (or the kernel that made it).")
+    scale = float(np.abs(k).max(initial=0.0))
+    asym = float(np.abs(k - k.T).max(initial=0.0))
+    if asym > np.sqrt(np.finfo(k.dtype).eps) * scale:
+        i, j = np.unravel_index(np.argmax(np.abs(k - k.T)), k.shape)
+        raise ValueError(f"{where}: {name} is not symmetric: |k[{i}, {j}] - k[{j}, {i}]| = "
+                         f"{asym:.3g} (largest entry {scale:.3g}). A train-train kernel must be "
+                         f"symmetric; check how it was built, or pass (k + k.T) / 2 (pairs of "
+                         f"axes for interleaved kernels) if the asymmetry is intended noise.")
+
+
+def clip_variances(cov2d, prior2d, where):
+    """Repairs rounding: negative diagonal entries (variances) of ``(..., M, M)`` covariances are
+    set to 0. They arise in float32 when test points (nearly) repeat training points of a badly
+    conditioned kernel; a warning reports repairs beyond ``sqrt(eps)`` of the largest prior
+    variance (the diagonal of ``prior2d``)."""
+    diag = jnp.diagonal(cov2d, axis1=-2, axis2=-1)
+    if is_concrete(diag) and is_concrete(prior2d) and diag.size:
+        d = np.asarray(diag)
+        lo = float(d.min())
+        hi = float(np.abs(np.diagonal(np.asarray(prior2d), axis1=-2, axis2=-1)).max())
+        if lo < -np.sqrt(np.finfo(d.dtype).eps) * hi:
+            import warnings
+
+            warnings.warn(f"{where}: {int((d < 0).sum())} predictive variances were negative "
+                          f"(down to {lo:.3g}, largest prior variance {hi:.3g}) from rounding and "
+                          f"were set to 0; compute in float64 "
+                          f"(jax.config.update('jax_enable_x64', True)) or raise diag_reg for "
+                          f"accurate small variances.", stacklevel=3)
+    m = cov2d.shape[-1]
+    eye = jnp.eye(m, dtype=bool)
+    return jnp.where(eye & (cov2d < 0), 0, cov2d)
 
 
 def broadcast_output(x, shape, name, where):

@@ -17,6 +17,10 @@ from ._common import (
     canonicalize_get,
     check_diag_reg,
     check_learning_rate,
+    check_not_empty,
+    check_real,
+    check_train_values,
+    clip_variances,
     pack,
 )
 from .chebyshev import Expansion
@@ -41,6 +45,19 @@ def _merge_kwargs(train_kwargs, test_kwargs):
                                  f"{v_dd!r} for the training set but {v_tt!r} for the test set.")
         kw_td[key], kw_tt[key] = v_td, v_tt
     return kw_td, kw_tt
+
+
+def _check_inputs(x, name, where, x_train=None):
+    """Inputs must be real and non-empty, and test inputs shaped like training inputs."""
+    if not hasattr(x, "shape") or not hasattr(x, "dtype"):
+        return  # e.g. a Kernel or a pytree: kernel_fn checks it
+    check_real(x, name, where)
+    if 0 in x.shape:
+        raise ValueError(f"{where}: {name} of shape {x.shape} is empty; inputs need at least one "
+                         f"point and one feature, shape (N, d) with N, d >= 1.")
+    if x_train is not None and hasattr(x_train, "shape") and x.shape[1:] != x_train.shape[1:]:
+        raise ValueError(f"{where}: {name} has shape {x.shape} but x_train has {x_train.shape}; "
+                         f"all axes but the first (the batch) must match.")
 
 
 def gradient_descent_mse_ensemble(kernel_fn, x_train, y_train, learning_rate: float = 1.0,
@@ -92,7 +109,9 @@ def gradient_descent_mse_ensemble(kernel_fn, x_train, y_train, learning_rate: fl
       ([1.0, 0.0, 1.0], True)
     """
     where = "gradient_descent_mse_ensemble"
-    y_train = jnp.asarray(y_train)
+    y_train = check_real(y_train, "y_train", where)
+    check_not_empty(y_train, where)
+    _check_inputs(x_train, "x_train", where)
     layout = Layout(y_train, trace_axes, where)
     check_learning_rate(learning_rate, where)
     check_diag_reg(diag_reg, where)
@@ -106,8 +125,10 @@ def gradient_descent_mse_ensemble(kernel_fn, x_train, y_train, learning_rate: fl
         if missing:
             k = kernel_fn(x_train, None, missing, **kernel_fn_train_train_kwargs)
             for g in missing:
-                k_dd_cache[g] = layout.check_train_kernel(
-                    kernel_attr(k, g, "kernel_fn(x_train)"), f"kernel_fn(x_train).{g}")
+                name = f"kernel_fn(x_train).{g}"
+                k_dd = layout.check_train_kernel(kernel_attr(k, g, "kernel_fn(x_train)"), name)
+                check_train_values(make_2d(k_dd), name, where)
+                k_dd_cache[g] = k_dd
         return {g: k_dd_cache[g] for g in names}
 
     def eigen(g):
@@ -126,7 +147,14 @@ def gradient_descent_mse_ensemble(kernel_fn, x_train, y_train, learning_rate: fl
     def predict_fn(t=None, x_test=None, get=None, compute_cov: bool = False,
                    **kernel_fn_test_test_kwargs):
         """Ensemble mean [and covariance] on ``x_test`` at time(s) ``t``."""
-        names, single = canonicalize_get(get, where + ".predict_fn")
+        fn = where + ".predict_fn"
+        names, single = canonicalize_get(get, fn)
+        if t is not None:  # argument errors before any kernel is computed
+            t = as_times(t, fn, jnp.result_type(float))
+        if compute_cov not in (True, False):
+            raise TypeError(f"{fn}(compute_cov={compute_cov!r}): compute_cov must be a bool.")
+        if x_test is not None:
+            _check_inputs(x_test, "x_test", fn, x_train)
         deps = tuple(g for g in ("nngp", "ntk")
                      if g in names or (g == "nngp" and "ntk" in names and compute_cov))
         k_dd = train_kernels(deps)
@@ -147,7 +175,7 @@ def gradient_descent_mse_ensemble(kernel_fn, x_train, y_train, learning_rate: fl
                             None if k_td is None else _Pair(**k_td), k_test_test)
 
         dtype = k_dd[deps[0]].dtype
-        t = as_times(t, where + ".predict_fn", dtype)
+        t = t.astype(dtype)
         t_shape = t.shape
         s = (t * learning_rate / layout.size).reshape(-1)
         y_rows = layout.to_rows(y_train).astype(dtype)
@@ -174,10 +202,13 @@ def gradient_descent_mse_ensemble(kernel_fn, x_train, y_train, learning_rate: fl
                 continue
             nngp_dd = make_2d(k_dd["nngp"])
             if k_td is None:
+                prior = nngp_dd
                 cov = _train_cov(g, e.evals, e.evecs, s, nngp_dd)
             else:
+                prior = make_2d(nngp_tt)
                 cov = _test_cov(g, e.evals, e.evecs, s, k_td2, make_2d(k_td["nngp"]), nngp_dd,
-                                make_2d(nngp_tt))
+                                prior)
+            cov = clip_variances(cov, prior, fn)
             cov = zip_axes(cov.reshape(t_shape + test_shape + test_shape), len(t_shape))
             out[g] = Gaussian(mean, cov)
         return pack(out, names, single)

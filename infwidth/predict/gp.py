@@ -6,7 +6,17 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ._common import Gaussian, Layout, canonicalize_get, check_diag_reg, pack
+from ._common import (
+    Gaussian,
+    Layout,
+    canonicalize_get,
+    check_diag_reg,
+    check_not_empty,
+    check_real,
+    check_train_values,
+    clip_variances,
+    pack,
+)
 from .solvers import get_solver, is_concrete, make_2d, regularize, zip_axes
 
 _HIGHEST = jax.lax.Precision.HIGHEST
@@ -39,15 +49,20 @@ def first_kernel(k, name: str):
 class _Solves:
     """Factorizations of the regularized train-train kernels, computed once per kernel."""
 
-    def __init__(self, k_train_train, diag_reg, diag_reg_absolute_scale, solver, name):
+    def __init__(self, k_train_train, diag_reg, diag_reg_absolute_scale, solver, name,
+                 where):
         self.k, self.diag_reg, self.absolute = k_train_train, diag_reg, diag_reg_absolute_scale
+        self.where = where
         self.solver, self.name = get_solver(solver), name
         self.cache = {}
 
     def factor(self, g):
         if g in self.cache:
             return self.cache[g]
-        k2d = regularize(make_2d(kernel_attr(self.k, g, self.name)), self.diag_reg, self.absolute)
+        k2d = make_2d(kernel_attr(self.k, g, self.name))
+        check_train_values(k2d, f"{self.name}.{g}" if not _is_array(self.k) else self.name,
+                           self.where)
+        k2d = regularize(k2d, self.diag_reg, self.absolute)
         f = self.solver.factor(k2d)
         if is_concrete(k2d):  # never keep tracers beyond the trace that made them
             self.cache[g] = f
@@ -102,11 +117,19 @@ def gp_inference(k_train_train, y_train, diag_reg: float = 0.0,
       ([[1.0]], 1.33333)
     """
     where = "gp_inference"
-    y_train = jnp.asarray(y_train)
+    y_train = check_real(y_train, "y_train", where)
+    check_not_empty(y_train, where)
     layout = Layout(y_train, trace_axes, where)
     check_diag_reg(diag_reg, where)
     layout.check_train_kernel(first_kernel(k_train_train, "k_train_train"))
-    solves = _Solves(k_train_train, diag_reg, diag_reg_absolute_scale, solver, "k_train_train")
+    for g in ("nngp", "ntk"):  # bad values fail here, before any factorization
+        if _is_array(k_train_train) or getattr(k_train_train, g, None) is not None:
+            name = "k_train_train" + ("" if _is_array(k_train_train) else f".{g}")
+            check_train_values(make_2d(kernel_attr(k_train_train, g, name)), name, where)
+            if _is_array(k_train_train):
+                break
+    solves = _Solves(k_train_train, diag_reg, diag_reg_absolute_scale, solver, "k_train_train",
+                     where)
     y_rows = layout.to_rows(y_train)
     k_inv_y = {}
 
@@ -152,8 +175,10 @@ def gp_inference(k_train_train, y_train, diag_reg: float = 0.0,
                 sign = 1
             else:
                 cov, sign = cross, -1
+            k_tt2 = make_2d(k_tt)
+            cov = clip_variances(sign * cov + k_tt2, k_tt2, where)
             cov = zip_axes(cov.reshape(test_shape + test_shape))
-            out[g] = Gaussian(mean, k_tt + sign * cov)
+            out[g] = Gaussian(mean, cov)
         return pack(out, names, single)
 
     return predict_fn

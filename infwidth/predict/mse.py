@@ -20,6 +20,9 @@ from ._common import (
     broadcast_output,
     check_diag_reg,
     check_learning_rate,
+    check_not_empty,
+    check_real,
+    check_train_values,
 )
 from .chebyshev import Expansion
 from .gp import _Solves
@@ -97,17 +100,19 @@ def gradient_descent_mse(k_train_train, y_train, learning_rate: float = 1.0,
       [[0.86466], [0.63212]]
     """
     where = "gradient_descent_mse"
-    y_train = jnp.asarray(y_train)
-    k_train_train = jnp.asarray(k_train_train)
+    y_train = check_real(y_train, "y_train", where)
+    check_not_empty(y_train, where)
     layout = Layout(y_train, trace_axes, where)
-    layout.check_train_kernel(k_train_train)
+    k_train_train = layout.check_train_kernel(k_train_train)
+    check_train_values(make_2d(k_train_train), "k_train_train", where)
     check_learning_rate(learning_rate, where)
     check_diag_reg(diag_reg, where)
     if finite_time_method not in FINITE_TIME_METHODS:
         raise ValueError(f"{where}(finite_time_method={finite_time_method!r}): must be one of "
                          f"{FINITE_TIME_METHODS}.")
     dtype = k_train_train.dtype
-    solves = _Solves(k_train_train, diag_reg, diag_reg_absolute_scale, solver, "k_train_train")
+    solves = _Solves(k_train_train, diag_reg, diag_reg_absolute_scale, solver, "k_train_train",
+                     where)
     eigen_cache = []
 
     def k2d_reg():
@@ -126,6 +131,8 @@ def gradient_descent_mse(k_train_train, y_train, learning_rate: float = 1.0,
     def predict_fn(t=None, fx_train_0=0.0, fx_test_0=None, k_test_train=None):
         """Train [and test] outputs at time(s) ``t`` (``None``: infinite time)."""
         _check_outputs(fx_train_0, fx_test_0, k_test_train, where + ".predict_fn")
+        if t is not None:
+            t = as_times(t, where + ".predict_fn", dtype)
         test_shape = None
         if k_test_train is not None:
             k_test_train = layout.check_test_kernel(k_test_train)
@@ -146,7 +153,6 @@ def gradient_descent_mse(k_train_train, y_train, learning_rate: float = 1.0,
             fx_test_t = fx_test_0 + layout.from_rows(_mm(k_td2, x), nontrace_shape=test_shape)
             return fx_test_t if fx_train_0 is None else (fx_train_t, fx_test_t)
 
-        t = as_times(t, where + ".predict_fn", dtype)
         t_shape = t.shape
         s = (t * learning_rate / layout.size).reshape(-1)
         rhs = layout.to_rows(-y_train if fx_train_0 is None else fx_train_0 - y_train)

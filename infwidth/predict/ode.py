@@ -10,7 +10,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ._common import Layout, as_times, broadcast_output, check_learning_rate
+from ._common import (
+    Layout,
+    as_times,
+    broadcast_output,
+    check_learning_rate,
+    check_not_empty,
+    check_real,
+    check_train_values,
+)
 from .mse import _check_outputs, _mm
 from .solvers import is_concrete, make_2d
 
@@ -70,10 +78,11 @@ def gradient_descent(loss, k_train_train, y_train, learning_rate: float = 1.0,
       0.86466
     """
     where = "gradient_descent"
-    y_train = jnp.asarray(y_train)
-    k_train_train = jnp.asarray(k_train_train)
+    y_train = check_real(y_train, "y_train", where)
+    check_not_empty(y_train, where)
     layout = Layout(y_train, trace_axes, where)
-    layout.check_train_kernel(k_train_train)
+    k_train_train = layout.check_train_kernel(k_train_train)
+    check_train_values(make_2d(k_train_train), "k_train_train", where)
     check_learning_rate(learning_rate, where)
     if momentum is not None and is_concrete(momentum) and not 0 <= float(momentum) <= 1:
         raise ValueError(f"{where}(momentum={momentum!r}): momentum must be None or in [0, 1].")

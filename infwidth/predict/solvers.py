@@ -292,25 +292,27 @@ class _CGSolver:
 class Eigen:
     """Eigendecomposition ``K = V diag(evals) V^T`` of a symmetric kernel, computed once.
 
-    Negative eigenvalues (rounding noise of a positive semi-definite kernel) are clipped to zero
-    in every function of the kernel, as in neural-tangents; clearly negative ones warn.
+    Eigenvalues at rounding level, ``<= N * eps * max(evals)`` (numpy's ``matrix_rank``
+    threshold, ``eps`` of the kernel's dtype), and negative ones are set to exactly zero in every
+    function of the kernel: those directions are never learned, even at ``t = inf``, instead of
+    being fitted through a ``1 / 1e-17`` (clearly negative eigenvalues also warn).
     """
 
     def __init__(self, k2d):
         k2d = jnp.asarray(k2d)
         evals, self.evecs = jnp.linalg.eigh(k2d, symmetrize_input=True)
+        eps = jnp.finfo(evals.dtype).eps
         if is_concrete(evals):
             if not bool(jnp.all(jnp.isfinite(evals))):
                 raise NotPositiveDefiniteError("The kernel has non-finite entries or "
                                                "eigenvalues; check its inputs.")
             lo, hi = float(evals[0]), float(evals[-1])
-            eps = float(jnp.finfo(evals.dtype).eps)
-            if lo < -1e3 * eps * k2d.shape[0] * max(hi, 0):
+            if lo < -1e3 * float(eps) * k2d.shape[0] * max(hi, 0):
                 warnings.warn(f"The kernel is not positive semi-definite (smallest eigenvalue "
                               f"{lo:.3g}, largest {hi:.3g}); negative eigenvalues are clipped "
                               f"to 0. Use float64 or add diag_reg.", stacklevel=3)
-        self.evals = jnp.maximum(evals, 0)
-
+        cutoff = k2d.shape[0] * eps * jnp.max(evals, initial=0)
+        self.evals = jnp.where(evals > cutoff, evals, 0)
 
 
 def expm1_neg(evals, s):
