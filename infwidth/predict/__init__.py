@@ -18,9 +18,8 @@ positive-definiteness handling live in `infwidth.predict.solvers` (`Cholesky`, `
 [[1.5]]
 """
 
-from ._common import Gaussian
 from .ensemble import gradient_descent_mse_ensemble
-from .gp import gp_inference
+from .gp import Gaussian, gp_inference
 from .mse import gradient_descent_mse, max_learning_rate
 from .ode import ODEState, gradient_descent
 from .solvers import CG, Cholesky, NotPositiveDefiniteError
