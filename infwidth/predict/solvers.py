@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import jax.scipy.linalg as jsl
 import numpy as np
 
-from ._helpers import NotPositiveDefiniteError, is_concrete, mm, not_pd_message
+from ._helpers import NotPositiveDefiniteError, blas_threads, is_concrete, mm, not_pd_message
 
 __all__ = ["CG", "CGFactor", "Cholesky", "CholeskyFactor", "NotPositiveDefiniteError",
            "get_solver", "pcg", "tiled_matmul"]
@@ -100,7 +100,8 @@ class CholeskyFactor:
 
     def __init__(self, k2d, repair, max_jitter):
         k2d = jnp.asarray(k2d)
-        factor = jnp.linalg.cholesky(k2d)
+        with blas_threads():
+            factor = jax.block_until_ready(jnp.linalg.cholesky(k2d))
         if is_concrete(factor) and not bool(jnp.all(jnp.isfinite(factor))):
             if not repair:
                 raise NotPositiveDefiniteError(not_pd_message(k2d))
@@ -112,7 +113,9 @@ class CholeskyFactor:
                         f"Cholesky(repair=True): jitter up to {max_jitter:g} * mean diagonal did "
                         f"not make the kernel positive definite. " + not_pd_message(k2d))
                 eye = jnp.eye(k2d.shape[0], dtype=k2d.dtype)
-                factor = jnp.linalg.cholesky(k2d + jitter * mean_diag * eye)
+                with blas_threads():
+                    factor = jax.block_until_ready(
+                        jnp.linalg.cholesky(k2d + jitter * mean_diag * eye))
                 if bool(jnp.all(jnp.isfinite(factor))):
                     break
                 jitter *= 10
@@ -123,7 +126,8 @@ class CholeskyFactor:
 
     def solve(self, b):
         """``K^{-1} b`` for ``b`` of shape ``(N, ...)``."""
-        return self._solve(self.factor, b)
+        with blas_threads():
+            return jax.block_until_ready(self._solve(self.factor, b))
 
     @staticmethod
     @jax.jit
