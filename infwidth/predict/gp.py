@@ -50,10 +50,8 @@ def gp_inference(k_train_train, y_train, diag_reg: float = 0.0,
     ``K_** + Θ_*d Θ^{-1} K Θ^{-1} Θ_d* - (Θ_*d Θ^{-1} K_d* + h.c.)``. ``'ntkgp'``: the GP
     posterior with the NTK as covariance (arXiv:2007.05864).
 
-    The train-train kernel plus ``diag_reg`` (in units of its mean diagonal unless
-    ``diag_reg_absolute_scale``) is factorized once per kernel and reused by every call. Use
-    float64: kernels of wide networks are badly conditioned. A kernel that is not positive
-    definite raises :class:`~infwidth.predict.NotPositiveDefiniteError`.
+    A kernel that is not positive definite raises
+    :class:`~infwidth.predict.NotPositiveDefiniteError`; numerics as in `infwidth.predict`.
 
     Args:
       k_train_train: train-train kernel: an array (used for every ``get``), or a `Kernel` /

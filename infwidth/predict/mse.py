@@ -45,10 +45,9 @@ def gradient_descent_mse(k_train_train, y_train, learning_rate: float = 1.0,
     ``f_test(t) = f_test(0) + Θ_*d Θ^{-1} (I - e^{-η Θ t / n}) (y - f_train(0))`` with
     ``n = y_train.size``.
 
-    Finite times use one eigendecomposition of ``k_train_train`` (plus ``diag_reg``), computed
-    on the first call and reused for every ``t``; ``t=None`` (infinite time) uses one Cholesky
-    factorization (or ``solver='cg'``). Negative eigenvalues (rounding noise) are clipped to 0.
-    Use float64 (``jax.config.update('jax_enable_x64', True)``) for accurate results.
+    Finite times use the eigendecomposition of ``k_train_train`` (plus ``diag_reg``), ``t=None``
+    (infinite time) a Cholesky factorization (or ``solver='cg'``); numerics as in
+    `infwidth.predict`.
 
     For large float64 kernels (``N >= 512`` rows) and a few finite times, ``'auto'`` skips the
     ``O(N^3)`` eigendecomposition: it expands ``exp(-η t K / n)`` and
