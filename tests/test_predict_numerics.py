@@ -192,3 +192,15 @@ def test_measured_learning_curve_on_a_rank_deficient_kernel():
                                         n_draws=3)
         err = np.asarray(curve.error)
     assert np.all(np.isfinite(err)) and np.all(err < 1e-18), err
+
+
+def test_blas_threads_follow_idle_cores_and_the_override(monkeypatch):
+    from infwidth.predict import _helpers
+
+    monkeypatch.delenv("INFWIDTH_BLAS_THREADS", raising=False)
+    monkeypatch.setattr(_helpers.os, "getloadavg", lambda: (25.0, 25.0, 25.0))
+    assert _helpers.blas_thread_count() == 1  # every core busy: no spin-waiting threads
+    monkeypatch.setattr(_helpers.os, "getloadavg", lambda: (1.0, 1.0, 1.0))
+    assert _helpers.blas_thread_count() == len(_helpers.os.sched_getaffinity(0))
+    monkeypatch.setenv("INFWIDTH_BLAS_THREADS", "3")
+    assert _helpers.blas_thread_count() == 3

@@ -129,15 +129,14 @@ def gp_inference(k_train_train, y_train, diag_reg: float = 0.0,
                     raise ValueError(f"gp_inference: {hint}; got a plain array.")
             k_td_init = make_2d(kernel_attr(k_test_train, g_init, "k_test_train"))
             k_tt = kernel_attr(k_test_test, g_init, "k_test_test")
-            inv_k_dt = solves.solve(k, k_td_init.T)  # Θ^{-1} K_d* (or K^{-1} K_d*)
-            cross = mm(k_td2, inv_k_dt)
-            if g == "ntk":
+            if g == "ntk":  # one solve: Θ^{-1} Θ_d* serves both terms (Θ is symmetric)
                 nngp_dd = make_2d(kernel_attr(k_train_train, "nngp", "k_train_train"))
-                term = solves.solve(k, k_td2.T)  # Θ^{-1} Θ_d*
+                term = solves.solve(k, k_td2.T)
+                cross = mm(term.T, k_td_init.T)  # Θ_*d Θ^{-1} K_d*
                 cov = mm(term.T, mm(nngp_dd, term)) - cross - cross.T
                 sign = 1
             else:
-                cov, sign = cross, -1
+                cov, sign = mm(k_td2, solves.solve(k, k_td_init.T)), -1  # K_*d K^{-1} K_d*
             k_tt2 = make_2d(k_tt)
             cov = clip_variances(sign * cov + k_tt2, k_tt2, where)
             cov = zip_axes(cov.reshape(test_shape + test_shape))
