@@ -1,4 +1,4 @@
-"""gradient_descent_mse sweep over t in {10, 100, 1000, inf} (float64), infwidth vs neural-tangents.
+"""Prediction (float64), infwidth vs neural-tangents: gradient_descent_mse sweep and ensemble.
 
     python benchmarks/predict.py [--nt-python $(../shared/tools/nt-venv.sh)] [--cases ...]
 
@@ -8,6 +8,12 @@ with an array of times) and t = None, so the factorizations are inside the timin
 the NTK of a one-hidden-layer ReLU network on random inputs, computed with numpy. Both workers
 write their outputs to the temp directory and the driver prints their largest relative
 difference (``equal accuracy``).
+
+The ``ensemble`` case is issue 26's workload: ``gradient_descent_mse_ensemble`` of a 2-hidden-
+layer ReLU network (width-independent kernels, computed by each library's own ``kernel_fn``),
+2048 training and 512 test points, 10 outputs, ``get='ntk'`` with ``compute_cov=True`` at 4
+times (one call with an array of times); a fresh ``predict_fn`` per timed call, so the kernels
+and the eigendecomposition are inside the timing.
 """
 
 import os
@@ -18,12 +24,13 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _harness import main, time_call  # noqa: E402
 
 CASES = {f"N={n} test={n // 4} C=10": {"n": n, "n_test": n // 4, "c": 10} for n in (1024, 4096)}
+CASES["ensemble N=2048 test=512 C=10"] = {"n": 2048, "n_test": 512, "c": 10, "ensemble": True}
 DEFAULT = list(CASES)
 TIMES = (10.0, 100.0, 1000.0)
 
 
 def _out_path(lib, case):
-    tag = f"n{case['n']}"
+    tag = f"n{case['n']}" + ("_ensemble" if case.get("ensemble") else "")
     return os.path.join(tempfile.gettempdir(), f"infwidth_bench_predict_{lib}_{tag}.npz")
 
 
@@ -43,6 +50,33 @@ def _data(case):
         "k_dd": ntk[:n, :n], "k_td": ntk[n:, :n], "y": rng.randn(n, c),
         "f0": 0.1 * rng.randn(n, c), "ft0": 0.1 * rng.randn(n_test, c),
     }
+
+
+def _run_ensemble(predict, stax, lib, case):
+    import jax
+
+    jax.config.update("jax_enable_x64", True)
+    import jax.numpy as jnp
+    import numpy as np
+
+    rng = np.random.RandomState(0)
+    n, n_test, c = case["n"], case["n_test"], case["c"]
+    x = jnp.asarray(rng.randn(n + n_test, 64))
+    x_train, x_test, y = x[:n], x[n:], jnp.asarray(rng.randn(n, c))
+    _, _, kernel_fn = stax.serial(stax.Dense(512, 1.5, 0.05), stax.Relu(),
+                                  stax.Dense(512, 1.5, 0.05), stax.Relu(),
+                                  stax.Dense(c, 1.5, 0.05))
+    kernel_fn = jax.jit(kernel_fn, static_argnames="get")
+    times = jnp.asarray(TIMES + (1e4,))
+
+    def ensemble():
+        fn = predict.gradient_descent_mse_ensemble(kernel_fn, x_train, y)
+        return fn(times, x_test, "ntk", compute_cov=True)
+
+    result = time_call(ensemble, repeats=1)
+    out = ensemble()
+    np.savez(_out_path(lib, case), mean=np.asarray(out.mean), cov=np.asarray(out.covariance))
+    return result
 
 
 def _run(predict, lib, case):
@@ -69,14 +103,18 @@ def _run(predict, lib, case):
 
 
 def infwidth_worker(case):
-    from infwidth import predict
+    from infwidth import predict, stax
 
+    if case.get("ensemble"):
+        return _run_ensemble(predict, stax, "infwidth", case)
     return _run(predict, "infwidth", case)
 
 
 def nt_worker(case):
-    from neural_tangents import predict
+    from neural_tangents import predict, stax
 
+    if case.get("ensemble"):
+        return _run_ensemble(predict, stax, "nt", case)
     return _run(predict, "nt", case)
 
 

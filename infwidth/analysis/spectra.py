@@ -311,7 +311,9 @@ def _krr_errors(k, y2, keys, p, ridge, noise_var):
         idx = jax.random.permutation(k_idx, n)[:p]
         noisy = y2[idx] + jnp.sqrt(noise_var) * jax.random.normal(k_noise, y2[idx].shape, k.dtype)
         k_xx = k[idx][:, idx] + ridge * jnp.eye(p, dtype=k.dtype)
-        pred = k[:, idx] @ jnp.linalg.solve(k_xx, noisy)
+        # The pseudo-inverse (eigenvalues below p * eps * largest dropped): a rank-deficient
+        # kernel gives the minimum-norm interpolant instead of NaN.
+        pred = k[:, idx] @ (jnp.linalg.pinv(k_xx, hermitian=True) @ noisy)
         return jnp.mean((pred - y2) ** 2)
 
     return jax.vmap(one)(keys)

@@ -7,9 +7,23 @@
 * `gradient_descent`: other losses and momentum, by integrating the function-space ODE.
 * `max_learning_rate`: the largest stable gradient-descent step.
 
-Use float64 (``jax.config.update('jax_enable_x64', True)``): kernel matrices of wide networks
-are badly conditioned, and float32 factorizations lose most of their digits. Solvers and
-positive-definiteness handling live in `infwidth.predict.solvers` (`Cholesky`, `CG`).
+Numerics, common to every predictor:
+
+* Use float64 (``jax.config.update('jax_enable_x64', True)``): kernel matrices of wide networks
+  are badly conditioned, and float32 factorizations lose most of their digits.
+* Each train-train kernel is factorized once (eigendecomposition for finite times, Cholesky
+  or CG for ``t=None``) and reused by every later call, time, output and covariance.
+* Eigenvalues at rounding level (``<= N * eps * largest``) or negative count as zero: those
+  directions are never learned, also at ``t = inf`` (numpy's ``matrix_rank`` threshold).
+* Negative predictive variances (float32 rounding when test points repeat training points) are
+  set to 0, with a warning when they exceed ``sqrt(eps)`` of the prior variance.
+* Train-train kernels that are complex, non-finite or not symmetric raise an error naming the
+  entry; argument errors are raised before any kernel is computed.
+* LAPACK runs with as many BLAS threads as there are idle cores (with the optional
+  ``threadpoolctl``; ``INFWIDTH_BLAS_THREADS`` overrides).
+
+Solvers and positive-definiteness handling live in `infwidth.predict.solvers` (`Cholesky`,
+`CG`).
 
 >>> import jax.numpy as jnp
 >>> from infwidth import predict
@@ -18,9 +32,8 @@ positive-definiteness handling live in `infwidth.predict.solvers` (`Cholesky`, `
 [[1.5]]
 """
 
-from ._common import Gaussian
 from .ensemble import gradient_descent_mse_ensemble
-from .gp import gp_inference
+from .gp import Gaussian, gp_inference
 from .mse import gradient_descent_mse, max_learning_rate
 from .ode import ODEState, gradient_descent
 from .solvers import CG, Cholesky, NotPositiveDefiniteError

@@ -16,19 +16,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .solvers import is_concrete, tiled_matmul
-
-_HIGHEST = jax.lax.Precision.HIGHEST
-
-
-
-
-def _neg_phi_np(lam, s):
-    """``-(1 - exp(-lam s)) / lam`` in numpy, with the limit ``-s`` at ``lam = 0``."""
-    x = lam * s
-    small = np.abs(x) < 1e-8
-    safe = np.where(small, 1.0, lam)
-    return np.where(small, -s * (1 - x / 2), np.expm1(-x) / safe)
+from ._helpers import is_concrete, mm
+from .solvers import tiled_matmul
 
 
 def chebyshev_plan(lo: float, hi: float, fns, max_degree: int, rtol: float = 4e-15):
@@ -103,11 +92,19 @@ def spectrum_bounds(k2d):
     return -1e-10 * hi, hi
 
 
+def _neg_phi_np(lam, s):
+    """``-(1 - exp(-lam s)) / lam`` in numpy, with the limit ``-s`` at ``lam = 0``."""
+    x = lam * s
+    small = np.abs(x) < 1e-8
+    safe = np.where(small, 1.0, lam)
+    return np.where(small, -s * (1 - x / 2), np.expm1(-x) / safe)
+
+
 def _expm1_np(lam, s):
     return np.expm1(-lam * s)
 
 
-class Expansion:
+class ChebyshevExpansion:
     """Finite-time matrix functions of one regularized train kernel by Chebyshev expansion
     (see `gradient_descent_mse`); ``apply`` returns ``None`` where the eigenbasis should be used.
     """
@@ -151,5 +148,5 @@ class Expansion:
         out = chebyshev_apply(self.k2d, rhs, coeffs, lo, hi)
         n_t = s_np.size
         d_train = out[:n_t] if train else None
-        d_test = None if k_td2 is None else jnp.matmul(k_td2, out[-n_t:], precision=_HIGHEST)
+        d_test = None if k_td2 is None else mm(k_td2, out[-n_t:])
         return d_train, d_test

@@ -4,43 +4,34 @@ mean and covariance at any time, straight from ``kernel_fn`` (`gradient_descent_
 
 from __future__ import annotations
 
-import functools
-
-import jax
 import jax.numpy as jnp
-import numpy as np
 
-from ._common import (
-    Gaussian,
+from ._helpers import (
+    Eigen,
     Layout,
+    Pair,
     as_times,
     canonicalize_get,
     check_diag_reg,
+    check_inputs,
     check_learning_rate,
+    check_not_empty,
+    check_real,
+    check_train_values,
+    clip_variances,
+    ens_mean,
+    kernel_attr,
+    make_2d,
+    merge_kwargs,
     pack,
+    regularize,
+    test_cov,
+    train_cov,
+    zip_axes,
 )
-from .chebyshev import Expansion
-from .gp import gp_inference, kernel_attr
-from .mse import FINITE_TIME_METHODS, _mm
-from .solvers import Eigen, expm1_neg, make_2d, phi, regularize, zip_axes
-
-
-def _merge_kwargs(train_kwargs, test_kwargs):
-    """Keyword arguments of ``kernel_fn`` for the test-train and test-test calls."""
-    kw_td, kw_tt = dict(train_kwargs), dict(train_kwargs)
-    for key, v_tt in test_kwargs.items():
-        v_dd = train_kwargs.get(key, v_tt)
-        if (isinstance(v_dd, tuple) and len(v_dd) == 2 and isinstance(v_tt, tuple)
-                and len(v_tt) == 2):
-            v_td = (v_tt[0], v_dd[0])  # (x1 = test, x2 = train) halves
-        else:
-            v_td = v_tt
-            both_arrays = all(isinstance(v, (np.ndarray, jax.Array)) for v in (v_dd, v_tt))
-            if not both_arrays and v_dd is not v_tt and v_dd != v_tt:
-                raise ValueError(f"gradient_descent_mse_ensemble: kernel_fn argument {key!r} is "
-                                 f"{v_dd!r} for the training set but {v_tt!r} for the test set.")
-        kw_td[key], kw_tt[key] = v_td, v_tt
-    return kw_td, kw_tt
+from .chebyshev import ChebyshevExpansion
+from .gp import Gaussian, gp_inference
+from .mse import FINITE_TIME_METHODS
 
 
 def gradient_descent_mse_ensemble(kernel_fn, x_train, y_train, learning_rate: float = 1.0,
@@ -92,7 +83,9 @@ def gradient_descent_mse_ensemble(kernel_fn, x_train, y_train, learning_rate: fl
       ([1.0, 0.0, 1.0], True)
     """
     where = "gradient_descent_mse_ensemble"
-    y_train = jnp.asarray(y_train)
+    y_train = check_real(y_train, "y_train", where)
+    check_not_empty(y_train, where)
+    check_inputs(x_train, "x_train", where)
     layout = Layout(y_train, trace_axes, where)
     check_learning_rate(learning_rate, where)
     check_diag_reg(diag_reg, where)
@@ -106,8 +99,10 @@ def gradient_descent_mse_ensemble(kernel_fn, x_train, y_train, learning_rate: fl
         if missing:
             k = kernel_fn(x_train, None, missing, **kernel_fn_train_train_kwargs)
             for g in missing:
-                k_dd_cache[g] = layout.check_train_kernel(
-                    kernel_attr(k, g, "kernel_fn(x_train)"), f"kernel_fn(x_train).{g}")
+                name = f"kernel_fn(x_train).{g}"
+                k_dd = layout.check_train_kernel(kernel_attr(k, g, "kernel_fn(x_train)"), name)
+                check_train_values(make_2d(k_dd), name, where)
+                k_dd_cache[g] = k_dd
         return {g: k_dd_cache[g] for g in names}
 
     def eigen(g):
@@ -118,7 +113,7 @@ def gradient_descent_mse_ensemble(kernel_fn, x_train, y_train, learning_rate: fl
 
     def gp(deps):
         if deps not in gp_cache:
-            k_dd = _Pair(**train_kernels(deps))
+            k_dd = Pair(**train_kernels(deps))
             gp_cache[deps] = gp_inference(k_dd, y_train, diag_reg, diag_reg_absolute_scale,
                                           trace_axes, solver=solver)
         return gp_cache[deps]
@@ -126,13 +121,20 @@ def gradient_descent_mse_ensemble(kernel_fn, x_train, y_train, learning_rate: fl
     def predict_fn(t=None, x_test=None, get=None, compute_cov: bool = False,
                    **kernel_fn_test_test_kwargs):
         """Ensemble mean [and covariance] on ``x_test`` at time(s) ``t``."""
-        names, single = canonicalize_get(get, where + ".predict_fn")
+        fn = where + ".predict_fn"
+        names, single = canonicalize_get(get, fn)
+        if t is not None:  # argument errors before any kernel is computed
+            t = as_times(t, fn, jnp.result_type(float))
+        if compute_cov not in (True, False):
+            raise TypeError(f"{fn}(compute_cov={compute_cov!r}): compute_cov must be a bool.")
+        if x_test is not None:
+            check_inputs(x_test, "x_test", fn, x_train)
         deps = tuple(g for g in ("nngp", "ntk")
                      if g in names or (g == "nngp" and "ntk" in names and compute_cov))
         k_dd = train_kernels(deps)
         k_td = nngp_tt = None
         if x_test is not None:
-            kw_td, kw_tt = _merge_kwargs(kernel_fn_train_train_kwargs, kernel_fn_test_test_kwargs)
+            kw_td, kw_tt = merge_kwargs(kernel_fn_train_train_kwargs, kernel_fn_test_test_kwargs)
             k = kernel_fn(x_test, x_train, deps, **kw_td)
             k_td = {g: layout.check_test_kernel(kernel_attr(k, g, "kernel_fn(x_test, x_train)"),
                                                 f"kernel_fn(x_test, x_train).{g}")
@@ -144,10 +146,10 @@ def gradient_descent_mse_ensemble(kernel_fn, x_train, y_train, learning_rate: fl
         if t is None:
             k_test_test = nngp_tt if x_test is not None else (True if compute_cov else None)
             return gp(deps)(names if not single else names[0],
-                            None if k_td is None else _Pair(**k_td), k_test_test)
+                            None if k_td is None else Pair(**k_td), k_test_test)
 
         dtype = k_dd[deps[0]].dtype
-        t = as_times(t, where + ".predict_fn", dtype)
+        t = t.astype(dtype)
         t_shape = t.shape
         s = (t * learning_rate / layout.size).reshape(-1)
         y_rows = layout.to_rows(y_train).astype(dtype)
@@ -159,7 +161,7 @@ def gradient_descent_mse_ensemble(kernel_fn, x_train, y_train, learning_rate: fl
             mean = None
             if not compute_cov and g not in eigen_cache:
                 if g not in expansions:
-                    expansions[g] = Expansion(
+                    expansions[g] = ChebyshevExpansion(
                         lambda g=g: regularize(make_2d(k_dd[g]), diag_reg, diag_reg_absolute_scale),
                         finite_time_method, dtype, layout, where)
                 res = expansions[g].apply(s, -y_rows, k_td2, k_td2 is None)
@@ -167,17 +169,20 @@ def gradient_descent_mse_ensemble(kernel_fn, x_train, y_train, learning_rate: fl
                     mean = res[0] if k_td2 is None else res[1]
             if mean is None:
                 e = eigen(g)
-                mean = _ens_mean(e.evals, e.evecs, y_rows, s, k_td2)
+                mean = ens_mean(e.evals, e.evecs, y_rows, s, k_td2)
             mean = layout.from_rows(mean, t_shape, test_shape)
             if not compute_cov:
                 out[g] = mean
                 continue
             nngp_dd = make_2d(k_dd["nngp"])
             if k_td is None:
-                cov = _train_cov(g, e.evals, e.evecs, s, nngp_dd)
+                prior = nngp_dd
+                cov = train_cov(g, e.evals, e.evecs, s, nngp_dd)
             else:
-                cov = _test_cov(g, e.evals, e.evecs, s, k_td2, make_2d(k_td["nngp"]), nngp_dd,
-                                make_2d(nngp_tt))
+                prior = make_2d(nngp_tt)
+                cov = test_cov(g, e.evals, e.evecs, s, k_td2, make_2d(k_td["nngp"]), nngp_dd,
+                                prior)
+            cov = clip_variances(cov, prior, fn)
             cov = zip_axes(cov.reshape(t_shape + test_shape + test_shape), len(t_shape))
             out[g] = Gaussian(mean, cov)
         return pack(out, names, single)
@@ -185,49 +190,3 @@ def gradient_descent_mse_ensemble(kernel_fn, x_train, y_train, learning_rate: fl
     return predict_fn
 
 
-class _Pair:
-    """A minimal kernel holder with ``nngp`` / ``ntk`` attributes."""
-
-    def __init__(self, nngp=None, ntk=None):
-        self.nngp, self.ntk = nngp, ntk
-
-
-@jax.jit
-def _ens_mean(evals, evecs, y_rows, s, k_td2):
-    """Ensemble mean at times ``s`` (T,) on the training set (``k_td2=None``) or the test set."""
-    b = _mm(evecs.T, y_rows)[None]
-    ev, s3 = evals[None, :, None], s[:, None, None]
-    if k_td2 is None:
-        return _mm(evecs, -expm1_neg(ev, s3) * b)
-    return _mm(k_td2, _mm(evecs, phi(ev, s3) * b))
-
-
-@functools.partial(jax.jit, static_argnums=0)
-def _train_cov(g, evals, evecs, s, nngp_dd):
-    """Covariance on the training set at times ``s`` (T,): (T, N, N)."""
-    s = s[:, None]
-    if g == "nngp":
-        w = evals * jnp.exp(-2 * jnp.where(evals > 0, evals * s, 0))
-        return _mm(evecs * w[:, None, :], evecs.T)
-    decay = _mm(evecs * jnp.exp(-jnp.where(evals > 0, evals * s, 0))[:, None, :],
-                evecs.T)  # e^{-Θ s}
-    return _mm(decay, _mm(nngp_dd, decay))
-
-
-@functools.partial(jax.jit, static_argnums=0)
-def _test_cov(g, evals, evecs, s, k_td2, nngp_td, nngp_dd, nngp_tt):
-    """Covariance on the test set at times ``s`` (T,): (T, N*, N*).
-
-    The mode's test-train kernel is rotated once into the eigenbasis of its regularized
-    train-train kernel (``a = K_*d V``); each time then costs one ``N* x N x N`` product.
-    """
-    a = _mm(k_td2, evecs)
-    if g == "nngp":
-        return nngp_tt[None] - _mm(a * phi(evals, 2 * s[:, None])[:, None, :], a.T)
-
-    def one(s1):
-        m = _mm(a * phi(evals, s1), evecs.T)  # Θ_*d Θ^{-1}(I - e^{-Θ s}): (N*, N)
-        cross = _mm(m, nngp_td.T)
-        return _mm(_mm(m, nngp_dd), m.T) - cross - cross.T + nngp_tt
-
-    return jax.lax.map(one, s)

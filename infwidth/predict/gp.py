@@ -2,59 +2,40 @@
 
 from __future__ import annotations
 
-import jax
+from typing import Any, NamedTuple
+
 import jax.numpy as jnp
-import numpy as np
 
-from ._common import Gaussian, Layout, canonicalize_get, check_diag_reg, pack
-from .solvers import get_solver, is_concrete, make_2d, regularize, zip_axes
-
-_HIGHEST = jax.lax.Precision.HIGHEST
-
-
-def _is_array(k) -> bool:
-    return isinstance(k, (np.ndarray, jax.Array)) or hasattr(k, "__jax_array__")
-
-
-def kernel_attr(k, g: str, name: str):
-    """``k`` itself if it is an array, else its ``g`` field ('nngp' or 'ntk')."""
-    if _is_array(k):
-        return jnp.asarray(k)
-    v = getattr(k, g, None)
-    if v is None:
-        raise ValueError(f"{name} has no {g!r} kernel: pass an array, or a Kernel / namedtuple "
-                         f"computed with get=('nngp', 'ntk') (or get={g!r}).")
-    return jnp.asarray(v)
+from ._helpers import (
+    Layout,
+    Solves,
+    canonicalize_get,
+    check_diag_reg,
+    check_not_empty,
+    check_real,
+    check_train_values,
+    clip_variances,
+    first_kernel,
+    is_array,
+    kernel_attr,
+    make_2d,
+    mm,
+    pack,
+    zip_axes,
+)
+from .solvers import get_solver
 
 
-def first_kernel(k, name: str):
-    if _is_array(k):
-        return jnp.asarray(k)
-    for g in ("nngp", "ntk"):
-        if getattr(k, g, None) is not None:
-            return jnp.asarray(getattr(k, g))
-    raise ValueError(f"{name} must be an array or have an 'nngp' or 'ntk' kernel, got {k!r}.")
+class Gaussian(NamedTuple):
+    """A ``(mean, covariance)`` pair.
 
+    Attributes:
+      mean: shaped like the network outputs (with leading time axes if several ``t``).
+      covariance: shaped like the kernel between the predicted inputs, e.g. ``(N, N)``.
+    """
 
-class _Solves:
-    """Factorizations of the regularized train-train kernels, computed once per kernel."""
-
-    def __init__(self, k_train_train, diag_reg, diag_reg_absolute_scale, solver, name):
-        self.k, self.diag_reg, self.absolute = k_train_train, diag_reg, diag_reg_absolute_scale
-        self.solver, self.name = get_solver(solver), name
-        self.cache = {}
-
-    def factor(self, g):
-        if g in self.cache:
-            return self.cache[g]
-        k2d = regularize(make_2d(kernel_attr(self.k, g, self.name)), self.diag_reg, self.absolute)
-        f = self.solver.factor(k2d)
-        if is_concrete(k2d):  # never keep tracers beyond the trace that made them
-            self.cache[g] = f
-        return f
-
-    def solve(self, g, b):
-        return self.factor(g).solve(b)
+    mean: Any
+    covariance: Any
 
 
 def gp_inference(k_train_train, y_train, diag_reg: float = 0.0,
@@ -69,10 +50,8 @@ def gp_inference(k_train_train, y_train, diag_reg: float = 0.0,
     ``K_** + Θ_*d Θ^{-1} K Θ^{-1} Θ_d* - (Θ_*d Θ^{-1} K_d* + h.c.)``. ``'ntkgp'``: the GP
     posterior with the NTK as covariance (arXiv:2007.05864).
 
-    The train-train kernel plus ``diag_reg`` (in units of its mean diagonal unless
-    ``diag_reg_absolute_scale``) is factorized once per kernel and reused by every call. Use
-    float64: kernels of wide networks are badly conditioned. A kernel that is not positive
-    definite raises :class:`~infwidth.predict.NotPositiveDefiniteError`.
+    A kernel that is not positive definite raises
+    :class:`~infwidth.predict.NotPositiveDefiniteError`; numerics as in `infwidth.predict`.
 
     Args:
       k_train_train: train-train kernel: an array (used for every ``get``), or a `Kernel` /
@@ -102,11 +81,19 @@ def gp_inference(k_train_train, y_train, diag_reg: float = 0.0,
       ([[1.0]], 1.33333)
     """
     where = "gp_inference"
-    y_train = jnp.asarray(y_train)
+    y_train = check_real(y_train, "y_train", where)
+    check_not_empty(y_train, where)
     layout = Layout(y_train, trace_axes, where)
     check_diag_reg(diag_reg, where)
     layout.check_train_kernel(first_kernel(k_train_train, "k_train_train"))
-    solves = _Solves(k_train_train, diag_reg, diag_reg_absolute_scale, solver, "k_train_train")
+    for g in ("nngp", "ntk"):  # bad values fail here, before any factorization
+        if is_array(k_train_train) or getattr(k_train_train, g, None) is not None:
+            name = "k_train_train" + ("" if is_array(k_train_train) else f".{g}")
+            check_train_values(make_2d(kernel_attr(k_train_train, g, name)), name, where)
+            if is_array(k_train_train):
+                break
+    solves = Solves(k_train_train, diag_reg, diag_reg_absolute_scale, get_solver(solver),
+                    "k_train_train", where)
     y_rows = layout.to_rows(y_train)
     k_inv_y = {}
 
@@ -128,7 +115,7 @@ def gp_inference(k_train_train, y_train, diag_reg: float = 0.0,
             k_td2 = make_2d(k_td)
             if k not in k_inv_y:
                 k_inv_y[k] = solves.solve(k, y_rows.astype(k_dd.dtype))
-            mean = layout.from_rows(jnp.matmul(k_td2, k_inv_y[k], precision=_HIGHEST),
+            mean = layout.from_rows(mm(k_td2, k_inv_y[k]),
                                     nontrace_shape=test_shape)
             if k_test_test is None:
                 out[g] = mean
@@ -138,22 +125,22 @@ def gp_inference(k_train_train, y_train, diag_reg: float = 0.0,
             if g == "ntk":
                 hint = ("the NTK posterior covariance needs both the NNGP and the NTK in "
                         "k_train_train and k_test_train (Kernels or namedtuples)")
-                if _is_array(k_train_train) or _is_array(k_test_train):
+                if is_array(k_train_train) or is_array(k_test_train):
                     raise ValueError(f"gp_inference: {hint}; got a plain array.")
             k_td_init = make_2d(kernel_attr(k_test_train, g_init, "k_test_train"))
             k_tt = kernel_attr(k_test_test, g_init, "k_test_test")
-            inv_k_dt = solves.solve(k, k_td_init.T)  # Θ^{-1} K_d* (or K^{-1} K_d*)
-            cross = jnp.matmul(k_td2, inv_k_dt, precision=_HIGHEST)
-            if g == "ntk":
+            if g == "ntk":  # one solve: Θ^{-1} Θ_d* serves both terms (Θ is symmetric)
                 nngp_dd = make_2d(kernel_attr(k_train_train, "nngp", "k_train_train"))
-                term = solves.solve(k, k_td2.T)  # Θ^{-1} Θ_d*
-                cov = jnp.matmul(term.T, jnp.matmul(nngp_dd, term, precision=_HIGHEST),
-                                 precision=_HIGHEST) - cross - cross.T
+                term = solves.solve(k, k_td2.T)
+                cross = mm(term.T, k_td_init.T)  # Θ_*d Θ^{-1} K_d*
+                cov = mm(term.T, mm(nngp_dd, term)) - cross - cross.T
                 sign = 1
             else:
-                cov, sign = cross, -1
+                cov, sign = mm(k_td2, solves.solve(k, k_td_init.T)), -1  # K_*d K^{-1} K_d*
+            k_tt2 = make_2d(k_tt)
+            cov = clip_variances(sign * cov + k_tt2, k_tt2, where)
             cov = zip_axes(cov.reshape(test_shape + test_shape))
-            out[g] = Gaussian(mean, k_tt + sign * cov)
+            out[g] = Gaussian(mean, cov)
         return pack(out, names, single)
 
     return predict_fn

@@ -8,38 +8,29 @@ Time convention (neural-tangents'): the loss is ``||f - y||^2 / (2 * y_train.siz
 
 from __future__ import annotations
 
-import functools
-
-import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ._common import (
+from ._helpers import (
+    Eigen,
     Layout,
+    Solves,
     as_times,
     broadcast_output,
     check_diag_reg,
     check_learning_rate,
+    check_not_empty,
+    check_outputs,
+    check_real,
+    check_train_values,
+    is_concrete,
+    make_2d,
+    mm,
+    mse_finite,
+    regularize,
 )
-from .chebyshev import Expansion
-from .gp import _Solves
-from .solvers import Eigen, expm1_neg, is_concrete, make_2d, phi, regularize
-
-_HIGHEST = jax.lax.Precision.HIGHEST
-
-
-def _mm(a, b):
-    return jnp.matmul(a, b, precision=_HIGHEST)
-
-
-def _check_outputs(fx_train_0, fx_test_0, k_test_train, where):
-    if fx_train_0 is None and fx_test_0 is None:
-        raise ValueError(f"{where}: fx_train_0 and fx_test_0 are both None, so there is nothing "
-                         f"to predict.")
-    if fx_test_0 is not None and k_test_train is None:
-        raise ValueError(f"{where}: predictions on the test set (fx_test_0 given) need "
-                         f"k_test_train.")
-
+from .chebyshev import ChebyshevExpansion
+from .solvers import get_solver
 
 FINITE_TIME_METHODS = ("auto", "eigh", "chebyshev")
 
@@ -54,10 +45,9 @@ def gradient_descent_mse(k_train_train, y_train, learning_rate: float = 1.0,
     ``f_test(t) = f_test(0) + Θ_*d Θ^{-1} (I - e^{-η Θ t / n}) (y - f_train(0))`` with
     ``n = y_train.size``.
 
-    Finite times use one eigendecomposition of ``k_train_train`` (plus ``diag_reg``), computed
-    on the first call and reused for every ``t``; ``t=None`` (infinite time) uses one Cholesky
-    factorization (or ``solver='cg'``). Negative eigenvalues (rounding noise) are clipped to 0.
-    Use float64 (``jax.config.update('jax_enable_x64', True)``) for accurate results.
+    Finite times use the eigendecomposition of ``k_train_train`` (plus ``diag_reg``), ``t=None``
+    (infinite time) a Cholesky factorization (or ``solver='cg'``); numerics as in
+    `infwidth.predict`.
 
     For large float64 kernels (``N >= 512`` rows) and a few finite times, ``'auto'`` skips the
     ``O(N^3)`` eigendecomposition: it expands ``exp(-η t K / n)`` and
@@ -97,23 +87,25 @@ def gradient_descent_mse(k_train_train, y_train, learning_rate: float = 1.0,
       [[0.86466], [0.63212]]
     """
     where = "gradient_descent_mse"
-    y_train = jnp.asarray(y_train)
-    k_train_train = jnp.asarray(k_train_train)
+    y_train = check_real(y_train, "y_train", where)
+    check_not_empty(y_train, where)
     layout = Layout(y_train, trace_axes, where)
-    layout.check_train_kernel(k_train_train)
+    k_train_train = layout.check_train_kernel(k_train_train)
+    check_train_values(make_2d(k_train_train), "k_train_train", where)
     check_learning_rate(learning_rate, where)
     check_diag_reg(diag_reg, where)
     if finite_time_method not in FINITE_TIME_METHODS:
         raise ValueError(f"{where}(finite_time_method={finite_time_method!r}): must be one of "
                          f"{FINITE_TIME_METHODS}.")
     dtype = k_train_train.dtype
-    solves = _Solves(k_train_train, diag_reg, diag_reg_absolute_scale, solver, "k_train_train")
+    solves = Solves(k_train_train, diag_reg, diag_reg_absolute_scale, get_solver(solver),
+                    "k_train_train", where)
     eigen_cache = []
 
     def k2d_reg():
         return regularize(make_2d(k_train_train), diag_reg, diag_reg_absolute_scale)
 
-    expansion = Expansion(k2d_reg, finite_time_method, dtype, layout, where)
+    expansion = ChebyshevExpansion(k2d_reg, finite_time_method, dtype, layout, where)
 
     def eigen():
         if eigen_cache:
@@ -125,7 +117,9 @@ def gradient_descent_mse(k_train_train, y_train, learning_rate: float = 1.0,
 
     def predict_fn(t=None, fx_train_0=0.0, fx_test_0=None, k_test_train=None):
         """Train [and test] outputs at time(s) ``t`` (``None``: infinite time)."""
-        _check_outputs(fx_train_0, fx_test_0, k_test_train, where + ".predict_fn")
+        check_outputs(fx_train_0, fx_test_0, k_test_train, where + ".predict_fn")
+        if t is not None:
+            t = as_times(t, where + ".predict_fn", dtype)
         test_shape = None
         if k_test_train is not None:
             k_test_train = layout.check_test_kernel(k_test_train)
@@ -143,10 +137,9 @@ def gradient_descent_mse(k_train_train, y_train, learning_rate: float = 1.0,
                 return fx_train_t
             rhs = y_train if fx_train_0 is None else y_train - fx_train_0
             x = solves.solve("ntk", layout.to_rows(rhs).astype(dtype))
-            fx_test_t = fx_test_0 + layout.from_rows(_mm(k_td2, x), nontrace_shape=test_shape)
+            fx_test_t = fx_test_0 + layout.from_rows(mm(k_td2, x), nontrace_shape=test_shape)
             return fx_test_t if fx_train_0 is None else (fx_train_t, fx_test_t)
 
-        t = as_times(t, where + ".predict_fn", dtype)
         t_shape = t.shape
         s = (t * learning_rate / layout.size).reshape(-1)
         rhs = layout.to_rows(-y_train if fx_train_0 is None else fx_train_0 - y_train)
@@ -156,7 +149,7 @@ def gradient_descent_mse(k_train_train, y_train, learning_rate: float = 1.0,
                                                           fx_train_0 is not None)
         if result is None:
             e = eigen()
-            result = _mse_finite(e.evals, e.evecs, rhs, s, k_td2_used, fx_train_0 is not None)
+            result = mse_finite(e.evals, e.evecs, rhs, s, k_td2_used, fx_train_0 is not None)
         dfx_train, dfx_test = result
         outs = []
         if fx_train_0 is not None:
@@ -166,16 +159,6 @@ def gradient_descent_mse(k_train_train, y_train, learning_rate: float = 1.0,
         return outs[0] if len(outs) == 1 else tuple(outs)
 
     return predict_fn
-
-
-@functools.partial(jax.jit, static_argnames="train")
-def _mse_finite(evals, evecs, rhs, s, k_td2, train):
-    """Changes of train / test outputs at times ``s`` (T,), rows layout: (T, P, C) each."""
-    b = _mm(evecs.T, rhs)[None]
-    ev, s3 = evals[None, :, None], s[:, None, None]
-    d_train = _mm(evecs, expm1_neg(ev, s3) * b) if train else None
-    d_test = None if k_td2 is None else _mm(k_td2, _mm(evecs, -phi(ev, s3) * b))
-    return d_train, d_test
 
 
 def max_learning_rate(ntk_train_train, y_train_size=None, momentum=0.0, eps: float = 1e-12):

@@ -10,9 +10,19 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ._common import Layout, as_times, broadcast_output, check_learning_rate
-from .mse import _check_outputs, _mm
-from .solvers import is_concrete, make_2d
+from ._helpers import (
+    Layout,
+    as_times,
+    broadcast_output,
+    check_learning_rate,
+    check_not_empty,
+    check_outputs,
+    check_real,
+    check_train_values,
+    is_concrete,
+    make_2d,
+    mm,
+)
 
 
 @dataclasses.dataclass
@@ -70,10 +80,11 @@ def gradient_descent(loss, k_train_train, y_train, learning_rate: float = 1.0,
       0.86466
     """
     where = "gradient_descent"
-    y_train = jnp.asarray(y_train)
-    k_train_train = jnp.asarray(k_train_train)
+    y_train = check_real(y_train, "y_train", where)
+    check_not_empty(y_train, where)
     layout = Layout(y_train, trace_axes, where)
-    layout.check_train_kernel(k_train_train)
+    k_train_train = layout.check_train_kernel(k_train_train)
+    check_train_values(make_2d(k_train_train), "k_train_train", where)
     check_learning_rate(learning_rate, where)
     if momentum is not None and is_concrete(momentum) and not 0 <= float(momentum) <= 1:
         raise ValueError(f"{where}(momentum={momentum!r}): momentum must be None or in [0, 1].")
@@ -86,7 +97,7 @@ def gradient_descent(loss, k_train_train, y_train, learning_rate: float = 1.0,
     friction = None if momentum is None else (momentum - 1.0) / learning_rate ** 0.5
 
     def apply(k2, g, shape):
-        return layout.from_rows(_mm(k2, layout.to_rows(g)), nontrace_shape=shape)
+        return layout.from_rows(mm(k2, layout.to_rows(g)), nontrace_shape=shape)
 
     def predict_fn(t=None, fx_train_or_state_0=0.0, fx_test_0=None, k_test_train=None):
         """Outputs (or the ODE state) at time(s) ``t``."""
@@ -100,7 +111,7 @@ def gradient_descent(loss, k_train_train, y_train, learning_rate: float = 1.0,
                                                             st.qx_test)
         else:
             fx_train_0, qx_train_0, qx_test_0 = fx_train_or_state_0, None, None
-        _check_outputs(fx_train_0, fx_test_0, k_test_train, fn)
+        check_outputs(fx_train_0, fx_test_0, k_test_train, fn)
         if t is None:
             raise ValueError(f"{fn}(t=None): the ODE is integrated to finite times only; for "
                              f"infinite time under MSE use gradient_descent_mse(t=None).")

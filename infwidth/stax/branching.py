@@ -1,4 +1,5 @@
-"""Branching layers: `FanOut`, `FanInSum`, `FanInProd`, `FanInConcat`, and `Scale`.
+"""Branching layers: `FanOut`, `FanInSum`, `FanInProd`, `FanInConcat` (and `Scale`, the branch
+multiplier, which lives with `OutputScale` in `output_scale.py`).
 
 A branch point copies its input (`FanOut`); `parallel` then applies one layer per branch and a
 fan-in layer merges the branches again. In the infinite-width limit, branches that each contain
@@ -19,6 +20,7 @@ import jax.numpy as jnp
 
 from ..kernel import Kernel
 from ._layer import Layer, check_positive_int, make_layer
+from .output_scale import Scale  # noqa: F401  (its historical import path)
 
 
 def _as_list(ks, layer: str) -> list[Kernel]:
@@ -282,40 +284,3 @@ def FanInConcat(axis: int = -1) -> Layer:
                           is_gaussian=is_gaussian)
 
     return make_layer(name, init_fn, apply_fn, transform, shape_fn=None)
-
-
-def Scale(c: float) -> Layer:
-    """Multiplies its input by a constant ``c``: every covariance and the NTK scale by ``c**2``.
-
-    Not in neural-tangents; useful for branch multipliers such as the ``1/sqrt(depth)`` residual
-    scaling of the depth-wise limit (Hayou et al. 2021, arXiv:2105.01591; Li et al. 2021,
-    arXiv:2106.04013).
-
-    Example:
-      >>> import jax.numpy as jnp
-      >>> from infwidth import stax
-      >>> _, _, kernel_fn = stax.serial(stax.Dense(4), stax.Scale(0.5))
-      >>> k = kernel_fn(jnp.array([[2., 0.]]), get=('nngp', 'ntk'))
-      >>> k.nngp.tolist(), k.ntk.tolist()
-      ([[0.5]], [[0.5]])
-    """
-    name = f"Scale({c!r})"
-    try:
-        float(c)
-    except TypeError:
-        if not hasattr(c, "dtype"):
-            raise TypeError(f"{name}: c must be a number.") from None
-
-    def init_fn(key, input_shape):
-        return tuple(input_shape), ()
-
-    def apply_fn(params, x, **kwargs):
-        return c * x
-
-    def transform(k, **kwargs):
-        if isinstance(k, (list, tuple)):
-            raise ValueError(f"{name}: got {len(k)} inputs; wrap it in parallel(...) to scale "
-                             f"one branch.")
-        return k.scale(c)
-
-    return make_layer("Scale", init_fn, apply_fn, transform, shape_fn=None)

@@ -1,4 +1,7 @@
-"""`OutputScale`: a fixed output multiplier alpha, the knob between lazy and rich training."""
+"""Constant multipliers, one implementation under two names: `Scale` (any constant, e.g. a
+residual branch multiplier) and `OutputScale` (a positive output multiplier alpha, the knob
+between lazy and rich training). Both multiply outputs by the constant and every kernel by its
+square."""
 
 from __future__ import annotations
 
@@ -42,16 +45,46 @@ def OutputScale(alpha: float) -> Layer:
             raise ValueError(
                 f"OutputScale(alpha={alpha!r}): alpha must be a positive number; alpha > 1 "
                 f"moves towards lazy (kernel) training, alpha < 1 towards rich training.")
+    return _multiplier(alpha, name, name)
+
+
+def Scale(c: float) -> Layer:
+    """Multiplies its input by a constant ``c``: every covariance and the NTK scale by ``c**2``.
+
+    Not in neural-tangents; useful for branch multipliers such as the ``1/sqrt(depth)`` residual
+    scaling of the depth-wise limit (Hayou et al. 2021, arXiv:2105.01591; Li et al. 2021,
+    arXiv:2106.04013). `OutputScale` is the same layer, restricted to positive constants.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from infwidth import stax
+      >>> _, _, kernel_fn = stax.serial(stax.Dense(4), stax.Scale(0.5))
+      >>> k = kernel_fn(jnp.array([[2., 0.]]), get=('nngp', 'ntk'))
+      >>> k.nngp.tolist(), k.ntk.tolist()
+      ([[0.5]], [[0.5]])
+    """
+    name = f"Scale({c!r})"
+    try:
+        float(c)
+    except TypeError:
+        if not hasattr(c, "dtype"):
+            raise TypeError(f"{name}: c must be a number.") from None
+    return _multiplier(c, "Scale", name)
+
+
+def _multiplier(c, layer_name: str, where: str) -> Layer:
+    """The layer ``x -> c * x``; kernels (every covariance and the NTK) times ``c**2``."""
 
     def init_fn(key, input_shape):
-        return input_shape, ()
+        return tuple(input_shape), ()
 
     def apply_fn(params, x, **kwargs):
-        return alpha * x
+        return c * x
 
     def transform(k, **kwargs):
         if isinstance(k, (list, tuple)):
-            return [kk.scale(alpha) for kk in k]
-        return check_kernel_input(k, name).scale(alpha)
+            raise ValueError(f"{where}: got {len(k)} inputs; wrap it in parallel(...) to scale "
+                             f"one branch.")
+        return check_kernel_input(k, where).scale(c)
 
-    return make_layer(name, init_fn, apply_fn, transform, shape_fn=None)
+    return make_layer(layer_name, init_fn, apply_fn, transform, shape_fn=None)
