@@ -105,3 +105,14 @@ from .output_scale import OutputScale  # noqa: E402
 
 __all__ += ["OutputScale"]
 __all__ += ["tile_memory"]
+
+from .options import (  # noqa: E402
+    AggregateImplementation,
+    AttentionMechanism,
+    Padding,
+    PositionalEmbedding,
+)
+from .requirements import Bool, Diagonal, MaskedArray, layer, requires, unmask_fn  # noqa: E402
+
+__all__ += ["Padding", "PositionalEmbedding", "AttentionMechanism", "AggregateImplementation",
+            "Bool", "Diagonal", "MaskedArray", "layer", "requires", "unmask_fn"]
