@@ -158,6 +158,9 @@ def _on_position_diagonal(diag, lead: int, spatial):
 
 def _Conv(name, out_chan, filter_shape, strides, padding, W_std, b_std, dimension_numbers,
           parameterization, s, transpose, shared) -> Layer:
+    if isinstance(filter_shape, (tuple, list)) and len(filter_shape) == 0:
+        return _pointwise(name, out_chan, strides, padding, W_std, b_std, dimension_numbers,
+                          parameterization, s)
     out_chan = check_positive_int(out_chan, "out_chan", name)
     filter_shape = check_window(filter_shape, "filter_shape", name)
     n = len(filter_shape)
@@ -267,12 +270,52 @@ def _Conv(name, out_chan, filter_shape, strides, padding, W_std, b_std, dimensio
     return make_layer(name, init_fn, apply_fn, transform, shape_fn)
 
 
+def _pointwise(name, out_chan, strides, padding, W_std, b_std, dimension_numbers,
+               parameterization, s) -> Layer:
+    """``filter_shape=()``: a convolution over no spatial axes, on inputs ``(N, C)``. It is the
+    fully connected layer (as in neural-tangents, where all three convolutions reduce to
+    `Dense` there), with the same parameters ``(W, b)`` of shapes ``(C, out_chan)``,
+    ``(1, out_chan)``."""
+    from .dense import Dense
+
+    if strides not in (None, (), []):
+        raise ValueError(f"{name}(filter_shape=(), strides={strides!r}): with no spatial axes "
+                         f"there is nothing to stride over; pass strides=None.")
+    resolve_padding(padding, name)
+    if dimension_numbers not in (None, ("NC", "IO", "NC"), ["NC", "IO", "NC"]):
+        raise ValueError(f"{name}(filter_shape=(), dimension_numbers={dimension_numbers!r}): "
+                         f"only ('NC', 'IO', 'NC') (or None) fits inputs without spatial axes.")
+    dense = Dense(out_chan, W_std, b_std, parameterization=parameterization, s=s)
+
+    def check(shape, arg):
+        if len(shape) != 2:
+            raise ValueError(f"{name}(filter_shape=()): a filter without spatial axes needs "
+                             f"{arg} of shape (N, C); got {tuple(shape)}. Give filter_shape one "
+                             f"entry per spatial dimension, e.g. (1, 1) for images.")
+
+    def init_fn(key, input_shape):
+        check(input_shape, "input_shape")
+        return dense.init_fn(key, input_shape)
+
+    def apply_fn(params, x, **kwargs):
+        check(x.shape, "inputs")
+        return dense.apply_fn(params, x, **kwargs)
+
+    def transform(k, **kwargs):
+        k = check_kernel_input(k, name)
+        check(k.shape1, "inputs")
+        return dense.kernel_fn(k, **kwargs)
+
+    return make_layer(name, init_fn, apply_fn, transform, shape_fn=None)
+
+
 _ARGS_DOC = """
     Args:
       out_chan: number of output channels of the finite network (the kernel does not depend on
         it under 'ntk').
       filter_shape: the filter's spatial shape, one entry per spatial dimension (1, 2 or 3),
-        e.g. ``(3, 3)`` for NHWC images.
+        e.g. ``(3, 3)`` for NHWC images; ``()`` for inputs ``(N, C)`` without spatial axes
+        (the layer is then `Dense`, as in neural-tangents).
       strides: the strides, one per spatial dimension; ``None`` means 1.
       padding: ``'VALID'``, ``'SAME'`` (zeros) or ``'CIRCULAR'`` (periodic boundaries).
       W_std: weight standard deviation.
