@@ -27,7 +27,7 @@ OURS = {"neural_tangents": "infwidth", "neural_tangents.stax": "infwidth.stax",
 # jax + numpy core.
 NOT_PROVIDED = {("neural_tangents", "experimental")}
 
-# Differences that wait on the core rewrite (infwidth/kernel.py and batching.py, issue 14/17):
+# Differences that wait on the core rewrite (infwidth/kernel.py, batching.py, masking; 14/17):
 # neural-tangents' Kernel has the fields is_reversed, is_input, batch_axis, channel_axis, mask1,
 # mask2 in its constructor order; nt.batch keeps results on the device by default.
 PENDING_CORE = {
@@ -35,6 +35,8 @@ PENDING_CORE = {
                                    "mask1/mask2 and their order wait on the core Kernel rewrite",
     ("neural_tangents", "batch"): "batch(store_on_device=True) default (results on the device, "
                                   "with block_until_ready) waits on the core batching rewrite",
+    ("neural_tangents.stax", "supports_masking"): "masking (Kernel.mask1/mask2 through every "
+                                                  "layer) waits on the core rewrite",
 }
 
 

@@ -70,5 +70,21 @@ f = nt.stax.unmask_fn(lambda v: {"a": stax.MaskedArray(v, v > 0.5), "b": v})
 res = f(x)
 out["unmask/x"], out["unmask/a"], out["unmask/b"] = np.asarray(x), res["a"], res["b"]
 
+# pending in infwidth (tests/test_nt_parity_pending.py): masking and a non-default channel axis
+rng = np.random.RandomState(5)
+xm1, xm2 = rng.randn(3, 6, 2), rng.randn(2, 6, 2)
+xm1[0, 4:], xm2[1, 3:] = -1e9, -1e9  # padded positions carry the mask constant
+out["mask/x1"], out["mask/x2"] = xm1, xm2
+net = stax.serial(stax.Conv(3, (2,), padding="SAME"), stax.Relu(), stax.GlobalAvgPool(),
+                  stax.Dense(1))
+k = net[2](jnp.asarray(xm1), jnp.asarray(xm2), ("nngp", "ntk"), mask_constant=-1e9)
+out["mask/nngp12"], out["mask/ntk12"] = np.asarray(k.nngp), np.asarray(k.ntk)
+xc1, xc2 = rng.randn(3, 2, 5), rng.randn(2, 2, 5)  # (N, C, T)
+out["channel_axis/x1"], out["channel_axis/x2"] = xc1, xc2
+net = stax.serial(stax.Dense(3, b_std=0.1, channel_axis=1), stax.Relu(),
+                  stax.Dense(1, channel_axis=1))
+k = net[2](jnp.asarray(xc1), jnp.asarray(xc2), ("nngp", "ntk"), channel_axis=1)
+out["channel_axis/nngp12"], out["channel_axis/ntk12"] = np.asarray(k.nngp), np.asarray(k.ntk)
+
 np.savez_compressed(os.path.join(here, "dropin.npz"), **out)
 print(f"wrote {len(out)} arrays")
