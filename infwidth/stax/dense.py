@@ -5,13 +5,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from ..parameterization import (
-    affine_cov,
-    affine_kernels,
-    affine_scales,
-    check_has_kernel,
-    resolve_parameterization,
-)
+from ..parameterization import affine_rule
 from ._layer import (
     Layer,
     check_kernel_input,
@@ -72,17 +66,13 @@ def Dense(out_dim: int, W_std: float = 1.0, b_std: float | None = None, batch_ax
     out_dim = check_positive_int(out_dim, "out_dim", name)
     W_std = check_nonnegative(W_std, "W_std", name)
     b_std = check_nonnegative(b_std, "b_std", name, allow_none=True)
-    parameterization = resolve_parameterization(parameterization, name)
+    rule = affine_rule(parameterization, W_std, b_std, s, name)
     if batch_axis not in (0,) or channel_axis not in (-1,):
         raise ValueError(
             f"{name}(batch_axis={batch_axis}, channel_axis={channel_axis}): infwidth keeps the "
             f"batch first and channels last; move the axes of your inputs with jnp.moveaxis."
         )
-    if (not isinstance(s, (tuple, list)) or len(s) != 2
-            or any(check_positive_int(v, "s", name) != v for v in s)):
-        raise ValueError(f"{name}(s={s!r}): s must be a pair of positive integers.")
-    s = tuple(int(v) for v in s)
-    width = out_dim * s[1] if parameterization == "standard" else out_dim
+    width = rule.width(out_dim)
 
     def shape_fn(input_shape):
         return tuple(input_shape[:-1]) + (width,)
@@ -90,7 +80,7 @@ def Dense(out_dim: int, W_std: float = 1.0, b_std: float | None = None, batch_ax
     def init_fn(key, input_shape):
         check_shape(input_shape, name, min_ndim=1)
         fan_in = input_shape[-1]
-        scales = affine_scales(parameterization, W_std, b_std, fan_in, s, width)
+        scales = rule.scales(fan_in, width)
         k_w, k_b = jax.random.split(key)
         W = scales.w_init * jax.random.normal(k_w, (fan_in, width))
         b = None
@@ -100,16 +90,15 @@ def Dense(out_dim: int, W_std: float = 1.0, b_std: float | None = None, batch_ax
 
     def apply_fn(params, x, **kwargs):
         W, b = params
-        scales = affine_scales(parameterization, W_std, b_std, x.shape[-1], s, width)
+        scales = rule.scales(x.shape[-1], width)
         out = scales.w_mult * jnp.tensordot(x, W, (-1, 0))
         return out if b is None else out + scales.b_mult * b
 
     def transform(k, **kwargs):
-        check_has_kernel(parameterization, name)
+        rule.check_has_kernel(name)
         k = check_kernel_input(k, name)
-        fan_in_over_s = k.shape1[-1] / s[0]
-        nngp, ntk = affine_kernels(parameterization, k.nngp, k.ntk, W_std, b_std, fan_in_over_s)
-        return k.replace(nngp=nngp, ntk=ntk, cov1=affine_cov(k.cov1, W_std, b_std),
-                         cov2=affine_cov(k.cov2, W_std, b_std), is_gaussian=True)
+        nngp, ntk = rule.kernels(k.nngp, k.ntk, k.shape1[-1])
+        return k.replace(nngp=nngp, ntk=ntk, cov1=rule.cov(k.cov1), cov2=rule.cov(k.cov2),
+                         is_gaussian=True)
 
     return make_layer(name, init_fn, apply_fn, transform, shape_fn)
