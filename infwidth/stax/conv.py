@@ -147,7 +147,8 @@ def _on_position_diagonal(diag, lead: int, spatial):
     shape = diag.shape[:lead]
     for size in spatial:
         shape += (size, 1)
-    return diag.reshape(shape) * _position_eye(spatial, diag.dtype)
+    eye = _position_eye(spatial, diag.dtype)
+    return diag.reshape(shape) * eye.reshape((1,) * lead + eye.shape)  # explicit ranks
 
 
 def _Conv(name, out_chan, filter_shape, strides, padding, W_std, b_std, dimension_numbers,
@@ -245,7 +246,9 @@ def _Conv(name, out_chan, filter_shape, strides, padding, W_std, b_std, dimensio
         eye = _position_eye(_out_spatial(geo), nngp.dtype)
 
         def add_bias(cov, amount):
-            return None if cov is None else cov + amount * eye
+            if cov is None:
+                return None
+            return cov + amount * eye.reshape((1,) * (cov.ndim - eye.ndim) + eye.shape)
 
         cov1, cov2 = rule.cov(maps["cov1"], bias=False), rule.cov(maps["cov2"], bias=False)
         if b_std is not None:
