@@ -152,3 +152,19 @@ def test_checker_can_fail():
     for name, fn in good.items():
         assert not signature_differences(theirs, fn), name
 
+
+
+def test_option_enums_are_accepted_where_strings_are():
+    """neural-tangents code passes enum members (stax.Padding.SAME) where a string goes."""
+    import jax
+
+    from infwidth import stax
+    KEY = jax.random.PRNGKey(0)
+    same = stax.Conv(2, (3,), padding=stax.Padding.SAME).init_fn(KEY, (1, 5, 1))[0]
+    valid = stax.Conv(2, (3,), padding=stax.Padding.VALID).init_fn(KEY, (1, 5, 1))[0]
+    assert (same, valid) == ((1, 5, 2), (1, 3, 2))
+    stax.GlobalSelfAttention(4, 3, 3, 2, attention_mechanism=stax.AttentionMechanism.RELU,
+                             pos_emb_type=stax.PositionalEmbedding.NONE)
+    stax.Aggregate(implementation=stax.AggregateImplementation.SPARSE)
+    with pytest.raises(ValueError, match="padding must be one of"):
+        stax.Conv(2, (3,), padding="SAM")
