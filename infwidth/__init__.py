@@ -6,13 +6,29 @@ and its exact infinite-width NNGP and NTK kernels (``kernel_fn``). Around them:
 gradient-descent dynamics), ``batch`` (tiled, sharded evaluation), ``analysis`` (criticality,
 alignment, spectra, lazy-vs-rich diagnostics), ``mup`` (muP training with optax) and
 ``architectures`` (builders for the networks papers use).
+
+As in neural-tangents, the empirical-kernel, Monte Carlo, linearization and batching functions
+are also available at the top level, so ``import infwidth as nt`` runs code written for
+``import neural_tangents as nt``.
 """
 
 __version__ = "0.1.0"
 
 from . import analysis, architectures, empirical, mup, predict, stax
 from .batching import batch
+from .empirical import (
+    NtkImplementation,
+    empirical_kernel_fn,
+    empirical_nngp_fn,
+    empirical_ntk_fn,
+    linearize,
+    monte_carlo_kernel_fn,
+    taylor_expand,
+)
+from .empirical.ntk_vp import empirical_ntk_vp_fn
 from .kernel import Kernel
 
 __all__ = ["Kernel", "batch", "stax", "empirical", "predict", "analysis", "mup", "architectures",
+           "NtkImplementation", "empirical_kernel_fn", "empirical_nngp_fn", "empirical_ntk_fn",
+           "empirical_ntk_vp_fn", "linearize", "monte_carlo_kernel_fn", "taylor_expand",
            "__version__"]

@@ -28,6 +28,7 @@ Both follow neural-tangents' `stax.Dense` conventions exactly. Beyond neural-tan
 
 from __future__ import annotations
 
+import numbers
 from typing import NamedTuple
 
 PARAMETERIZATIONS = ("ntk", "standard", "mup")
@@ -152,6 +153,92 @@ def affine_scales(parameterization, W_std, b_std, fan_in: int, s=(1, 1),
     n = parameterization.width(fan_in, fan_out)  # an ABC
     return AffineScales(float(n) ** -parameterization.b, W_std * float(n) ** -parameterization.a,
                         1.0, b)
+
+
+class AffineRule(NamedTuple):
+    """One affine layer's parameterization, resolved once when the layer is built and read by
+    everything that depends on it: the layer's initialisation and forward multipliers, its
+    kernel map, and the per-layer learning rates of `infwidth.mup`.
+
+    Build it with `affine_rule`. ``fan_in`` is the layer's fan-in (input channels times filter
+    taps for a convolution), ``fan_out`` its output width.
+
+    Example:
+      >>> from infwidth.parameterization import affine_rule
+      >>> rule = affine_rule('standard', W_std=2.0, b_std=0.1, s=(1, 2), layer='Dense')
+      >>> rule.width(8), rule.scales(fan_in=4, fan_out=16).w_init
+      (16, 1.0)
+      >>> affine_rule('mup', 1.0, None, (1, 1), 'Dense').learning_rate(100, 1, 'sgd')
+      0.01
+    """
+
+    parameterization: str | ABC
+    W_std: float
+    b_std: float | None
+    s: tuple[int, int] = (1, 1)
+
+    def width(self, out_dim: int) -> int:
+        """Width of the finite layer: ``out_dim * s[1]`` under 'standard', else ``out_dim``."""
+        return out_dim * self.s[1] if self.parameterization == "standard" else out_dim
+
+    def scales(self, fan_in: int, fan_out: int, in_channels: int | None = None) -> AffineScales:
+        """Initialisation standard deviations and forward multipliers (`affine_scales`)."""
+        return affine_scales(self.parameterization, self.W_std, self.b_std, fan_in, self.s,
+                             fan_out, in_channels)
+
+    def check_has_kernel(self, layer: str):
+        """Raises unless this parameterization has an infinite-width kernel."""
+        check_has_kernel(self.parameterization, layer)
+
+    def kernels(self, nngp, ntk, fan_in, bias: bool = True):
+        """NNGP and NTK after the layer (`affine_kernels`); ``bias=False`` leaves the bias out
+        (a layer that adds it per position itself, as `ConvLocal`)."""
+        return affine_kernels(self.parameterization, nngp, ntk, self.W_std,
+                              self.b_std if bias else None, fan_in / self.s[0])
+
+    def cov(self, cov, bias: bool = True):
+        """A covariance after the layer: ``W_std**2 cov (+ b_std**2)``."""
+        return affine_cov(cov, self.W_std, self.b_std if bias else None)
+
+    def bias_ntk(self) -> float:
+        """What the bias adds to the NTK: 1 under 'standard', ``b_std**2`` otherwise."""
+        return 1.0 if self.parameterization == "standard" else self.b_std**2
+
+    def learning_rate(self, fan_in: int, fan_out: int, optimizer: str = "sgd",
+                      bias: bool = False) -> float:
+        """Per-layer learning-rate multiplier: under 'mup', ``fan_out / fan_in`` for SGD and
+        ``1 / fan_in`` for Adam (a bias has fan-in 1; Yang et al. 2022, arXiv:2203.03466,
+        Table 3); under an `ABC`, ``n**-c`` (``n`` its width, the output width for a bias);
+        1 under 'ntk' and 'standard'."""
+        p = self.parameterization
+        if isinstance(p, ABC):
+            n = fan_out if bias else p.width(fan_in, fan_out)
+            return float(n) ** -p.c
+        if p == "mup":
+            fan_in = 1 if bias else fan_in
+            return fan_out / fan_in if optimizer == "sgd" else 1.0 / fan_in
+        return 1.0
+
+
+def affine_rule(parameterization, W_std, b_std, s, layer: str) -> AffineRule:
+    """Resolves an affine layer's parameterization into its `AffineRule`.
+
+    ``W_std`` and ``b_std`` are the layer's (checked) standard deviations; ``s`` its width
+    multipliers, a pair of positive integers.
+
+    >>> affine_rule('NTK', 1.0, None, (1, 1), 'Dense').parameterization
+    'ntk'
+    >>> affine_rule('ntk', 1.0, None, (1, 0), 'Dense')
+    Traceback (most recent call last):
+    ...
+    ValueError: Dense(s=(1, 0)): s must be a pair of positive integers.
+    """
+    parameterization = resolve_parameterization(parameterization, layer)
+    ok = isinstance(s, (tuple, list)) and len(s) == 2 and all(
+        isinstance(v, numbers.Integral) and not isinstance(v, bool) and v > 0 for v in s)
+    if not ok:
+        raise ValueError(f"{layer}(s={s!r}): s must be a pair of positive integers.")
+    return AffineRule(parameterization, W_std, b_std, (int(s[0]), int(s[1])))
 
 
 def affine_kernels(parameterization: str, nngp, ntk, W_std, b_std, fan_in_over_s):

@@ -68,12 +68,12 @@ def test_aggregate_closed_form_float64():
 def test_aggregate_errors():
     x = jnp.ones((2, V, 3))
     agg = stax.Aggregate()
-    with pytest.raises(ValueError, match="Aggregate: apply_fn needs the graph: pass pattern"):
-        agg[1]((), x)
-    with pytest.raises(ValueError, match="Aggregate: kernel_fn needs the graph"):
-        agg[2](x)
-    with pytest.raises(ValueError, match=r"Aggregate: kernel_fn\(x1, x2\) needs the graph"):
+    with pytest.raises(ValueError, match=r"Aggregate: kernel_fn\(x1, x2\) got pattern="
+                                         r"\(pattern1, None\): pass the graph of x2"):
         agg[2](x, x + 1, pattern=(jnp.ones((2, V, V)), None))
+    with pytest.raises(ValueError, match=r"Aggregate: kernel_fn\(x1, x2\) got pattern="
+                                         r"\(None, pattern2\)"):
+        agg[2](x, x + 1, pattern=(None, jnp.ones((2, V, V))))
     with pytest.raises(ValueError, match=r"Aggregate: pattern has \(dense\) shape \(2, 4, 4\)"):
         agg[2](x, pattern=(jnp.ones((2, 4, 4)), None))
     with pytest.raises(ValueError, match=r"Aggregate: inputs of shape \(N, C\) have no vertex"):

@@ -172,14 +172,11 @@ def test_bad_arguments_raise_at_construction(build, match):
     ([stax.Conv(4, (7, 2))], X4, {}, r"Conv\(filter_shape=\(7, 2\), padding='VALID'\).*"
                                       r"padding='SAME'"),
     ([stax.AvgPool((2, 6))], X4, {}, r"AvgPool\(window_shape=\(2, 6\), padding='VALID'\)"),
-    # Dense on images without Flatten
-    ([stax.Conv(4, (3, 3)), stax.Relu(), stax.Dense(1)], X4, {}, r"Dense: .*Insert Flatten"),
     # pooling asked for the diagonal only
     ([stax.Conv(4, (3, 3)), stax.Relu(), stax.AvgPool((2, 2))], X4,
      {"diagonal_spatial": True}, r"AvgPool: .*diagonal_spatial=False"),
     ([stax.Conv(4, (3, 3)), stax.Relu(), stax.GlobalAvgPool()], X4,
      {"diagonal_spatial": True}, r"GlobalAvgPool: .*diagonal_spatial"),
-    ([stax.GlobalSumPool()], jnp.ones((2, 3)), {}, r"GlobalSumPool: .*no spatial dimensions"),
 ])
 def test_bad_inputs_raise(layers, x, kwargs, match):
     init_fn, apply_fn, kernel_fn = stax.serial(*layers)
@@ -190,10 +187,21 @@ def test_bad_inputs_raise(layers, x, kwargs, match):
             init_fn(jax.random.PRNGKey(0), x.shape)
 
 
-def test_dense_on_images_raises_in_the_finite_network_too():
-    init_fn, apply_fn, _ = stax.Dense(3)
-    with pytest.raises(ValueError, match="Flatten"):
-        apply_fn((jnp.ones((3, 3)), None), X4)
-    # sequences (N, T, C) remain fine: Dense acts on the channels at every position
-    _, params = init_fn(jax.random.PRNGKey(0), (2, 7, 3))
-    assert apply_fn(params, jnp.ones((2, 7, 3))).shape == (2, 7, 3)
+def test_dense_on_images_is_a_one_by_one_convolution():
+    """As in neural-tangents, Dense acts at every position of an image: the same finite
+    network and the same kernels as Conv with a 1x1 filter (a different code path)."""
+    net = [stax.Conv(4, (3, 3), padding="SAME"), stax.Relu()]
+    dense = stax.serial(*net, stax.Dense(3, W_std=1.5, b_std=0.2))
+    conv = stax.serial(*net, stax.Conv(3, (1, 1), W_std=1.5, b_std=0.2))
+    with x64():
+        x = jnp.asarray(np.random.RandomState(0).randn(2, 5, 4, 3))
+        for diagonal_spatial in (False, True):
+            kd = dense.kernel_fn(x, None, ("nngp", "ntk"), diagonal_spatial=diagonal_spatial)
+            kc = conv.kernel_fn(x, None, ("nngp", "ntk"), diagonal_spatial=diagonal_spatial)
+            assert_close(kd.nngp, kc.nngp, tol("exact", "float64"), "nngp")
+            assert_close(kd.ntk, kc.ntk, tol("exact", "float64"), "ntk")
+        _, pd = dense.init_fn(jax.random.PRNGKey(0), x.shape)
+        _, pc = conv.init_fn(jax.random.PRNGKey(0), x.shape)
+        w, b = pd[-1]
+        pc[-1] = (w.reshape(1, 1, *w.shape), b.reshape(1, 1, 1, -1))
+        assert_close(dense.apply_fn(pd, x), conv.apply_fn(pc, x), tol("exact", "float64"), "f")

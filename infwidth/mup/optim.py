@@ -18,7 +18,7 @@ import math
 
 import jax
 
-from ..parameterization import ABC
+from ..parameterization import ABC, AffineRule
 
 _RULES = ("sgd", "adam")
 
@@ -38,9 +38,12 @@ def _fans(shape):
     return max(1, math.prod(shape[:-1])), shape[-1]
 
 
-def _mup_scale(shape, rule):
-    fan_in, fan_out = _fans(shape)
-    return fan_out / fan_in if rule == "sgd" else 1.0 / fan_in
+_MUP = AffineRule("mup", 1.0, None)
+
+
+def _mup_scale(shape, optimizer):
+    # the rule's formula; the fans come from the shape (a bias (1, ..., width) has fan-in 1)
+    return _MUP.learning_rate(*_fans(shape), optimizer)
 
 
 def mup_learning_rates(params, optimizer: str = "sgd", base_params=None):
@@ -108,8 +111,9 @@ def abc_learning_rates(params, parameterizations):
                              f"parameters; got {jax.tree_util.tree_structure(sub)}.")
         W, b = sub
         fan_in, fan_out = _fans(W.shape)
-        n_w = abc.width(fan_in, fan_out)
-        return (float(n_w) ** -abc.c, None if b is None else float(fan_out) ** -abc.c)
+        rule = AffineRule(abc, 1.0, None)
+        return (rule.learning_rate(fan_in, fan_out),
+                None if b is None else rule.learning_rate(fan_in, fan_out, bias=True))
 
     def walk(prefix, sub):
         if prefix is None or isinstance(prefix, ABC):

@@ -105,3 +105,16 @@ from .output_scale import OutputScale  # noqa: E402
 
 __all__ += ["OutputScale"]
 __all__ += ["tile_memory"]
+
+from .linear_maps import DotGeneral, ImageResize  # noqa: E402
+from .options import (  # noqa: E402
+    AggregateImplementation,
+    AttentionMechanism,
+    Padding,
+    PositionalEmbedding,
+)
+from .requirements import Bool, Diagonal, MaskedArray, layer, requires, unmask_fn  # noqa: E402
+
+__all__ += ["DotGeneral", "ImageResize", "Padding", "PositionalEmbedding", "AttentionMechanism",
+            "AggregateImplementation", "Bool", "Diagonal", "MaskedArray", "layer", "requires",
+            "unmask_fn"]

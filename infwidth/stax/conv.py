@@ -27,13 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from ..parameterization import (
-    affine_cov,
-    affine_kernels,
-    affine_scales,
-    check_has_kernel,
-    resolve_parameterization,
-)
+from ..parameterization import affine_rule
 from ._layer import (
     Layer,
     check_kernel_input,
@@ -153,11 +147,15 @@ def _on_position_diagonal(diag, lead: int, spatial):
     shape = diag.shape[:lead]
     for size in spatial:
         shape += (size, 1)
-    return diag.reshape(shape) * _position_eye(spatial, diag.dtype)
+    eye = _position_eye(spatial, diag.dtype)
+    return diag.reshape(shape) * eye.reshape((1,) * lead + eye.shape)  # explicit ranks
 
 
 def _Conv(name, out_chan, filter_shape, strides, padding, W_std, b_std, dimension_numbers,
           parameterization, s, transpose, shared) -> Layer:
+    if isinstance(filter_shape, (tuple, list)) and len(filter_shape) == 0:
+        return _pointwise(name, out_chan, strides, padding, W_std, b_std, dimension_numbers,
+                          parameterization, s)
     out_chan = check_positive_int(out_chan, "out_chan", name)
     filter_shape = check_window(filter_shape, "filter_shape", name)
     n = len(filter_shape)
@@ -165,13 +163,9 @@ def _Conv(name, out_chan, filter_shape, strides, padding, W_std, b_std, dimensio
     padding = resolve_padding(padding, name)
     W_std = check_nonnegative(W_std, "W_std", name)
     b_std = check_nonnegative(b_std, "b_std", name, allow_none=True)
-    parameterization = resolve_parameterization(parameterization, name)
+    rule = affine_rule(parameterization, W_std, b_std, s, name)
     check_dimension_numbers(dimension_numbers, n, name)
-    if (not isinstance(s, (tuple, list)) or len(s) != 2
-            or any(check_positive_int(v, "s", name) != v for v in s)):
-        raise ValueError(f"{name}(s={s!r}): s must be a pair of positive integers.")
-    s = tuple(int(v) for v in s)
-    width = out_chan * s[1] if parameterization == "standard" else out_chan
+    width = rule.width(out_chan)
     dn = ("N" + "HWDABEFG"[:n] + "C", "HWDABEFG"[:n] + "IO", "N" + "HWDABEFG"[:n] + "C")
     taps = math.prod(filter_shape)
 
@@ -190,8 +184,7 @@ def _Conv(name, out_chan, filter_shape, strides, padding, W_std, b_std, dimensio
     def init_fn(key, input_shape):
         check_input(input_shape)
         out_shape = shape_fn(input_shape)
-        scales = affine_scales(parameterization, W_std, b_std, input_shape[-1] * taps, s,
-                              width, input_shape[-1])
+        scales = rule.scales(input_shape[-1] * taps, width, input_shape[-1])
         k_w, k_b = jax.random.split(key)
         if shared:
             w_shape = filter_shape + (input_shape[-1], width)
@@ -211,8 +204,7 @@ def _Conv(name, out_chan, filter_shape, strides, padding, W_std, b_std, dimensio
     def apply_fn(params, x, **kwargs):
         W, b = params
         check_input(x.shape, "x")
-        scales = affine_scales(parameterization, W_std, b_std, x.shape[-1] * taps, s, width,
-                              x.shape[-1])
+        scales = rule.scales(x.shape[-1] * taps, width, x.shape[-1])
         lax_padding = "VALID" if padding == "CIRCULAR" else padding
         if transpose:
             out = lax.conv_transpose(x, W, strides, lax_padding, dimension_numbers=dn)
@@ -231,7 +223,7 @@ def _Conv(name, out_chan, filter_shape, strides, padding, W_std, b_std, dimensio
         return out if b is None else out + scales.b_mult * b
 
     def transform(k, **kwargs):
-        check_has_kernel(parameterization, name)
+        rule.check_has_kernel(name)
         k = check_kernel_input(k, name)
         check_input(k.shape1, "x1")
         geo = geometry(k.shape1)
@@ -244,27 +236,66 @@ def _Conv(name, out_chan, filter_shape, strides, padding, W_std, b_std, dimensio
             return conv_covariance(cov, lead, geo, k.diagonal_spatial)
 
         maps = map_covariances(k, spatial_map)
-        fan_in_over_s = k.shape1[-1] * taps / s[0]
+        fan_in = k.shape1[-1] * taps
         if not local_full:
-            nngp, ntk = affine_kernels(parameterization, maps["nngp"], maps["ntk"], W_std, b_std,
-                                       fan_in_over_s)
-            return k.replace(nngp=nngp, ntk=ntk, cov1=affine_cov(maps["cov1"], W_std, b_std),
-                             cov2=affine_cov(maps["cov2"], W_std, b_std), is_gaussian=True)
+            nngp, ntk = rule.kernels(maps["nngp"], maps["ntk"], fan_in)
+            return k.replace(nngp=nngp, ntk=ntk, cov1=rule.cov(maps["cov1"]),
+                             cov2=rule.cov(maps["cov2"]), is_gaussian=True)
         # ConvLocal: a bias per position, so it too only adds to equal positions
-        nngp, ntk = affine_kernels(parameterization, maps["nngp"], maps["ntk"], W_std, None,
-                                   fan_in_over_s)
+        nngp, ntk = rule.kernels(maps["nngp"], maps["ntk"], fan_in, bias=False)
         eye = _position_eye(_out_spatial(geo), nngp.dtype)
 
         def add_bias(cov, amount):
-            return None if cov is None else cov + amount * eye
+            if cov is None:
+                return None
+            return cov + amount * eye.reshape((1,) * (cov.ndim - eye.ndim) + eye.shape)
 
-        cov1, cov2 = affine_cov(maps["cov1"], W_std, None), affine_cov(maps["cov2"], W_std, None)
+        cov1, cov2 = rule.cov(maps["cov1"], bias=False), rule.cov(maps["cov2"], bias=False)
         if b_std is not None:
             nngp, cov1, cov2 = (add_bias(c, b_std**2) for c in (nngp, cov1, cov2))
-            ntk = add_bias(ntk, 1.0 if parameterization == "standard" else b_std**2)
+            ntk = add_bias(ntk, rule.bias_ntk())
         return k.replace(nngp=nngp, ntk=ntk, cov1=cov1, cov2=cov2, is_gaussian=True)
 
     return make_layer(name, init_fn, apply_fn, transform, shape_fn)
+
+
+def _pointwise(name, out_chan, strides, padding, W_std, b_std, dimension_numbers,
+               parameterization, s) -> Layer:
+    """``filter_shape=()``: a convolution over no spatial axes, on inputs ``(N, C)``. It is the
+    fully connected layer (as in neural-tangents, where all three convolutions reduce to
+    `Dense` there), with the same parameters ``(W, b)`` of shapes ``(C, out_chan)``,
+    ``(1, out_chan)``."""
+    from .dense import Dense
+
+    if strides not in (None, (), []):
+        raise ValueError(f"{name}(filter_shape=(), strides={strides!r}): with no spatial axes "
+                         f"there is nothing to stride over; pass strides=None.")
+    resolve_padding(padding, name)
+    if dimension_numbers not in (None, ("NC", "IO", "NC"), ["NC", "IO", "NC"]):
+        raise ValueError(f"{name}(filter_shape=(), dimension_numbers={dimension_numbers!r}): "
+                         f"only ('NC', 'IO', 'NC') (or None) fits inputs without spatial axes.")
+    dense = Dense(out_chan, W_std, b_std, parameterization=parameterization, s=s)
+
+    def check(shape, arg):
+        if len(shape) != 2:
+            raise ValueError(f"{name}(filter_shape=()): a filter without spatial axes needs "
+                             f"{arg} of shape (N, C); got {tuple(shape)}. Give filter_shape one "
+                             f"entry per spatial dimension, e.g. (1, 1) for images.")
+
+    def init_fn(key, input_shape):
+        check(input_shape, "input_shape")
+        return dense.init_fn(key, input_shape)
+
+    def apply_fn(params, x, **kwargs):
+        check(x.shape, "inputs")
+        return dense.apply_fn(params, x, **kwargs)
+
+    def transform(k, **kwargs):
+        k = check_kernel_input(k, name)
+        check(k.shape1, "inputs")
+        return dense.kernel_fn(k, **kwargs)
+
+    return make_layer(name, init_fn, apply_fn, transform, shape_fn=None)
 
 
 _ARGS_DOC = """
@@ -272,7 +303,8 @@ _ARGS_DOC = """
       out_chan: number of output channels of the finite network (the kernel does not depend on
         it under 'ntk').
       filter_shape: the filter's spatial shape, one entry per spatial dimension (1, 2 or 3),
-        e.g. ``(3, 3)`` for NHWC images.
+        e.g. ``(3, 3)`` for NHWC images; ``()`` for inputs ``(N, C)`` without spatial axes
+        (the layer is then `Dense`, as in neural-tangents).
       strides: the strides, one per spatial dimension; ``None`` means 1.
       padding: ``'VALID'``, ``'SAME'`` (zeros) or ``'CIRCULAR'`` (periodic boundaries).
       W_std: weight standard deviation.

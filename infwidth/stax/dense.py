@@ -5,13 +5,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from ..parameterization import (
-    affine_cov,
-    affine_kernels,
-    affine_scales,
-    check_has_kernel,
-    resolve_parameterization,
-)
+from ..parameterization import affine_rule
 from ._layer import (
     Layer,
     check_kernel_input,
@@ -36,9 +30,10 @@ def Dense(out_dim: int, W_std: float = 1.0, b_std: float | None = None, batch_ax
     (arXiv:1711.00165), Jacot et al. 2018 (arXiv:1806.07572) and Sohl-Dickstein et al. 2020
     (arXiv:2001.07301).
 
-    Inputs with two or more spatial dimensions (NHWC images) are refused with an error that
-    points to `Flatten` (neural-tangents applies Dense per position there, which is `Conv` with
-    a 1x1 filter); sequences ``(N, T, C)`` are accepted.
+    Inputs with spatial axes (sequences ``(N, T, C)``, images ``(N, H, W, C)``, ...) are
+    transformed at every position by the same weights, as in neural-tangents (the same as `Conv`
+    with a ``(1,) * n_spatial`` filter); the kernel keeps its spatial layout. To read out a
+    convolutional network, put `Flatten` or `GlobalAvgPool` first.
 
     Beyond neural-tangents, ``parameterization='mup'`` (the maximal-update parameterization,
     arXiv:2011.14522, in the shape-only form of arXiv:2310.17813: ``W ~ N(0, W_std**2 / fan_in *
@@ -71,35 +66,21 @@ def Dense(out_dim: int, W_std: float = 1.0, b_std: float | None = None, batch_ax
     out_dim = check_positive_int(out_dim, "out_dim", name)
     W_std = check_nonnegative(W_std, "W_std", name)
     b_std = check_nonnegative(b_std, "b_std", name, allow_none=True)
-    parameterization = resolve_parameterization(parameterization, name)
+    rule = affine_rule(parameterization, W_std, b_std, s, name)
     if batch_axis not in (0,) or channel_axis not in (-1,):
         raise ValueError(
             f"{name}(batch_axis={batch_axis}, channel_axis={channel_axis}): infwidth keeps the "
             f"batch first and channels last; move the axes of your inputs with jnp.moveaxis."
         )
-    if (not isinstance(s, (tuple, list)) or len(s) != 2
-            or any(check_positive_int(v, "s", name) != v for v in s)):
-        raise ValueError(f"{name}(s={s!r}): s must be a pair of positive integers.")
-    s = tuple(int(v) for v in s)
-    width = out_dim * s[1] if parameterization == "standard" else out_dim
+    width = rule.width(out_dim)
 
     def shape_fn(input_shape):
         return tuple(input_shape[:-1]) + (width,)
 
-    def check_not_image(shape):
-        if len(shape) >= 4:
-            raise ValueError(
-                f"{name}: got an input of shape {tuple(shape)}, with {len(shape) - 2} spatial "
-                f"dimensions. Insert Flatten() (or GlobalAvgPool()) before Dense to read out a "
-                f"convolutional network, or use Conv(out_chan, (1,) * {len(shape) - 2}) for a "
-                f"dense layer applied at every position."
-            )
-
     def init_fn(key, input_shape):
         check_shape(input_shape, name, min_ndim=1)
-        check_not_image(input_shape)
         fan_in = input_shape[-1]
-        scales = affine_scales(parameterization, W_std, b_std, fan_in, s, width)
+        scales = rule.scales(fan_in, width)
         k_w, k_b = jax.random.split(key)
         W = scales.w_init * jax.random.normal(k_w, (fan_in, width))
         b = None
@@ -109,18 +90,15 @@ def Dense(out_dim: int, W_std: float = 1.0, b_std: float | None = None, batch_ax
 
     def apply_fn(params, x, **kwargs):
         W, b = params
-        check_not_image(x.shape)
-        scales = affine_scales(parameterization, W_std, b_std, x.shape[-1], s, width)
+        scales = rule.scales(x.shape[-1], width)
         out = scales.w_mult * jnp.tensordot(x, W, (-1, 0))
         return out if b is None else out + scales.b_mult * b
 
     def transform(k, **kwargs):
-        check_has_kernel(parameterization, name)
+        rule.check_has_kernel(name)
         k = check_kernel_input(k, name)
-        check_not_image(k.shape1)
-        fan_in_over_s = k.shape1[-1] / s[0]
-        nngp, ntk = affine_kernels(parameterization, k.nngp, k.ntk, W_std, b_std, fan_in_over_s)
-        return k.replace(nngp=nngp, ntk=ntk, cov1=affine_cov(k.cov1, W_std, b_std),
-                         cov2=affine_cov(k.cov2, W_std, b_std), is_gaussian=True)
+        nngp, ntk = rule.kernels(k.nngp, k.ntk, k.shape1[-1])
+        return k.replace(nngp=nngp, ntk=ntk, cov1=rule.cov(k.cov1), cov2=rule.cov(k.cov2),
+                         is_gaussian=True)
 
     return make_layer(name, init_fn, apply_fn, transform, shape_fn)

@@ -39,9 +39,9 @@ def Aggregate(aggregate_axis=None, batch_axis: int = 0, channel_axis: int = -1,
       ``(N, n_edges, 2)`` when ``K == 1``) of (tail, head) coordinates; repeated edges add up and
       edges with a negative coordinate are padding. ``apply_fn`` then costs O(V + E).
 
-    Unlike neural-tangents (where a missing pattern means no edges but self-loops, i.e. the
-    identity), a missing ``pattern`` is an error, since it is almost always a mistake. The
-    kernel needs ``diagonal_spatial=False``.
+    As in neural-tangents, a missing pattern (``pattern=None``, or ``(None, None)`` for
+    ``kernel_fn``) is the identity graph (each vertex its own only predecessor): the layer then
+    passes its input through. The kernel needs ``diagonal_spatial=False``.
 
     Example:
       >>> import jax.numpy as jnp
@@ -78,9 +78,8 @@ def Aggregate(aggregate_axis=None, batch_axis: int = 0, channel_axis: int = -1,
         return out
 
     def missing(where):
-        return ValueError(f"{name}: {where} needs the graph: pass pattern=... (see the "
-                          f"docstring for its format); a missing pattern is not treated as the "
-                          f"identity.")
+        return ValueError(f"{name}: {where} got pattern=(None, pattern2): pass the graph of "
+                          f"x1 as pattern1 (both None means the identity graph).")
 
     def dense_pattern(pattern, batch: int, agg_shape, dtype):
         """The (batch, V..., V...) adjacency from either format."""
@@ -99,9 +98,9 @@ def Aggregate(aggregate_axis=None, batch_axis: int = 0, channel_axis: int = -1,
         return tuple(input_shape), ()
 
     def apply_fn(params, x, pattern=None, **kwargs):
-        if pattern is None:
-            raise missing("apply_fn")
         axes = agg_axes(x.ndim)
+        if pattern is None:  # the identity graph
+            return x
         agg_shape = tuple(x.shape[a] for a in axes)
         if impl == "SPARSE":
             return _sparse_apply(x, jnp.asarray(pattern), axes, agg_shape, name)
@@ -118,12 +117,12 @@ def Aggregate(aggregate_axis=None, batch_axis: int = 0, channel_axis: int = -1,
         if isinstance(k, (list, tuple)):
             raise ValueError(f"{name}: got {len(k)} inputs; this layer takes one.")
         if pattern is None:
-            raise missing("kernel_fn")
+            pattern = (None, None)
         if not isinstance(pattern, (tuple, list)) or len(pattern) != 2:
             raise ValueError(f"{name}: kernel_fn takes pattern=(pattern1, pattern2), one per "
                              f"batch (pattern2=None when x2 is None).")
         p1, p2 = pattern
-        if p1 is None or (p2 is None and k.cov2 is not None):
+        if p1 is None and p2 is not None:
             raise missing("kernel_fn(x1, x2)")
         if k.diagonal_spatial:
             raise ValueError(f"{name}: aggregation mixes vertices, so it needs the full "
@@ -131,6 +130,11 @@ def Aggregate(aggregate_axis=None, batch_axis: int = 0, channel_axis: int = -1,
                              f"diagonal_spatial=False.")
         ndim = len(k.shape1)
         axes = agg_axes(ndim)
+        if p1 is None:  # the identity graph
+            return k
+        if p2 is None and k.cov2 is not None:
+            raise ValueError(f"{name}: kernel_fn(x1, x2) got pattern=(pattern1, None): pass the "
+                             f"graph of x2 as pattern2 (or None for both, the identity graph).")
         agg_shape = tuple(k.shape1[a] for a in axes)
         a1 = dense_pattern(p1, k.shape1[0], agg_shape, k.nngp.dtype)
         a2 = a1 if p2 is None else dense_pattern(p2, k.shape2[0], agg_shape, k.nngp.dtype)

@@ -71,9 +71,12 @@ def _pool(x, lead: int, info, circular: bool, pairs: bool):
 
 def _Pool(name, window_shape, strides, padding, normalize_edges, average, batch_axis,
           channel_axis) -> Layer:
-    window_shape = check_window(window_shape, "window_shape", name)
+    no_axes = isinstance(window_shape, (tuple, list)) and len(window_shape) == 0
+    # window_shape=(): pooling over no spatial axes, on inputs (N, C): the identity, as in
+    # neural-tangents
+    window_shape = () if no_axes else check_window(window_shape, "window_shape", name)
     n = len(window_shape)
-    strides = check_strides(strides, n, name)
+    strides = () if no_axes and strides in (None, (), []) else check_strides(strides, n, name)
     padding = resolve_padding(padding, name)
     if not isinstance(normalize_edges, (bool, np.bool_)):
         raise ValueError(f"{name}(normalize_edges={normalize_edges!r}): must be True or False.")
@@ -109,11 +112,15 @@ def _Pool(name, window_shape, strides, padding, normalize_edges, average, batch_
 
     def apply_fn(params, x, **kwargs):
         check_input(x.shape)
+        if no_axes:
+            return x
         return _pool(x, 1, axes_info(x.shape[1:-1]), padding == "CIRCULAR", False)
 
     def transform(k, **kwargs):
         k = check_kernel_input(k, name)
         check_input(k.shape1)
+        if no_axes:
+            return k
         no_diagonal_spatial(k, name)
         info = axes_info(k.shape1[1:-1])
 
@@ -130,7 +137,8 @@ def AvgPool(window_shape, strides=None, padding: str = "VALID", normalize_edges:
     """Average pooling over windows, as neural-tangents' `stax.AvgPool`.
 
     Args:
-      window_shape: the window's spatial shape, one entry per spatial dimension.
+      window_shape: the window's spatial shape, one entry per spatial dimension (``()`` on
+        inputs ``(N, C)``: the identity, as in neural-tangents).
       strides: the strides; ``None`` means 1 (as in neural-tangents, not the window shape).
       padding: ``'VALID'``, ``'SAME'`` (zeros) or ``'CIRCULAR'`` (periodic boundaries).
       normalize_edges: with 'SAME' padding, divide by the number of real inputs in each window
@@ -175,11 +183,8 @@ def SumPool(window_shape, strides=None, padding: str = "VALID", batch_axis: int 
 def _GlobalPool(name, average, batch_axis, channel_axis) -> Layer:
     _check_axes(batch_axis, channel_axis, name)
 
-    def check_input(shape):
+    def check_input(shape):  # (N, C) inputs have no positions to pool: the identity
         check_shape(shape, name)
-        if len(shape) < 3:
-            raise ValueError(f"{name}: input shape {tuple(shape)} has no spatial dimensions to "
-                             f"pool; it expects (N, *spatial, C), e.g. NHWC images.")
 
     def shape_fn(input_shape):
         return (input_shape[0], input_shape[-1])
@@ -196,6 +201,8 @@ def _GlobalPool(name, average, batch_axis, channel_axis) -> Layer:
     def transform(k, **kwargs):
         k = check_kernel_input(k, name)
         check_input(k.shape1)
+        if len(k.shape1) == 2:
+            return k
         no_diagonal_spatial(k, name)
 
         def pool(cov, lead):
@@ -209,7 +216,7 @@ def _GlobalPool(name, average, batch_axis, channel_axis) -> Layer:
 
 def GlobalAvgPool(batch_axis: int = 0, channel_axis: int = -1) -> Layer:
     """Average over all positions (removing the spatial axes), as neural-tangents'
-    `stax.GlobalAvgPool`.
+    `stax.GlobalAvgPool`; on inputs ``(N, C)`` without positions it is the identity.
 
     The kernel is the mean of the covariance over all position pairs (Arora et al. 2019,
     arXiv:1904.11955; Novak et al. 2019, arXiv:1810.05148). With 'CIRCULAR' convolutions before

@@ -1,0 +1,128 @@
+"""neural-tangents behaviours that wait on the core kernel machinery (issues 14/17), as strict
+expected failures: each names what it needs, and starts passing (and so failing as XPASS) when
+the core delivers it. Reference values: tests/reference/dropin.npz (make_dropin.py)."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from helpers import assert_close, load_reference, tol, x64
+
+import infwidth
+from infwidth import stax
+
+REF = load_reference("dropin")
+
+
+def pending(reason):
+    return pytest.mark.xfail(reason=reason, strict=True)
+
+
+@pending("masking: kernel_fn(..., mask_constant=c) must treat entries equal to c as absent "
+         "(Kernel.mask1/mask2 carried through every layer, covariances of masked positions "
+         "zeroed, pooling averaging over unmasked positions only)")
+def test_masked_inputs_through_conv_pool_dense():
+    with x64():
+        net = stax.serial(stax.Conv(3, (2,), padding="SAME"), stax.Relu(), stax.GlobalAvgPool(),
+                          stax.Dense(1))
+        x1, x2 = jnp.asarray(REF["mask/x1"]), jnp.asarray(REF["mask/x2"])
+        k = net.kernel_fn(x1, x2, ("nngp", "ntk"), mask_constant=-1e9)
+        assert_close(k.nngp, REF["mask/nngp12"], tol("nt", "float64"), "nngp")
+        assert_close(k.ntk, REF["mask/ntk12"], tol("nt", "float64"), "ntk")
+
+
+@pending("non-default channel_axis: Dense(channel_axis=1) and kernel_fn(..., channel_axis=1) "
+         "on (N, C, T) inputs need the Kernel layout to record batch_axis/channel_axis")
+def test_channel_axis_one():
+    with x64():
+        net = stax.serial(stax.Dense(3, b_std=0.1, channel_axis=1), stax.Relu(),
+                          stax.Dense(1, channel_axis=1))
+        x1, x2 = jnp.asarray(REF["channel_axis/x1"]), jnp.asarray(REF["channel_axis/x2"])
+        k = net.kernel_fn(x1, x2, ("nngp", "ntk"), channel_axis=1)
+        assert_close(k.nngp, REF["channel_axis/nngp12"], tol("nt", "float64"), "nngp")
+        assert_close(k.ntk, REF["channel_axis/ntk12"], tol("nt", "float64"), "ntk")
+
+
+@pending("Kernel fields neural-tangents users read: is_reversed, is_input, batch_axis, "
+         "channel_axis, mask1, mask2 (infwidth/kernel.py)")
+def test_kernel_fields_users_touch():
+    k = stax.Dense(2).kernel_fn(jnp.ones((2, 3)))
+    assert k.is_reversed is False and k.batch_axis == 0 and k.channel_axis == 1
+    assert k.mask1 is None and k.mask2 is None and k.is_input is False
+
+
+@pending("repeat(layer, 0) is the identity in neural-tangents (combinators.py refuses n=0)")
+def test_repeat_zero_is_the_identity():
+    x = jnp.asarray(REF["x/flat/1"])
+    net = stax.serial(stax.Dense(3), stax.repeat(stax.serial(stax.Relu(), stax.Dense(3)), 0))
+    assert_close(net.kernel_fn(x, None, "ntk"), stax.Dense(3).kernel_fn(x, None, "ntk"),
+                 tol("exact"), "ntk")
+
+
+@pending("batch() results stay on the device by default (store_on_device=True), so "
+         "neural-tangents scripts can call .block_until_ready() on them (batching.py)")
+def test_batch_results_block_until_ready():
+    kernel_fn = infwidth.batch(stax.serial(stax.Dense(4), stax.Relu()).kernel_fn, 2)
+    k = kernel_fn(jnp.ones((4, 3)), None, "nngp")
+    assert k.block_until_ready() is not None
+
+
+@pending("batch() of a Kernel input (neural-tangents tiles the Kernel's nngp/cov1/cov2)")
+def test_batch_on_a_kernel():
+    x = jnp.asarray(np.random.RandomState(0).randn(4, 3))
+    first = stax.Dense(4)
+    rest = stax.serial(stax.Relu(), stax.Dense(1))
+    k0 = first.kernel_fn(x, None)
+    out = infwidth.batch(rest.kernel_fn, 2)(k0, None, "nngp")
+    assert_close(out, stax.serial(first, rest).kernel_fn(x, None, "nngp"), tol("exact"), "nngp")
+
+
+@pending("batch() under jax.jit (the tiled evaluation must be traceable)")
+def test_batch_under_jit():
+    x = jnp.asarray(np.random.RandomState(0).randn(4, 3))
+    net = stax.serial(stax.Dense(4), stax.Relu(), stax.Dense(1))
+    batched = jax.jit(infwidth.batch(net.kernel_fn, 2), static_argnums=(2,))
+    assert_close(batched(x, None, "nngp"), net.kernel_fn(x, None, "nngp"), tol("exact"), "nngp")
+
+
+def _wide(width):
+    return [stax.Dense(width, W_std=1.5, b_std=0.1), stax.Relu()]
+
+
+@pending("monte_carlo_kernel_fn of a network with several outputs: one estimate per output "
+         "(infwidth/empirical/monte_carlo.py sums a list)")
+@pytest.mark.float32_stream
+def test_monte_carlo_several_outputs():
+    x1 = jnp.asarray(REF["x/flat/1"], jnp.float32)
+    net = stax.serial(*_wide(512), stax.FanOut(2), stax.parallel(stax.Dense(1), stax.Dense(2)))
+    mc = infwidth.monte_carlo_kernel_fn(net.init_fn, net.apply_fn, jax.random.PRNGKey(0), 16)
+    estimates = mc(x1, None, "nngp")
+    exact = net.kernel_fn(x1, None, "nngp")
+    assert len(estimates) == 2
+    for e, k in zip(estimates, exact):
+        assert_close(e, k, tol("mc"), "nngp")
+
+
+@pending("monte_carlo_kernel_fn of a network with several inputs (lists of x1, x2; "
+         "monte_carlo.py reads x1.shape)")
+@pytest.mark.float32_stream
+def test_monte_carlo_several_inputs():
+    x = jnp.asarray(REF["x/flat/1"], jnp.float32)
+    xs = [x, x[:, :2]]
+    net = stax.serial(stax.parallel(stax.Dense(512), stax.Dense(512)), stax.FanInSum(),
+                      stax.Relu(), stax.Dense(1))
+    mc = infwidth.monte_carlo_kernel_fn(net.init_fn, net.apply_fn, jax.random.PRNGKey(0), 16)
+    assert_close(mc(xs, None, "nngp"), net.kernel_fn(xs, None, "nngp"), tol("mc"), "nngp")
+
+
+@pending("empirical_ntk_fn(vmap_axes=(0, 0, {})): one int for every input of a list "
+         "(infwidth/empirical/_axes.py expects a matching pytree)")
+def test_vmap_axes_one_int_for_several_inputs():
+    x = jnp.asarray(REF["x/flat/1"])
+    xs = [x, x[:, :2]]
+    net = stax.serial(stax.parallel(stax.Dense(8), stax.Dense(8)), stax.FanInSum(),
+                      stax.Relu(), stax.Dense(1))
+    _, params = net.init_fn(jax.random.PRNGKey(0), [x.shape, (x.shape[0], 2)])
+    per_input = infwidth.empirical_ntk_fn(net.apply_fn, vmap_axes=([0, 0], 0, {}))
+    shorthand = infwidth.empirical_ntk_fn(net.apply_fn, vmap_axes=(0, 0, {}))
+    assert_close(shorthand(xs, None, params), per_input(xs, None, params), tol("exact"), "ntk")
