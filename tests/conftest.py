@@ -8,13 +8,36 @@ sys.path.insert(0, os.path.dirname(__file__))
 collect_ignore_glob = ["reference/*.py"]
 
 
+SLOW_TESTS = os.path.join(os.path.dirname(__file__), "slow_tests.txt")
+
+
+def _slow_ids():
+    """Test ids listed in tests/slow_tests.txt (one per line, ``#`` starts a comment); an id
+    without ``[...]`` covers all its parametrizations."""
+    with open(SLOW_TESTS) as f:
+        return {line.split("#")[0].strip() for line in f} - {""}
+
+
+def _mark_slow(items):
+    import pytest
+
+    slow = _slow_ids()
+    for item in items:
+        if item.nodeid in slow or item.nodeid.split("[")[0] in slow:
+            item.add_marker(pytest.mark.slow)
+
+
 def pytest_collection_modifyitems(config, items):
-    """Under JAX_ENABLE_X64=1 (the float64 CI leg) jax.random draws a different stream, so the
+    """Marks the tests listed in tests/slow_tests.txt ``slow`` (``make test-fast`` deselects
+    them with ``-m "not slow and not notebook"``).
+
+    Under JAX_ENABLE_X64=1 (the float64 CI leg) jax.random draws a different stream, so the
     Monte Carlo and training tests marked ``float32_stream``, whose statistical tolerances were
     set on the float32 draws, are skipped there; they run in the default (float32) leg."""
     import jax
     import pytest
 
+    _mark_slow(items)
     if not jax.config.jax_enable_x64:
         return
     skip = pytest.mark.skip(reason="tolerance calibrated on the float32 random stream")
