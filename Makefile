@@ -46,7 +46,7 @@ docs-clean:
 
 # re-executes every notebook in place and stores its outputs and figures
 notebooks: $(STAMP)
-	MPLBACKEND=Agg $(PY) notebooks/run_all.py $(NOTEBOOKS)
+	$(PY) notebooks/run_all.py $(NOTEBOOKS)
 
 demo: $(STAMP)
 	$(PY) -m infwidth demo $(DEMO_ARGS)

@@ -4,7 +4,8 @@
     python notebooks/run_all.py 04 08           # those whose file name starts with 04 or 08
     make notebooks NOTEBOOKS="04 08"            # the same through make
 
-Each notebook runs with this folder as its working directory and the Agg matplotlib backend.
+Each notebook runs with this folder as its working directory and matplotlib's inline backend
+(figures are stored as PNG outputs, also without a display).
 The stored notebook records, in its metadata, a fingerprint of its code cells
 (``infwidth.code_sha256``); ``tests/test_notebooks.py`` checks it, so a code cell edited
 without re-running the notebook is caught without executing anything. Markdown edits do not
@@ -20,6 +21,7 @@ import sys
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+INLINE = "module://matplotlib_inline.backend_inline"  # figures stored as PNG outputs
 
 
 def code_fingerprint(nb) -> str:
@@ -38,7 +40,7 @@ def run(path: str, timeout: int = 1200) -> float:
     import nbformat
 
     nb = nbformat.read(path, as_version=4)
-    os.environ["MPLBACKEND"] = "Agg"
+    os.environ["MPLBACKEND"] = INLINE
     t0 = time.perf_counter()
     nbclient.NotebookClient(nb, timeout=timeout, kernel_name="python3",
                             resources={"metadata": {"path": HERE}}).execute()

@@ -66,7 +66,7 @@ def test_notebook_runs_and_shows_what_is_stored(path, tmp_path):
     nb = nbformat.read(path, as_version=4)
     stored = _shown(nb)
     env_backup = os.environ.get("MPLBACKEND")
-    os.environ["MPLBACKEND"] = "Agg"
+    os.environ["MPLBACKEND"] = "module://matplotlib_inline.backend_inline"  # as make notebooks
     try:
         client = nbclient.NotebookClient(nb, timeout=1200, kernel_name="python3",
                                          resources={"metadata": {"path": str(tmp_path)}})
