@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-dev
 PYTEST_WORKERS ?= 2
 PYTEST := $(PY) -m pytest -q -n $(PYTEST_WORKERS) --doctest-modules infwidth tests
 
-.PHONY: test test-fast lint typecheck dist docs docs-clean notebooks demo bench bench-nt clean
+.PHONY: test test-fast slow-list lint typecheck dist docs docs-clean notebooks demo bench bench-nt clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -30,6 +30,10 @@ test: lint
 # marked slow (tests/slow_tests.txt) or notebook
 test-fast: lint
 	$(PYTEST) -m "not slow and not notebook"
+
+# rewrites tests/slow_tests.txt from measured durations (run it on an idle machine)
+slow-list: $(STAMP)
+	$(PY) tests/make_slow_list.py --threshold 2.0
 
 # wheel and sdist into dist/, checked by twine
 dist: $(STAMP)

@@ -13,7 +13,7 @@ SLOW_TESTS = os.path.join(os.path.dirname(__file__), "slow_tests.txt")
 
 def _slow_ids():
     """Test ids listed in tests/slow_tests.txt (one per line, ``#`` starts a comment); an id
-    without ``[...]`` covers all its parametrizations."""
+    without ``[...]`` covers all its parametrizations, a file path all its tests."""
     with open(SLOW_TESTS) as f:
         return {line.split("#")[0].strip() for line in f} - {""}
 
@@ -23,7 +23,7 @@ def _mark_slow(items):
 
     slow = _slow_ids()
     for item in items:
-        if item.nodeid in slow or item.nodeid.split("[")[0] in slow:
+        if slow & {item.nodeid, item.nodeid.split("[")[0], item.nodeid.split("::")[0]}:
             item.add_marker(pytest.mark.slow)
 
 
