@@ -18,18 +18,32 @@ def _slow_ids():
         return {line.split("#")[0].strip() for line in f} - {""}
 
 
+# the quick tier runs this many parametrizations of each parametrized test (the first ones, in
+# collection order); the others run in the full suite only
+FAST_PARAMETRIZATIONS = 1
+
+
 def _mark_slow(items):
+    import collections
+
     import pytest
 
     slow = _slow_ids()
+    seen = collections.Counter()
     for item in items:
-        if slow & {item.nodeid, item.nodeid.split("[")[0], item.nodeid.split("::")[0]}:
+        function = item.nodeid.split("[")[0]
+        if slow & {item.nodeid, function, item.nodeid.split("::")[0]}:
             item.add_marker(pytest.mark.slow)
+        elif "[" in item.nodeid and "notebook" not in item.keywords:
+            seen[function] += 1
+            if seen[function] > FAST_PARAMETRIZATIONS:
+                item.add_marker(pytest.mark.slow)
 
 
 def pytest_collection_modifyitems(config, items):
-    """Marks the tests listed in tests/slow_tests.txt ``slow`` (``make test-fast`` deselects
-    them with ``-m "not slow and not notebook"``).
+    """Marks ``slow`` the tests listed in tests/slow_tests.txt and every parametrization of a
+    test beyond its first ``FAST_PARAMETRIZATIONS`` (``make test-fast`` deselects them with
+    ``-m "not slow and not notebook"``, so each test function still runs once there).
 
     Under JAX_ENABLE_X64=1 (the float64 CI leg) jax.random draws a different stream, so the
     Monte Carlo and training tests marked ``float32_stream``, whose statistical tolerances were
