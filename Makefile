@@ -1,31 +1,68 @@
-# Two commands set everything up: `make test` and `make demo`. Both create .venv when missing.
+# Every target needs only python3 (3.11+) with venv: the first one run creates .venv and
+# installs infwidth with its dev, docs and bench extras.
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-dev
 PYTEST_WORKERS ?= 2
+PYTEST := $(PY) -m pytest -q -n $(PYTEST_WORKERS) --doctest-modules infwidth tests
 
-.PHONY: test lint demo bench clean
+.PHONY: test test-fast slow-list lint typecheck dist docs docs-clean notebooks demo bench bench-nt clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m pip install -q -e '.[dev,docs,bench]'
 	touch $(STAMP)
 
 lint: $(STAMP)
-	$(PY) -m ruff check infwidth tests benchmarks examples
+	$(PY) -m ruff check infwidth tests benchmarks examples docs
 
+# type hints of the package (it ships py.typed); the configuration is in pyproject.toml
+typecheck: $(STAMP)
+	$(PY) -m mypy
+
+# the full suite: every test, the notebooks included
 test: lint
-	$(PY) -m pytest -q -n $(PYTEST_WORKERS) --doctest-modules infwidth tests
+	$(PYTEST)
+
+# the quick tier (under 3 minutes on 2 cores): doctests of every module and every test not
+# marked slow (tests/slow_tests.txt) or notebook
+test-fast: lint
+	$(PYTEST) -m "not slow and not notebook"
+
+# rewrites tests/slow_tests.txt from measured durations (run it on an idle machine)
+slow-list: $(STAMP)
+	$(PY) tests/make_slow_list.py --threshold 2.0
+
+# wheel and sdist into dist/, checked by twine
+dist: $(STAMP)
+	rm -rf dist
+	$(PY) -m build --outdir dist .
+	$(PY) -m twine check --strict dist/*
+
+# the documentation site into docs/_build/html; any warning is an error
+docs: $(STAMP)
+	$(PY) -m sphinx -W --keep-going -b html docs docs/_build/html
+
+docs-clean:
+	rm -rf docs/_build docs/api/generated
+
+# re-executes every notebook in place and stores its outputs and figures
+notebooks: $(STAMP)
+	$(PY) notebooks/run_all.py $(NOTEBOOKS)
 
 demo: $(STAMP)
 	$(PY) -m infwidth demo $(DEMO_ARGS)
 
-# NT_PYTHON=$$(../shared/tools/nt-venv.sh) make bench  compares against neural-tangents
+# NT_PYTHON=/path/to/python make bench  compares against neural-tangents in that environment;
+# make bench-nt  builds that environment first (benchmarks/nt_env.sh) and compares
 BENCH_ARGS := $(if $(NT_PYTHON),--nt-python $(NT_PYTHON),)
 bench: $(STAMP)
 	for b in benchmarks/[a-z]*.py; do echo "== $$b"; $(PY) $$b $(BENCH_ARGS) || exit 1; done
 
-clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info
+bench-nt: $(STAMP)
+	$(MAKE) bench NT_PYTHON="$$(benchmarks/nt_env.sh)"
+
+clean: docs-clean
+	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache *.egg-info dist build

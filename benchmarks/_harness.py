@@ -77,7 +77,7 @@ def main(description: str, cases: dict, workers: dict, default_cases=None):
     """
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--nt-python", help="python of a neural-tangents venv "
-                        "(../shared/tools/nt-venv.sh prints it); compares in the same run")
+                        "(benchmarks/nt_env.sh builds one and prints it); compares in the same run")
     parser.add_argument("--cases", nargs="*", default=default_cases,
                         help=f"subset of cases (default: {default_cases or 'all'}); "
                         f"all: {', '.join(cases)}")

@@ -1,6 +1,6 @@
 """Tiled kernel evaluation, infwidth.batch vs nt.batch: NNGP + NTK of the depth-10 FC network.
 
-    python benchmarks/batching.py [--nt-python $(../shared/tools/nt-venv.sh)] [--cases ...]
+    python benchmarks/batching.py [--nt-python $(benchmarks/nt_env.sh)] [--cases ...]
 
 Inputs (N, 100), float32, x2 = None, results gathered on the host (nt: store_on_device=False).
 Each case runs in a fresh process: the time is that of one call after a first (compiling) call,

@@ -1,6 +1,6 @@
 """NNGP + NTK of convolutional networks (float32, x2 = x1), infwidth vs neural-tangents.
 
-    python benchmarks/cnn_kernel.py [--nt-python $(../shared/tools/nt-venv.sh)] [--cases ...]
+    python benchmarks/cnn_kernel.py [--nt-python $(benchmarks/nt_env.sh)] [--cases ...]
 
 Cases: Myrtle-5 (Shankar et al. 2020) on 32x32x3 images with the full (N, N, 32, 32, 32, 32)
 position-pair kernel; a 3-layer 3x3 'SAME' ReLU CNN with global average pooling on 16x16x3;

@@ -1,6 +1,6 @@
 """NNGP + NTK of a depth-10 ReLU network (float32, x2 = x1), infwidth vs neural-tangents.
 
-    python benchmarks/fc_kernel.py [--nt-python $(../shared/tools/nt-venv.sh)] [--cases ...]
+    python benchmarks/fc_kernel.py [--nt-python $(benchmarks/nt_env.sh)] [--cases ...]
 
 Both libraries run the same jit-compiled kernel_fn in a fresh process; times are medians after
 compilation, peak memory is the process's peak RSS.

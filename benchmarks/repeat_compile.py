@@ -1,7 +1,7 @@
 """Compile time of a depth-n residual ReLU network's NNGP + NTK: `repeat(block, n)` (one
 lax.scan) vs `serial(*[block] * n)` (unrolled), infwidth vs neural-tangents (float32, N=64).
 
-    python benchmarks/repeat_compile.py [--nt-python /root/.cache/nt-venv/bin/python]
+    python benchmarks/repeat_compile.py [--nt-python $(benchmarks/nt_env.sh)]
 
 compile_s is the first call of the jit-compiled kernel_fn (trace + compile + run); the speedup
 column compares run times after compilation.

@@ -8,13 +8,50 @@ sys.path.insert(0, os.path.dirname(__file__))
 collect_ignore_glob = ["reference/*.py"]
 
 
+SLOW_TESTS = os.path.join(os.path.dirname(__file__), "slow_tests.txt")
+
+
+def _slow_ids():
+    """Test ids listed in tests/slow_tests.txt (one per line, ``#`` starts a comment); an id
+    without ``[...]`` covers all its parametrizations, a file path all its tests."""
+    with open(SLOW_TESTS) as f:
+        return {line.split("#")[0].strip() for line in f} - {""}
+
+
+# the quick tier runs this many parametrizations of each parametrized test (the first ones, in
+# collection order); the others run in the full suite only
+FAST_PARAMETRIZATIONS = 1
+
+
+def _mark_slow(items):
+    import collections
+
+    import pytest
+
+    slow = _slow_ids()
+    seen = collections.Counter()
+    for item in items:
+        function = item.nodeid.split("[")[0]
+        if slow & {item.nodeid, function, item.nodeid.split("::")[0]}:
+            item.add_marker(pytest.mark.slow)
+        elif "[" in item.nodeid and "notebook" not in item.keywords:
+            seen[function] += 1
+            if seen[function] > FAST_PARAMETRIZATIONS:
+                item.add_marker(pytest.mark.slow)
+
+
 def pytest_collection_modifyitems(config, items):
-    """Under JAX_ENABLE_X64=1 (the float64 CI leg) jax.random draws a different stream, so the
+    """Marks ``slow`` the tests listed in tests/slow_tests.txt and every parametrization of a
+    test beyond its first ``FAST_PARAMETRIZATIONS`` (``make test-fast`` deselects them with
+    ``-m "not slow and not notebook"``, so each test function still runs once there).
+
+    Under JAX_ENABLE_X64=1 (the float64 CI leg) jax.random draws a different stream, so the
     Monte Carlo and training tests marked ``float32_stream``, whose statistical tolerances were
     set on the float32 draws, are skipped there; they run in the default (float32) leg."""
     import jax
     import pytest
 
+    _mark_slow(items)
     if not jax.config.jax_enable_x64:
         return
     skip = pytest.mark.skip(reason="tolerance calibrated on the float32 random stream")

@@ -3,6 +3,7 @@
 import os
 import re
 
+import numpy as np
 import pytest
 
 from infwidth.__main__ import main
@@ -11,7 +12,7 @@ from infwidth.__main__ import main
 def test_demo_prints_table_and_rate(capsys, tmp_path):
     pytest.importorskip("matplotlib")
     assert main(["demo", "--widths", "16", "256", "--seeds", "3", "--n", "3", "--d", "4",
-                 "--depth", "1", "--out", str(tmp_path)]) == 0
+                 "--depth", "1", "--repeats", "2", "--out", str(tmp_path)]) == 0
     text = capsys.readouterr().out
     rows = [line.split() for line in text.splitlines() if re.match(r"\s+\d+\s", line)]
     assert [int(r[0]) for r in rows] == [16, 256]
@@ -26,10 +27,30 @@ def test_demo_prints_table_and_rate(capsys, tmp_path):
 
 def test_demo_other_activation(capsys, tmp_path):
     assert main(["demo", "--activation", "erf", "--widths", "16", "128", "--seeds", "2",
-                 "--n", "3", "--d", "4", "--depth", "1", "--no-plot", "--out",
-                 str(tmp_path)]) == 0
+                 "--n", "3", "--d", "4", "--depth", "1", "--no-plot", "--repeats", "1",
+                 "--out", str(tmp_path)]) == 0
     text = capsys.readouterr().out
     assert "Erf network" in text and "fitted rate" in text
+    assert "one repeat: pass --repeats 3" in text
+
+
+def test_demo_rate_spread_is_measured_across_repeats(capsys, tmp_path):
+    """The +- is the standard deviation of the rates fitted in independent repeats (fresh
+    inputs and networks), not the least-squares error of one fit."""
+    assert main(["demo", "--widths", "16", "256", "--seeds", "2", "--n", "3", "--d", "4",
+                 "--depth", "1", "--no-plot", "--repeats", "3", "--out", str(tmp_path)]) == 0
+    text = capsys.readouterr().out
+    per_repeat = re.search(r"fitted rate of each repeat: (.*)", text).group(1)
+    rates = np.array([float(r) for r in per_repeat.split(",")])
+    assert rates.size == 3 and np.ptp(rates) > 1e-3  # the repeats are independent draws
+    mean, std = map(float, re.search(r"over 3 repeats: (-?[\d.]+) \+- ([\d.]+)", text).groups())
+    assert abs(mean - rates.mean()) < 2e-3 and abs(std - rates.std(ddof=1)) < 2e-3
+
+
+def test_demo_rejects_zero_repeats(capsys):
+    with pytest.raises(SystemExit):
+        main(["demo", "--repeats", "0"])
+    assert "--repeats 0" in capsys.readouterr().err
 
 
 def test_demo_rejects_unknown_command(capsys):
