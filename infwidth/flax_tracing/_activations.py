@@ -57,6 +57,12 @@ def linear_factor(fn, dtype):
 
 
 def activation_layer(fn, dtype, deg: int = 25):
+    """See `_find_activation`; the layer is built outside any trace, so that it can be kept."""
+    with jax.ensure_compile_time_eval():
+        return _find_activation(fn, dtype, deg)
+
+
+def _find_activation(fn, dtype, deg):
     """The stax layer whose kernel map is that of ``fn`` (see the module docstring), and a name.
 
     >>> import jax.numpy as jnp
@@ -68,13 +74,12 @@ def activation_layer(fn, dtype, deg: int = 25):
     y = _sample(fn, dtype)
     one = int(np.argmin(np.abs(_GRID - 1.0)))
     minus = int(np.argmin(np.abs(_GRID + 1.0)))
-    a, b = -y[minus], y[one]
+    a, b = float(-y[minus]) + 0.0, float(y[one]) + 0.0
     if _close(y, b * np.maximum(_GRID, 0) + a * np.minimum(_GRID, 0), dtype):
         return stax.ABRelu(float(a), float(b)), f"ABRelu({float(a)}, {float(b)})"
     probe = int(np.argmin(np.abs(_GRID - 0.7)))
     for name, g, layer in _CLOSED_FORMS:
-        gy = np.asarray(g(jnp.asarray(_GRID, np.float64 if jax.config.jax_enable_x64
-                                       else np.float32)), dtype=np.float64)
+        gy = _sample(g, dtype)
         if gy[probe] == 0:
             continue
         c = y[probe] / gy[probe]

@@ -60,11 +60,39 @@ def _uniform_scalar(value, eqn):
     return v.reshape(-1)[0] if v.size else v
 
 
+def _is_elementwise(jaxpr) -> bool:
+    """Whether every equation of ``jaxpr`` (and of the calls inside it) is elementwise."""
+    for eqn in jaxpr.eqns:
+        if eqn.primitive.name in _CALLS:
+            inner, _ = _inner(eqn)
+            if inner is None or not _is_elementwise(inner):
+                return False
+        elif eqn.primitive.name not in _ELEMENTWISE:
+            return False
+    return True
+
+
+def _chunked(fn, shape):
+    """``fn`` (defined on arrays of the traced ``shape``) on arrays of any shape, elementwise."""
+    size = math.prod(shape)
+
+    def on_any_shape(t):
+        t = jnp.asarray(t)
+        flat = t.reshape(-1)
+        pad = (-flat.size) % size
+        chunks = jnp.pad(flat, (0, pad)).reshape((-1,) + tuple(shape))
+        out = jax.vmap(fn)(chunks).reshape(-1)
+        return out[:flat.size].reshape(t.shape)
+
+    return on_any_shape
+
+
 class Walker:
     """Interprets a closed jaxpr on `Kernel`s. One walker per kernel evaluation."""
 
-    def __init__(self, model, parameterization):
+    def __init__(self, model, parameterization, memo=None):
         self.model = model
+        self.memo = {} if memo is None else memo  # (equation, dtype) -> activation's kernel map
         self.par = parameterization
         self.used = {}
         self.cache = {}
@@ -110,6 +138,13 @@ class Walker:
     # ------------------------------------------------------------------------------------------
     def step(self, eqn, ins):
         name = eqn.primitive.name
+        acts = [v for v in ins if isinstance(v, Act)]
+        roots = {id(a.base if a.fn is not None else a) for a in acts}
+        if (name == "custom_jvp_call" and len(roots) == 1
+                and not any(isinstance(v, ParamRef) for v in ins)
+                and _is_elementwise(_inner(eqn)[0])):
+            # kept whole, so that its own derivative rule gives the NTK (relu'(0), softplus...)
+            return [self.elementwise(eqn, ins, tuple(eqn.outvars[0].aval.shape))]
         if name in _CALLS:
             inner, consts = _inner(eqn)
             if inner is not None and len(inner.invars) == len(ins):
@@ -122,7 +157,6 @@ class Walker:
             with jax.ensure_compile_time_eval():
                 out = _bind(eqn.primitive, eqn.params, [v.value for v in ins])
             return [Const(o) for o in (out if eqn.primitive.multiple_results else [out])]
-        acts = [v for v in ins if isinstance(v, Act)]
         params = [v for v in ins if isinstance(v, ParamRef)]
         out_shape = tuple(eqn.outvars[0].aval.shape)
         if not acts:
@@ -132,8 +166,7 @@ class Walker:
                               "deterministically (deterministic=True / train=False) for its "
                               "kernel; stochastic dropout is not mapped yet.")
         rule = getattr(self, "rule_" + name, None)
-        if name in _ELEMENTWISE and not params and not (name in ("add", "sub")
-                                                         and len(acts) == 2):
+        if name in _ELEMENTWISE and not params and len(roots) == 1:
             return [self.elementwise(eqn, ins, out_shape)]
         if rule is None:
             raise unsupported(eqn, "has no infinite-width rule in infwidth",
@@ -178,7 +211,12 @@ class Walker:
             return self.cache[id(act)]
         root, where = act.base, act.where
         dtype = root.kernel.nngp.dtype
-        c = linear_factor(act.fn, dtype)
+        key = (id(where), str(dtype))
+        if key not in self.memo:
+            fn = _chunked(act.fn, root.shape)
+            c = linear_factor(fn, dtype)
+            self.memo[key] = (c, None if c is not None else activation_layer(fn, dtype)[0])
+        c, layer = self.memo[key]
         if c is not None:
             k = self.call(stax.Scale(c), root.kernel, where)
             out = Act(k, act.shape, root.leaves, root.fresh if c != 0 else frozenset())
@@ -188,7 +226,6 @@ class Walker:
                                   "Gaussian in the limit (raw inputs, or two nonlinearities "
                                   "separated by something other than a dense/conv layer)",
                                   "Put a dense or convolution layer before it.")
-            layer, _ = activation_layer(act.fn, dtype)
             out = Act(self.call(layer, root.kernel, where), act.shape, root.leaves)
         self.cache[id(act)] = out
         return out
@@ -205,15 +242,15 @@ class Walker:
         prim, params = eqn.primitive, dict(eqn.params)
         parts = [("act", a.fn) if isinstance(a, Act) else ("const", _uniform_scalar(a.value, eqn))
                  for a in ins]
+        in_shapes = [tuple(v.aval.shape) for v in eqn.invars]
 
-        def fn(t):
+        def fn_traced_shape(t):
             vals = []
             for kind, f in parts:
                 if kind == "act":
                     vals.append(t if f is None else f(t))
-            shape = jnp.shape(vals[0])
             args, it = [], iter(vals)
-            for kind, f in parts:
+            for (kind, f), shape in zip(parts, in_shapes):
                 if kind == "act":
                     args.append(next(it))
                 else:
@@ -227,7 +264,7 @@ class Walker:
             out = _bind(prim, params, args)
             return out[0] if prim.multiple_results else out
 
-        return Act(None, out_shape, root.leaves, base=root, fn=fn, where=eqn)
+        return Act(None, out_shape, root.leaves, base=root, fn=fn_traced_shape, where=eqn)
 
     # ------------------------------------------------------------------------------------------
     def _moments(self, p, eqn, role):

@@ -136,9 +136,11 @@ def from_flax(module, example_input, *, parameterization: str = "standard", para
     def apply_fn(p, x, **kwargs):
         return model.apply_fn(p, x, **kwargs)
 
+    memo = {}  # the activation found for each elementwise chain, kept across calls
+
     def transform(k, **kwargs):
         check_has_kernel(par, "from_flax")
-        kernels = Walker(model, par).run(closed, len(leaves), k)
+        kernels = Walker(model, par, memo).run(closed, len(leaves), k)
         return kernels[0] if len(kernels) == 1 else jax.tree_util.tree_unflatten(out_tree, kernels)
 
     layer = make_layer("from_flax", init_fn, apply_fn, transform, shape_fn=None)
