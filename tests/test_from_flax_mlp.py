@@ -149,8 +149,8 @@ def plain_mlp(params, x):
 PLAIN_PARAMS = {"w1": jax.ShapeDtypeStruct((6, 96), jnp.float32),
                 "b1": jax.ShapeDtypeStruct((96,), jnp.float32),
                 "w2": jax.ShapeDtypeStruct((96, 96), jnp.float32),
-                "w3": jax.ShapeDtypeStruct((96, 1), jnp.float32),
-                "b3": jax.ShapeDtypeStruct((1,), jnp.float32)}
+                "w3": jax.ShapeDtypeStruct((96, 16), jnp.float32),
+                "b3": jax.ShapeDtypeStruct((16,), jnp.float32)}
 PLAIN_INITS = {"w1": init.glorot_uniform(), "b1": init.normal(0.2), "w2": init.he_uniform(),
                "w3": init.truncated_normal(0.05), "b3": init.zeros}
 
@@ -165,7 +165,7 @@ def test_plain_function_equals_stax():
         _, _, expected = stax.serial(
             stax.Dense(96, (12 / 102) ** 0.5, 0.2, parameterization="standard"), stax.Gelu(),
             stax.Dense(96, 2**0.5, None, parameterization="standard"), stax.Erf(),
-            stax.Dense(1, (96 * 0.05**2 * trunc_var) ** 0.5, 0.0, parameterization="standard"))
+            stax.Dense(16, (96 * 0.05**2 * trunc_var) ** 0.5, 0.0, parameterization="standard"))
         check_same_kernels(kernel_fn, expected, x1, x2)
 
 
@@ -174,15 +174,15 @@ def test_linen_monte_carlo_converges():
     """The Flax model's own Monte Carlo NNGP/NTK approach from_flax's kernels as it widens."""
     x1, x2 = inputs(4, 3, 5)
     errs = {}
-    for width in (64, 1024):
-        model = LinenMLP(width, jax.nn.gelu, out=32)
+    for width in (32, 512):
+        model = LinenMLP(width, jax.nn.gelu, out=64)
         init_fn, apply_fn, kernel_fn = from_flax(model, x1)
         exact = kernel_fn(x1, x2, get=("nngp", "ntk"))
         nngp, ntk = mc_kernels(init_fn, apply_fn, x1, x2, jax.random.PRNGKey(width), 48)
         errs[width] = rel_err(nngp, exact.nngp), rel_err(ntk, exact.ntk)
-    assert errs[1024][0] < tol("mc"), errs
-    assert errs[1024][1] < tol("mc") / 2, errs
-    assert errs[1024][1] < errs[64][1] / 2, errs
+    assert errs[512][0] < tol("mc"), errs
+    assert errs[512][1] < tol("mc") / 2, errs
+    assert errs[512][1] < errs[32][1] / 2, errs
 
 
 @pytest.mark.float32_stream
@@ -191,7 +191,7 @@ def test_plain_function_monte_carlo():
     init_fn, apply_fn, kernel_fn = from_flax(plain_mlp, x1, params=PLAIN_PARAMS,
                                              initializers=PLAIN_INITS)
     exact = kernel_fn(x1, x2, get=("nngp", "ntk"))
-    nngp, ntk = mc_kernels(init_fn, apply_fn, x1, x2, jax.random.PRNGKey(0), 256)
-    assert rel_err(nngp, exact.nngp) < 2 * tol("mc")
+    nngp, ntk = mc_kernels(init_fn, apply_fn, x1, x2, jax.random.PRNGKey(0), 128)
+    assert rel_err(nngp, exact.nngp) < tol("mc")
     assert rel_err(ntk, exact.ntk) < tol("mc")
     assert np.all(np.isfinite(ntk))
