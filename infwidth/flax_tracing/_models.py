@@ -14,6 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ._initializers import Moments, initializer_moments
+from ._values import python_branches_explained
 
 
 class Model(NamedTuple):
@@ -85,7 +86,7 @@ def _linen(module, x, apply_kwargs, initializers) -> Model:
         found[tuple(context.module.path)] = context.module
         return next_fun(*args, **kwargs)
 
-    with nn.intercept_methods(record):
+    with nn.intercept_methods(record), python_branches_explained():
         variables = jax.eval_shape(lambda k: module.init(k, x, **apply_kwargs),
                                    jax.random.PRNGKey(0))
     extra = [c for c in variables if c != "params"]

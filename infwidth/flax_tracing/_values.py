@@ -13,10 +13,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 from collections.abc import Callable
 from typing import Any
+
+import jax
 
 from ..kernel import Kernel
 
@@ -61,12 +64,25 @@ def user_line(frames) -> str:
     return "an unknown line"
 
 
-def eqn_line(eqn) -> str:
-    """The model's source line that produced a jaxpr equation."""
+# the call equations (jit, custom_jvp) the walk is inside of: their lines stand in for those of
+# inner equations, whose tracebacks stop at the jitted function (jnp.sort, jax.nn.relu, ...)
+CALL_STACK: list = []
+
+
+def _line(eqn) -> str:
     tb = getattr(eqn.source_info, "traceback", None)
     if tb is None:
         return "an unknown line"
     return user_line([(f.file_name, f.line_num, f.function_name) for f in tb.frames])
+
+
+def eqn_line(eqn) -> str:
+    """The model's source line that produced a jaxpr equation."""
+    for e in [eqn] + CALL_STACK[::-1]:
+        line = _line(e)
+        if line != "an unknown line":
+            return line
+    return "an unknown line"
 
 
 class UnsupportedOperation(NotImplementedError):
@@ -77,3 +93,26 @@ def unsupported(eqn, what: str, need: str) -> UnsupportedOperation:
     return UnsupportedOperation(
         f"from_flax: the operation '{eqn.primitive.name}' at {eqn_line(eqn)} {what}. {need} "
         f"(from_flax never approximates an operation silently.)")
+
+
+_BRANCH_ERRORS = tuple(getattr(jax.errors, n) for n in
+                       ("TracerBoolConversionError", "ConcretizationTypeError",
+                        "TracerIntegerConversionError") if hasattr(jax.errors, n))
+
+
+@contextlib.contextmanager
+def python_branches_explained():
+    """Turns JAX's error for Python control flow on traced values into one about kernels."""
+    try:
+        yield
+    except _BRANCH_ERRORS as e:
+        tb, frames = e.__traceback__, []
+        while tb is not None:
+            code = tb.tb_frame.f_code
+            frames.append((code.co_filename, tb.tb_lineno, code.co_name))
+            tb = tb.tb_next
+        raise ValueError(
+            f"from_flax: the model branches in Python on the value of an activation or "
+            f"parameter at {user_line(frames[::-1])} ({type(e).__name__}). A kernel needs one "
+            f"computation for every input and every width; write the branch with jnp.where (an "
+            f"elementwise choice) or remove it.") from e

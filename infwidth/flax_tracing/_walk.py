@@ -36,7 +36,7 @@ from .. import stax
 from ..empirical._structured import _bind, _inner
 from ._activations import activation_layer, linear_factor
 from ._models import leaf_moments
-from ._values import Act, Const, ParamRef, eqn_line, unsupported
+from ._values import CALL_STACK, Act, Const, ParamRef, eqn_line, unsupported
 
 _CALLS = ("jit", "pjit", "closed_call", "core_call", "custom_jvp_call", "remat", "checkpoint")
 _ELEMENTWISE = frozenset("""
@@ -148,7 +148,11 @@ class Walker:
         if name in _CALLS:
             inner, consts = _inner(eqn)
             if inner is not None and len(inner.invars) == len(ins):
-                return self.walk(inner, consts, ins)
+                CALL_STACK.append(eqn)
+                try:
+                    return self.walk(inner, consts, ins)
+                finally:
+                    CALL_STACK.pop()
         if name.startswith("custom_vjp_call"):
             raise unsupported(eqn, "calls a jax.custom_vjp function", "Its derivative is "
                               "user-defined, so its kernel and NTK cannot be read from its "

@@ -9,28 +9,13 @@ import jax.numpy as jnp
 from ..parameterization import check_has_kernel, resolve_parameterization
 from ..stax._layer import Layer, make_layer
 from ._models import as_model
-from ._values import user_line
+from ._values import python_branches_explained
 from ._walk import Walker
-
-_BRANCH_ERRORS = tuple(getattr(jax.errors, n) for n in
-                       ("TracerBoolConversionError", "ConcretizationTypeError",
-                        "TracerIntegerConversionError") if hasattr(jax.errors, n))
 
 
 def _trace(fn, specs, x_spec):
-    try:
+    with python_branches_explained():
         return jax.make_jaxpr(fn, return_shape=True)(specs, x_spec)
-    except _BRANCH_ERRORS as e:
-        tb = e.__traceback__
-        frames = []
-        while tb is not None:
-            frames.append((tb.tb_frame.f_code.co_filename, tb.tb_lineno, tb.tb_frame.f_code.co_name))
-            tb = tb.tb_next
-        raise ValueError(
-            f"from_flax: the model branches in Python on the value of an activation or parameter "
-            f"at {user_line(frames[::-1])} ({type(e).__name__}). A kernel needs one computation "
-            f"for every input and every width; write the branch with jnp.where (an elementwise "
-            f"choice) or remove it.") from e
 
 
 def from_flax(module, example_input, *, parameterization: str = "standard", params=None,
@@ -111,8 +96,9 @@ def from_flax(module, example_input, *, parameterization: str = "standard", para
     """
     par = resolve_parameterization(parameterization, "from_flax")
     if not hasattr(example_input, "shape") or len(example_input.shape) < 2:
+        shape = getattr(example_input, "shape", None)
         raise ValueError("from_flax(example_input): expected an array of shape (N, ..., "
-                         f"features) with a batch axis; got {getattr(example_input, 'shape', None)}.")
+                         f"features) with a batch axis; got shape {shape}.")
     x_spec = jax.ShapeDtypeStruct(tuple(example_input.shape), jnp.result_type(example_input))
     model = as_model(module, example_input, apply_kwargs, params, initializers)
     leaves, treedef = jax.tree_util.tree_flatten(model.params)
