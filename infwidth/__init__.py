@@ -16,4 +16,4 @@ from .kernel import Kernel
 
 __all__ = ["Kernel", "batch", "stax", "empirical", "predict", "analysis", "mup", "architectures",
            "__version__"]
-from .flax_tracing import from_flax  # noqa: E402
+from .flax_tracing import from_flax as from_flax  # noqa: E402  (re-export)
