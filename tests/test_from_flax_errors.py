@@ -92,7 +92,7 @@ def test_batchnorm_in_train_mode_is_refused():
 
     def batch_norm(params, x):  # the same statistics in a plain function
         h = x @ params["w"]
-        return (h - h.mean(axis=0)) / jnp.sqrt(h.var(axis=0) + 1e-5)
+        return (h - h.mean(axis=0, keepdims=True)) / jnp.sqrt(h.var(axis=0, keepdims=True) + 1e-5)
 
     with pytest.raises(UnsupportedOperation, match="batch axis.*BatchNorm"):
         from_flax(batch_norm, X, params={"w": jnp.ones((4, 8))},

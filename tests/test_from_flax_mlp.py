@@ -145,9 +145,9 @@ def test_nnx_custom_initializer_must_be_named():
 
 
 def plain_mlp(params, x):
-    h = jax.nn.gelu(x @ params["w1"] + params["b1"], approximate=False)
+    h = jax.nn.gelu(x @ params["w1"] + params["b1"][None], approximate=False)
     h = jax.lax.erf(h @ params["w2"])
-    return h @ params["w3"] + params["b3"]
+    return h @ params["w3"] + params["b3"][None]
 
 
 PLAIN_PARAMS = {"w1": jax.ShapeDtypeStruct((6, 96), jnp.float32),
