@@ -144,3 +144,17 @@ def test_mup_has_no_kernel_and_bad_arguments():
         from_flax(Tiny(), jnp.ones(4))
     with pytest.raises(TypeError, match="module"):
         from_flax(3, X)
+
+
+class WithDropout(nn.Module):
+    @nn.compact
+    def __call__(self, x, deterministic):
+        return nn.Dense(1)(nn.Dropout(0.5)(nn.relu(nn.Dense(8)(x)), deterministic=deterministic))
+
+
+def test_stochastic_dropout_is_refused_deterministic_is_traced_through():
+    with pytest.raises(UnsupportedOperation, match="random numbers.*deterministic=True"):
+        from_flax(WithDropout(), X, deterministic=False, rngs={"dropout": jax.random.PRNGKey(0)})
+    init_fn, apply_fn, _ = from_flax(WithDropout(), X, deterministic=True)
+    _, params = init_fn(jax.random.PRNGKey(0), X.shape)
+    assert apply_fn(params, X).shape == (3, 1)

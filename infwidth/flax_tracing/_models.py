@@ -77,6 +77,13 @@ def _draw_fn(treedef, shapes, dtypes, inits, paths):
     return draw
 
 
+def linen_init(module, key, x, apply_kwargs):
+    """``module.init`` with the 'params' key added to any ``rngs`` of the call's keywords."""
+    kwargs = dict(apply_kwargs)
+    rngs = kwargs.pop("rngs", None) or {}
+    return module.init({"params": key, **rngs}, x, **kwargs)
+
+
 def _linen(module, x, apply_kwargs, initializers) -> Model:
     import flax.linen as nn
 
@@ -87,7 +94,7 @@ def _linen(module, x, apply_kwargs, initializers) -> Model:
         return next_fun(*args, **kwargs)
 
     with nn.intercept_methods(record), python_branches_explained():
-        variables = jax.eval_shape(lambda k: module.init(k, x, **apply_kwargs),
+        variables = jax.eval_shape(lambda k: linen_init(module, k, x, apply_kwargs),
                                    jax.random.PRNGKey(0))
     extra = [c for c in variables if c != "params"]
     if extra:

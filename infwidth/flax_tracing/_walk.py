@@ -157,6 +157,10 @@ class Walker:
             raise unsupported(eqn, "calls a jax.custom_vjp function", "Its derivative is "
                               "user-defined, so its kernel and NTK cannot be read from its "
                               "operations; write it with jnp/lax operations (or custom_jvp).")
+        if name in _RANDOM or any(name.startswith(r) for r in ("random_", "threefry")):
+            raise unsupported(eqn, "draws random numbers (stochastic dropout?)", "Run the model "
+                              "deterministically (deterministic=True / train=False) for its "
+                              "kernel; stochastic dropout is not mapped yet.")
         if all(isinstance(v, Const) for v in ins):
             with jax.ensure_compile_time_eval():
                 out = _bind(eqn.primitive, eqn.params, [v.value for v in ins])
@@ -165,10 +169,6 @@ class Walker:
         out_shape = tuple(eqn.outvars[0].aval.shape)
         if not acts:
             return [self.param_layout(eqn, ins, params, out_shape)]
-        if name in _RANDOM or any(name.startswith(r) for r in ("random_", "threefry")):
-            raise unsupported(eqn, "draws random numbers (stochastic dropout?)", "Run the model "
-                              "deterministically (deterministic=True / train=False) for its "
-                              "kernel; stochastic dropout is not mapped yet.")
         rule = getattr(self, "rule_" + name, None)
         if name in _ELEMENTWISE and not params and len(roots) == 1:
             return [self.elementwise(eqn, ins, out_shape)]

@@ -8,7 +8,7 @@ import jax.numpy as jnp
 
 from ..parameterization import check_has_kernel, resolve_parameterization
 from ..stax._layer import Layer, make_layer
-from ._models import as_model
+from ._models import as_model, linen_init
 from ._values import python_branches_explained
 from ._walk import Walker
 
@@ -112,7 +112,8 @@ def from_flax(module, example_input, *, parameterization: str = "standard", para
 
     def init_fn(key, input_shape):
         if model.kind == "linen":
-            p = module.init(key, jnp.zeros(input_shape, x_spec.dtype), **apply_kwargs)["params"]
+            p = linen_init(module, key, jnp.zeros(input_shape, x_spec.dtype), apply_kwargs)
+            p = p["params"]
         else:
             p = model.init_fn(key)
         out = jax.eval_shape(model.apply_fn, p, jax.ShapeDtypeStruct(tuple(input_shape),
