@@ -32,3 +32,4 @@ __all__ = ["Kernel", "batch", "stax", "empirical", "predict", "analysis", "mup",
            "NtkImplementation", "empirical_kernel_fn", "empirical_nngp_fn", "empirical_ntk_fn",
            "empirical_ntk_vp_fn", "linearize", "monte_carlo_kernel_fn", "taylor_expand",
            "__version__"]
+from .flax_tracing import from_flax as from_flax  # noqa: E402  (re-export)

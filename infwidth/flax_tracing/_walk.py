@@ -1,0 +1,461 @@
+"""The jaxpr walk: each equation of a traced model mapped onto a stax layer's kernel map.
+
+The walk is an abstract interpretation of the model's jaxpr (traced once by `jax.make_jaxpr`):
+every value is a `Const`, a `ParamRef` or an `Act` (see `_values`), and every equation that
+touches an activation is replaced by the kernel map of the matching `infwidth.stax` layer:
+
+=============================================  ===========================================
+jaxpr                                          stax kernel map
+=============================================  ===========================================
+``dot_general(x, W)`` (+ a bias ``b``)         `Dense` (`Conv` with a 1x1 filter on images)
+``conv_general_dilated(x, W)`` (+ ``b``)       `Conv` ('SAME' or 'VALID' padding, strides)
+a chain of elementwise operations of ``x``     closed-form activation or quadrature
+                                               (see `_activations`), or `Scale`
+``x1 + x2``, ``x1 - x2``                       `FanInSum` (uncorrelated branches only)
+``concatenate`` along the features             `FanInConcat`
+``reduce_sum`` over all spatial axes           `GlobalSumPool`
+``reduce_window_sum``                          `SumPool`
+``reshape`` to ``(N, -1)``                     `Flatten`
+=============================================  ===========================================
+
+A parameter's distribution comes from its initializer (`_initializers`). Anything else raises
+`UnsupportedOperation` naming the operation and the model's source line.
+"""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+from jax.extend.core import Literal
+
+from .. import stax
+from ..empirical._structured import _bind, _inner
+from ._activations import activation_layer, linear_factor
+from ._models import leaf_moments
+from ._values import CALL_STACK, Act, Const, ParamRef, eqn_line, unsupported
+
+_CALLS = ("jit", "pjit", "closed_call", "core_call", "custom_jvp_call", "remat", "checkpoint")
+_ELEMENTWISE = frozenset("""
+    add sub mul div neg max min abs sign tanh logistic exp exp2 log log1p expm1 erf erfc erf_inv
+    sin cos tan asin acos atan sinh cosh asinh acosh atanh sqrt rsqrt cbrt pow integer_pow square
+    select_n gt lt ge le eq ne and or not clamp convert_element_type copy copy_p floor ceil round
+    is_finite nextafter atan2 rem reduce_precision
+""".split())
+_PARAM_LAYOUT = ("reshape", "broadcast_in_dim", "convert_element_type", "squeeze",
+                 "expand_dims", "copy", "copy_p")
+_RANDOM = ("random_bits", "random_seed", "random_wrap", "random_unwrap", "threefry2x32",
+           "random_fold_in", "random_split")
+
+
+def _uniform_scalar(value, eqn):
+    v = np.asarray(value)
+    if v.ndim and v.size and not np.all(v == v.flat[0]):
+        raise unsupported(eqn, "combines an activation with a constant that differs across "
+                          "positions or features", "Only constants shared by every unit keep the "
+                          "units exchangeable; fold such a constant into a parameter.")
+    return v.reshape(-1)[0] if v.size else v
+
+
+def _is_elementwise(jaxpr) -> bool:
+    """Whether every equation of ``jaxpr`` (and of the calls inside it) is elementwise."""
+    for eqn in jaxpr.eqns:
+        if eqn.primitive.name in _CALLS:
+            inner, _ = _inner(eqn)
+            if inner is None or not _is_elementwise(inner):
+                return False
+        elif eqn.primitive.name not in _ELEMENTWISE:
+            return False
+    return True
+
+
+def _chunked(fn, shape):
+    """``fn`` (defined on arrays of the traced ``shape``) on arrays of any shape, elementwise."""
+    size = math.prod(shape)
+
+    def on_any_shape(t):
+        t = jnp.asarray(t)
+        flat = t.reshape(-1)
+        pad = (-flat.size) % size
+        chunks = jnp.pad(flat, (0, pad)).reshape((-1,) + tuple(shape))
+        out = jax.vmap(fn)(chunks).reshape(-1)
+        return out[:flat.size].reshape(t.shape)
+
+    return on_any_shape
+
+
+class Walker:
+    """Interprets a closed jaxpr on `Kernel`s. One walker per kernel evaluation."""
+
+    def __init__(self, model, parameterization, memo=None):
+        self.model = model
+        self.memo = {} if memo is None else memo  # (equation, dtype) -> activation's kernel map
+        self.par = parameterization
+        self.used = {}
+        self.cache = {}
+
+    # ------------------------------------------------------------------------------------------
+    def run(self, closed, n_leaves, k_in):
+        jaxpr = closed.jaxpr
+        ins = [ParamRef(i, tuple(v.aval.shape), tuple(v.aval.shape), self._caxis0(v.aval.shape))
+               for i, v in enumerate(jaxpr.invars[:n_leaves])]
+        ins.append(Act(k_in, tuple(jaxpr.invars[n_leaves].aval.shape)))
+        outs = self.walk(jaxpr, closed.consts, ins)
+        kernels = []
+        for o, v in zip(outs, jaxpr.outvars):
+            if not isinstance(o, Act):
+                raise ValueError(f"from_flax: an output of the model (shape {v.aval.shape}) does "
+                                 f"not depend on the input, so it has no kernel.")
+            kernels.append(self.materialize(o, None).kernel)
+        return kernels
+
+    @staticmethod
+    def _caxis0(shape):
+        if len(shape) == 1:
+            return 0
+        big = [i for i, s in enumerate(shape) if s != 1]
+        return big[0] if len(big) == 1 else None
+
+    def walk(self, jaxpr, consts, ins):
+        env = {}
+        for v, c in zip(jaxpr.constvars, consts):
+            env[v] = Const(c)
+        for v, a in zip(jaxpr.invars, ins):
+            env[v] = a
+
+        def read(v):
+            return Const(v.val) if isinstance(v, Literal) else env[v]
+
+        for eqn in jaxpr.eqns:
+            outs = self.step(eqn, [read(v) for v in eqn.invars])
+            for v, o in zip(eqn.outvars, outs):
+                env[v] = o
+        return [read(v) for v in jaxpr.outvars]
+
+    # ------------------------------------------------------------------------------------------
+    def step(self, eqn, ins):
+        name = eqn.primitive.name
+        acts = [v for v in ins if isinstance(v, Act)]
+        roots = {id(a.base if a.fn is not None else a) for a in acts}
+        if (name == "custom_jvp_call" and len(roots) == 1
+                and not any(isinstance(v, ParamRef) for v in ins)
+                and _is_elementwise(_inner(eqn)[0])):
+            # kept whole, so that its own derivative rule gives the NTK (relu'(0), softplus...)
+            return [self.elementwise(eqn, ins, tuple(eqn.outvars[0].aval.shape))]
+        if name in _CALLS:
+            inner, consts = _inner(eqn)
+            if inner is not None and len(inner.invars) == len(ins):
+                CALL_STACK.append(eqn)
+                try:
+                    return self.walk(inner, consts, ins)
+                finally:
+                    CALL_STACK.pop()
+        if name.startswith("custom_vjp_call"):
+            raise unsupported(eqn, "calls a jax.custom_vjp function", "Its derivative is "
+                              "user-defined, so its kernel and NTK cannot be read from its "
+                              "operations; write it with jnp/lax operations (or custom_jvp).")
+        if name in _RANDOM or any(name.startswith(r) for r in ("random_", "threefry")):
+            raise unsupported(eqn, "draws random numbers (stochastic dropout?)", "Run the model "
+                              "deterministically (deterministic=True / train=False) for its "
+                              "kernel; stochastic dropout is not mapped yet.")
+        if all(isinstance(v, Const) for v in ins):
+            with jax.ensure_compile_time_eval():
+                out = _bind(eqn.primitive, eqn.params, [v.value for v in ins])
+            return [Const(o) for o in (out if eqn.primitive.multiple_results else [out])]
+        params = [v for v in ins if isinstance(v, ParamRef)]
+        out_shape = tuple(eqn.outvars[0].aval.shape)
+        if not acts:
+            return [self.param_layout(eqn, ins, params, out_shape)]
+        rule = getattr(self, "rule_" + name, None)
+        if name in _ELEMENTWISE and not params and len(roots) == 1:
+            return [self.elementwise(eqn, ins, out_shape)]
+        if rule is None:
+            raise unsupported(eqn, "has no infinite-width rule in infwidth",
+                              "Supported are dense and convolution layers with their biases, "
+                              "elementwise activations, sums of uncorrelated branches, "
+                              "concatenation, sum/mean pooling and flattening.")
+        return [rule(eqn, ins, acts, params, out_shape)]
+
+    def param_layout(self, eqn, ins, params, out_shape):
+        name = eqn.primitive.name
+        if len(params) == 1 and name in _PARAM_LAYOUT:
+            p = params[0]
+            caxis = None
+            if name == "broadcast_in_dim" and p.caxis is not None:
+                caxis = eqn.params["broadcast_dimensions"][p.caxis]
+            elif name in ("convert_element_type", "copy", "copy_p"):
+                caxis = p.caxis
+            elif math.prod(out_shape) == math.prod(p.leaf_shape) == out_shape[-1]:
+                caxis = len(out_shape) - 1
+            else:
+                caxis = self._caxis0(out_shape)
+            return ParamRef(p.leaf, out_shape, p.leaf_shape, caxis)
+        path = self.model.paths[params[0].leaf] if params else "?"
+        raise unsupported(eqn, f"transforms the parameter {path!r} before using it",
+                          "from_flax reads a parameter's distribution from its initializer, so "
+                          "a parameter must enter as the weight of a dense/conv layer or as a "
+                          "bias added to its output.")
+
+    # ------------------------------------------------------------------------------------------
+    def call(self, layer, kernel, eqn):
+        """``layer.kernel_fn(kernel)``, with the model's source line on errors."""
+        try:
+            return layer.kernel_fn(kernel)
+        except ValueError as e:
+            raise ValueError(f"from_flax: at {eqn_line(eqn)} ('{eqn.primitive.name}'): {e}") from e
+
+    def materialize(self, act, eqn):
+        """An `Act` whose pending elementwise function has been turned into a kernel map."""
+        if act.fn is None:
+            return act
+        if id(act) in self.cache:
+            return self.cache[id(act)]
+        root, where = act.base, act.where
+        dtype = root.kernel.nngp.dtype
+        key = (id(where), str(dtype))
+        if key not in self.memo:
+            fn = _chunked(act.fn, root.shape)
+            c = linear_factor(fn, dtype)
+            self.memo[key] = (c, None if c is not None else activation_layer(fn, dtype)[0])
+        c, layer = self.memo[key]
+        if c is not None:
+            k = self.call(stax.Scale(c), root.kernel, where)
+            out = Act(k, act.shape, root.leaves, root.fresh if c != 0 else frozenset())
+        else:
+            if not root.kernel.is_gaussian:
+                raise unsupported(where, "applies a nonlinearity to an activation that is not "
+                                  "Gaussian in the limit (raw inputs, or two nonlinearities "
+                                  "separated by something other than a dense/conv layer)",
+                                  "Put a dense or convolution layer before it.")
+            out = Act(self.call(layer, root.kernel, where), act.shape, root.leaves)
+        self.cache[id(act)] = out
+        return out
+
+    def elementwise(self, eqn, ins, out_shape):
+        acts = [v for v in ins if isinstance(v, Act)]
+        roots = {id(a.base if a.fn is not None else a): (a.base if a.fn is not None else a)
+                 for a in acts}
+        if len(roots) > 1:
+            raise unsupported(eqn, "combines two different activations elementwise",
+                              "Only sums of uncorrelated branches (residual connections) have a "
+                              "kernel rule; products of branches are not mapped.")
+        root = next(iter(roots.values()))
+        prim, params = eqn.primitive, dict(eqn.params)
+        parts = [("act", a.fn) if isinstance(a, Act) else ("const", _uniform_scalar(a.value, eqn))
+                 for a in ins]
+        in_shapes = [tuple(v.aval.shape) for v in eqn.invars]
+
+        def fn_traced_shape(t):
+            vals = []
+            for kind, f in parts:
+                if kind == "act":
+                    vals.append(t if f is None else f(t))
+            args, it = [], iter(vals)
+            for (kind, f), shape in zip(parts, in_shapes):
+                if kind == "act":
+                    args.append(next(it))
+                else:
+                    c = jnp.asarray(f)
+                    if jnp.issubdtype(c.dtype, jnp.floating):
+                        c = c.astype(jnp.result_type(t))
+                    args.append(jnp.broadcast_to(c, shape))
+            if prim.name == "convert_element_type" and jnp.issubdtype(
+                    params["new_dtype"], jnp.floating):
+                return args[0].astype(jnp.result_type(t))
+            out = _bind(prim, params, args)
+            return out[0] if prim.multiple_results else out
+
+        return Act(None, out_shape, root.leaves, base=root, fn=fn_traced_shape, where=eqn)
+
+    # ------------------------------------------------------------------------------------------
+    def _moments(self, p, eqn, role):
+        path = self.model.paths[p.leaf]
+        m = leaf_moments(self.model, p.leaf, p.leaf_shape)
+        if m is None:
+            raise unsupported(eqn, f"uses the parameter {path!r} as a {role}, but its initializer "
+                              f"is unknown", f"Pass initializers={{{path!r}: ...}} (one of "
+                              f"jax.nn.initializers) to from_flax.")
+        if m.mean != 0:
+            raise unsupported(eqn, f"uses the parameter {path!r} as a {role}, but its initializer "
+                              f"has mean {m.mean:g}", "The infinite-width limit here needs "
+                              "zero-mean weights and biases.")
+        if p.leaf in self.used:
+            raise unsupported(eqn, f"uses the parameter {path!r} a second time (it was used at "
+                              f"{self.used[p.leaf]})", "Shared weights correlate the layers "
+                              "that use them; stax rules assume independent layers.")
+        self.used[p.leaf] = eqn_line(eqn)
+        return m
+
+    def _affine(self, eqn, x, w, make, out_shape):
+        x = self.materialize(x, eqn)
+
+        def rebuild(b_std):
+            return self.call(make(b_std), x.kernel, eqn)
+
+        return Act(rebuild(None), out_shape, x.leaves | {w.leaf}, frozenset({w.leaf}), rebuild)
+
+    def rule_dot_general(self, eqn, ins, acts, params, out_shape):
+        if len(acts) != 1 or len(params) != 1 or not isinstance(ins[0], Act):
+            raise unsupported(eqn, "multiplies two activations, or a parameter by an activation "
+                              "from the left", "Dense layers compute x @ W with the activation "
+                              "first; products of activations (attention) are not mapped yet.")
+        x, w = ins
+        (lc, rc), (lb, rb) = eqn.params["dimension_numbers"]
+        nd = len(x.shape)
+        if (lb or rb or tuple(lc) != (nd - 1,) or len(w.shape) != 2 or w.shape != w.leaf_shape):
+            raise unsupported(eqn, f"contracts axes {tuple(lc)} of an activation of shape "
+                              f"{x.shape} with a parameter of shape {w.shape}", "A dense layer "
+                              "must contract the last (features) axis with a 2-D weight.")
+        fan_in, out_dim = w.shape[rc[0]], w.shape[1 - rc[0]]
+        m = self._moments(w, eqn, "weight")
+        W_std = math.sqrt(m.var * fan_in)
+        n_spatial = nd - 2
+
+        def make(b_std):
+            if n_spatial >= 2:
+                return stax.Conv(out_dim, (1,) * n_spatial, W_std=W_std, b_std=b_std,
+                                 parameterization=self.par)
+            return stax.Dense(out_dim, W_std=W_std, b_std=b_std, parameterization=self.par)
+
+        return self._affine(eqn, x, w, make, out_shape)
+
+    def rule_conv_general_dilated(self, eqn, ins, acts, params, out_shape):
+        if len(acts) != 1 or len(params) != 1 or not isinstance(ins[0], Act):
+            raise unsupported(eqn, "convolves with something other than a parameter filter",
+                              "A convolution layer takes the activation first and a parameter "
+                              "filter second.")
+        x, w = ins
+        p = eqn.params
+        n = len(x.shape) - 2
+        dn = p["dimension_numbers"]
+        lhs = (0, n + 1) + tuple(range(1, n + 1))
+        rhs = (n + 1, n) + tuple(range(n))
+        problems = []
+        if tuple(dn.lhs_spec) != lhs or tuple(dn.out_spec) != lhs or tuple(dn.rhs_spec) != rhs:
+            problems.append("a layout other than channels-last (NHWC, HWIO)")
+        if any(d != 1 for d in p["lhs_dilation"]):
+            problems.append("input dilation (a transposed convolution)")
+        if any(d != 1 for d in p["rhs_dilation"]):
+            problems.append("filter dilation")
+        if p["feature_group_count"] != 1 or p["batch_group_count"] != 1:
+            problems.append("feature groups")
+        filt = tuple(w.shape[:n])
+        strides = tuple(p["window_strides"])
+        pads = tuple(tuple(q) for q in p["padding"])
+        padding = None
+        if not problems:
+            if all(q == (0, 0) for q in pads):
+                padding = "VALID"
+            elif pads == tuple(tuple(q) for q in lax.padtype_to_pads(x.shape[1:-1], filt, strides,
+                                                                      "SAME")):
+                padding = "SAME"
+            else:
+                problems.append(f"explicit padding {pads}")
+        if problems:
+            raise unsupported(eqn, "is a convolution with " + ", ".join(problems),
+                              "infwidth's Conv rule covers channels-last convolutions with "
+                              "strides and 'SAME'/'VALID' padding.")
+        m = self._moments(w, eqn, "filter")
+        W_std = math.sqrt(m.var * w.shape[n] * math.prod(filt))
+
+        def make(b_std):
+            return stax.Conv(w.shape[n + 1], filt, strides, padding, W_std=W_std, b_std=b_std,
+                             parameterization=self.par)
+
+        return self._affine(eqn, x, w, make, out_shape)
+
+    def rule_add(self, eqn, ins, acts, params, out_shape, sign=1.0):
+        if len(acts) == 1 and len(params) == 1:
+            x, b = acts[0], params[0]
+            if x.rebuild is None or x.fn is not None:
+                raise unsupported(eqn, f"adds the parameter {self.model.paths[b.leaf]!r} to an "
+                                  f"activation that is not the output of a dense/conv layer",
+                                  "A bias must directly follow its layer.")
+            if (b.caxis != len(x.shape) - 1 or math.prod(b.leaf_shape) != x.shape[-1]):
+                raise unsupported(eqn, f"adds the parameter {self.model.paths[b.leaf]!r} of "
+                                  f"shape {b.leaf_shape} to an activation of shape {x.shape}",
+                                  "A bias holds one value per output feature.")
+            m = self._moments(b, eqn, "bias")
+            return Act(x.rebuild(math.sqrt(m.var)), out_shape, x.leaves | {b.leaf},
+                       x.fresh | {b.leaf})
+        if len(acts) == 2 and not params:
+            a, c = (self.materialize(v, eqn) for v in acts)
+            independent = (a.fresh and not (a.fresh & c.leaves)) or (
+                c.fresh and not (c.fresh & a.leaves))
+            if not independent:
+                raise unsupported(eqn, "adds two activations that are correlated in the limit",
+                                  "A sum has a kernel rule when one summand is the fresh output "
+                                  "of a dense/conv layer that the other does not depend on (a "
+                                  "residual branch).")
+            k2 = c.kernel if sign > 0 else c.kernel.scale(-1.0)
+            k = self.call(stax.FanInSum(), [a.kernel, k2], eqn)
+            return Act(k, out_shape, a.leaves | c.leaves)
+        raise unsupported(eqn, "adds values it cannot map", "Supported: a bias after its layer, "
+                          "a sum of uncorrelated branches, a constant shift.")
+
+    def rule_sub(self, eqn, ins, acts, params, out_shape):
+        if params:
+            raise unsupported(eqn, "subtracts a parameter", "Add biases instead.")
+        return self.rule_add(eqn, ins, acts, params, out_shape, sign=-1.0)
+
+    def rule_reduce_sum(self, eqn, ins, acts, params, out_shape):
+        x = self.materialize(acts[0], eqn)
+        axes = tuple(sorted(a % len(x.shape) for a in eqn.params["axes"]))
+        nd = len(x.shape)
+        if 0 in axes:
+            raise unsupported(eqn, "sums over the batch axis (BatchNorm in training mode, or "
+                              "statistics over the batch)", "Kernels are computed input pair by "
+                              "input pair; run BatchNorm with use_running_average=True, or "
+                              "remove it (a BatchNorm layer rule does not exist yet).")
+        if nd - 1 in axes:
+            raise unsupported(eqn, "sums over the features axis (LayerNorm, or a mean over "
+                              "hidden units)", "This reduction has no infinite-width rule here "
+                              "yet.")
+        if axes != tuple(range(1, nd - 1)):
+            raise unsupported(eqn, f"sums over the spatial axes {axes} only", "Only global "
+                              "pooling over all spatial axes is mapped.")
+        return Act(self.call(stax.GlobalSumPool(), x.kernel, eqn), out_shape, x.leaves)
+
+    def rule_reduce_window_sum(self, eqn, ins, acts, params, out_shape):
+        x = self.materialize(acts[0], eqn)
+        p = eqn.params
+        win, st = tuple(p["window_dimensions"]), tuple(p["window_strides"])
+        pads = tuple(tuple(q) for q in p["padding"])
+        ok = (win[0] == win[-1] == 1 and st[0] == st[-1] == 1
+              and all(d == 1 for d in p["base_dilation"])
+              and all(d == 1 for d in p["window_dilation"]))
+        padding = None
+        if ok:
+            if all(q == (0, 0) for q in pads):
+                padding = "VALID"
+            elif pads == ((0, 0),) + tuple(tuple(q) for q in lax.padtype_to_pads(
+                    x.shape[1:-1], win[1:-1], st[1:-1], "SAME")) + ((0, 0),):
+                padding = "SAME"
+        if padding is None:
+            raise unsupported(eqn, f"pools with window {win}, strides {st}, padding {pads}",
+                              "Pooling must act on the spatial axes only, without dilation, "
+                              "with 'SAME' or 'VALID' padding.")
+        layer = stax.SumPool(win[1:-1], st[1:-1], padding)
+        return Act(self.call(layer, x.kernel, eqn), out_shape, x.leaves)
+
+    def rule_reshape(self, eqn, ins, acts, params, out_shape):
+        x = self.materialize(acts[0], eqn)
+        if out_shape[1:] == x.shape[1:]:
+            return Act(x.kernel, out_shape, x.leaves, x.fresh, x.rebuild)
+        if len(out_shape) == 2 and len(x.shape) > 2 and out_shape[0] == x.shape[0]:
+            return Act(self.call(stax.Flatten(), x.kernel, eqn), out_shape, x.leaves, x.fresh)
+        raise unsupported(eqn, f"reshapes an activation from {x.shape} to {out_shape}",
+                          "Only flattening to (batch, -1) is mapped.")
+
+    def rule_concatenate(self, eqn, ins, acts, params, out_shape):
+        nd = len(out_shape)
+        if params or len(acts) != len(ins) or eqn.params["dimension"] % nd != nd - 1:
+            raise unsupported(eqn, "concatenates along an axis other than the features, or "
+                              "with non-activations", "Only concatenation of activations along "
+                              "the last axis is mapped.")
+        xs = [self.materialize(a, eqn) for a in acts]
+        k = self.call(stax.FanInConcat(axis=-1), [a.kernel for a in xs], eqn)
+        return Act(k, out_shape, frozenset().union(*(a.leaves for a in xs)))
