@@ -26,10 +26,10 @@ from .empirical import (
     taylor_expand,
 )
 from .empirical.ntk_vp import empirical_ntk_vp_fn
+from .flax_tracing import from_flax
 from .kernel import Kernel
 
 __all__ = ["Kernel", "batch", "stax", "empirical", "predict", "analysis", "mup", "architectures",
            "NtkImplementation", "empirical_kernel_fn", "empirical_nngp_fn", "empirical_ntk_fn",
            "empirical_ntk_vp_fn", "linearize", "monte_carlo_kernel_fn", "taylor_expand",
-           "__version__"]
-from .flax_tracing import from_flax as from_flax  # noqa: E402  (re-export)
+           "from_flax", "__version__"]

@@ -32,6 +32,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from ._checks import check_bool
 from ._tiles import padded_rows, tile_pairs
 from .kernel import Kernel
 
@@ -40,8 +41,8 @@ _PROBES = ((3, 5), (7, 11))  # (rows, cols) of two abstract evaluations that loc
 
 
 def batch(kernel_fn: Callable, batch_size: int = 0, device_count: int = -1,
-          store_on_device: bool | None = None, *, devices: Sequence | None = None,
-          mesh: Mesh | None = None, store_on_host: bool = True,
+          store_on_device: bool = True, *, devices: Sequence | None = None,
+          mesh: Mesh | None = None, store_on_host: bool | None = None,
           progress: bool = False) -> Callable:
     """Evaluates ``kernel_fn`` in tiles, spread over devices, with bounded memory.
 
@@ -58,14 +59,13 @@ def batch(kernel_fn: Callable, batch_size: int = 0, device_count: int = -1,
         and the result sliced). ``0``, as in neural-tangents, means no tiling: the rows are
         split evenly over the devices.
       device_count: ``-1`` (all devices), ``0`` (one device) or how many devices to use.
-      store_on_device: neural-tangents' name; ``store_on_device=b`` is ``store_on_host=not b``.
-      devices: the devices to spread the tiles over (default: ``jax.devices()``, which after
-        ``jax.distributed.initialize()`` includes the devices of every process).
-      mesh: a `jax.sharding.Mesh` with an axis named ``'tiles'`` (other axes of size 1), e.g.
-        ``jax.make_mesh((4,), ('tiles',))``; instead of ``devices``.
-      store_on_host: return numpy arrays in host memory (default) or, when ``False``,
-        `jax.Array` s sharded by rows over the mesh (on one device when ``N1`` is not divisible
-        by the number of devices).
+      store_on_device: as in neural-tangents: return `jax.Array` s on the default device
+        (default; ``.block_until_ready()`` works) or, when ``False``, numpy arrays in host
+        memory. Either way the tiles are assembled in host memory as they arrive.
+      store_on_host: infwidth's finer choice, overriding ``store_on_device``: ``True`` returns
+        numpy arrays in host memory, ``False`` assembles the result on the devices as
+        `jax.Array` s sharded by rows over the mesh (on one device when ``N1`` is not
+        divisible by the number of devices), never holding it whole on the host.
       progress: show a tqdm progress bar (needs the ``progress`` extra: ``pip install tqdm``)
         with an estimate of the total time once the first tiles are done.
 
@@ -103,8 +103,10 @@ def batch(kernel_fn: Callable, batch_size: int = 0, device_count: int = -1,
                          f"devices), 0 (one device) or a positive number of devices.")
     if sum(a is not None for a in (devices, mesh)) + (device_count != -1) > 1:
         raise ValueError("batch(): give at most one of devices=, mesh= and device_count=.")
-    if store_on_device is not None:
-        store_on_host = not store_on_device
+    check_bool(store_on_device, "store_on_device", "batch")
+    to_device = store_on_host is None and store_on_device
+    store_on_host = True if store_on_host is None else check_bool(store_on_host,
+                                                                  "store_on_host", "batch")
     if mesh is not None:
         _check_mesh(mesh)
     if devices is not None:
@@ -125,6 +127,9 @@ def batch(kernel_fn: Callable, batch_size: int = 0, device_count: int = -1,
                                mesh=run_mesh, store_on_host=store_on_host, tqdm=tqdm,
                                cache=cache)
         batched_kernel_fn.stats = stats
+        if to_device:  # neural-tangents' store_on_device=True: jax.Arrays on the device
+            out = jax.tree_util.tree_map(
+                lambda a: jax.device_put(a) if isinstance(a, np.ndarray) else a, out)
         return out
 
     batched_kernel_fn.stats = {}

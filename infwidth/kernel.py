@@ -22,9 +22,9 @@ import jax
 
 Array = Any
 
-DATA_FIELDS = ("nngp", "ntk", "cov1", "cov2")
+DATA_FIELDS = ("nngp", "ntk", "cov1", "cov2", "mask1", "mask2")
 STATIC_FIELDS = ("shape1", "shape2", "x1_is_x2", "is_gaussian", "diagonal_batch",
-                 "diagonal_spatial")
+                 "diagonal_spatial", "is_reversed", "is_input", "batch_axis", "channel_axis")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,6 +42,10 @@ class Kernel:
       is_gaussian: whether the activations described are jointly Gaussian (true after an affine
         layer, false after a nonlinearity); nonlinearities need Gaussian inputs.
       diagonal_batch, diagonal_spatial: which covariances are stored (see module docstring).
+      is_reversed, is_input, batch_axis, channel_axis, mask1, mask2: neural-tangents' fields,
+        for code that reads or sets them. infwidth keeps position pairs in input order, so
+        ``is_reversed`` is always False, and so is ``is_input``; the axes are those of the inputs (batch first, channels last); masks are
+        ``None`` (masked inputs are not supported).
 
     Example:
       >>> import jax.numpy as jnp
@@ -64,6 +68,12 @@ class Kernel:
     is_gaussian: bool = True
     diagonal_batch: bool = True
     diagonal_spatial: bool = False
+    is_reversed: bool = False
+    is_input: bool = False
+    batch_axis: int = 0
+    channel_axis: int = -1
+    mask1: Array | None = None
+    mask2: Array | None = None
 
     def replace(self, **changes) -> Kernel:
         """A copy with the given fields changed."""

@@ -47,8 +47,8 @@ def _assert_same(out, ref, rtol, on_host=True):
         if not isinstance(b, (jax.Array, np.ndarray)):  # static fields: shape1, x1_is_x2
             assert a == b
             continue
-        if on_host:
-            assert isinstance(a, np.ndarray), type(a)
+        if on_host:  # the default (store_on_device=True, as neural-tangents): jax.Arrays
+            assert isinstance(a, jax.Array), type(a)
         assert np.shape(a) == np.shape(b)
         assert rel_err(a, b) < rtol, (np.shape(a), rel_err(a, b))
 

@@ -60,7 +60,17 @@ def test_repeat_errors():
     with pytest.raises(ValueError, match=r"repeat\(layer, n=3\): the layer changes the "
                                          r"activation shape from \(2, 3, 4\) to \(2, 6, 4\)"):
         stax.repeat(grow, 3)[0](jax.random.PRNGKey(0), (2, 3, 4))
-    with pytest.raises(ValueError, match=r"repeat\(n=0\): n must be a positive integer"):
-        stax.repeat(stax.Relu(), 0)
+    with pytest.raises(ValueError, match=r"repeat\(n=-1\): n must be a non-negative integer"):
+        stax.repeat(stax.Relu(), -1)
+
+
+def test_repeat_zero_times_is_the_identity():
+    """As in neural-tangents: no layer at all (the input kernel, the input itself)."""
+    x = jnp.asarray(np.random.default_rng(0).normal(size=(3, 4)), jnp.float32)
+    init_fn, apply_fn, kernel_fn = stax.repeat(stax.Dense(4), 0)
+    shape, params = init_fn(jax.random.PRNGKey(0), x.shape)
+    assert shape == x.shape
+    np.testing.assert_array_equal(apply_fn(params, x), x)
+    np.testing.assert_allclose(kernel_fn(x, None, "nngp"), x @ x.T / 4, rtol=1e-6)
     with pytest.raises(TypeError, match="repeat"):
         stax.repeat(stax.Relu, 2)

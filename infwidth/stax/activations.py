@@ -63,7 +63,7 @@ def ABRelu(a: float, b: float, do_stabilize: bool = False) -> Layer:
 
     With ``theta`` the angle between the two inputs (``cos theta = cov12 / sqrt(var1 var2)``),
     the dual kernel is the arc-cosine kernel of degree 1 (Cho & Saul 2009, "Kernel methods for
-    deep learning"):
+    deep learning")::
 
         E[phi(u) phi(v)]   = (a - b)**2 / (2 pi) * sqrt(var1 var2) sin(theta)
                              + ((a**2 + b**2) / 2 - (a - b)**2 / (2 pi) * theta) * cov12

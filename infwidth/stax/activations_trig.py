@@ -155,7 +155,7 @@ def Gabor() -> Layer:
 
 
 def Gaussian(a: float = 1, b: float = -1) -> Layer:
-    """``a * exp(b * x**2)``. The Gaussian integral gives
+    """``a * exp(b * x**2)``. The Gaussian integral gives::
 
         E[phi(u) phi(v)]   = a**2 / sqrt((1 - 2 b var1)(1 - 2 b var2) - 4 b**2 cov12**2)
         E[phi'(u) phi'(v)] = 4 a**2 b**2 cov12 / ((1 - 2 b var1)(1 - 2 b var2)

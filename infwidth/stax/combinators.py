@@ -5,7 +5,8 @@ from __future__ import annotations
 import jax
 
 from ..kernel import STATIC_FIELDS, Kernel
-from ._layer import Layer, check_positive_int, make_layer
+from .._checks import check_nonnegative_int
+from ._layer import Layer, make_layer
 
 
 def _check_layers(layers, combinator):
@@ -163,7 +164,9 @@ def repeat(layer: Layer, n: int) -> Layer:
       True
     """
     _check_layers((layer,), "repeat")
-    n = check_positive_int(n, "n", "repeat")
+    n = check_nonnegative_int(n, "n", "repeat")
+    if n == 0:  # as in neural-tangents: no layer at all
+        return Identity()
     init, apply, kernel_fn = layer
 
     def init_fn(key, input_shape):
