@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import jax
 
-from ..kernel import STATIC_FIELDS, Kernel
 from .._checks import check_nonnegative_int
+from ..kernel import STATIC_FIELDS, Kernel
 from ._layer import Layer, make_layer
 
 
