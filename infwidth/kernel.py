@@ -44,8 +44,8 @@ class Kernel:
       diagonal_batch, diagonal_spatial: which covariances are stored (see module docstring).
       is_reversed, is_input, batch_axis, channel_axis, mask1, mask2: neural-tangents' fields,
         for code that reads or sets them. infwidth keeps position pairs in input order, so
-        ``is_reversed`` is always False, and so is ``is_input``; the axes are those of the inputs (batch first, channels last); masks are
-        ``None`` (masked inputs are not supported).
+        ``is_reversed`` is always False, and so is ``is_input``; the axes are those of the
+        inputs (batch first, channels last); masks are ``None`` (masking is not supported).
 
     Example:
       >>> import jax.numpy as jnp
