@@ -255,7 +255,7 @@ def _fingerprints(x):
     rng = np.random.default_rng(0x1F1)
     mult = rng.integers(1, 2**32, size=(2, bits.shape[1]), dtype=np.uint64) | 1
     mult = jnp.asarray(mult.astype(np.uint32))
-    return [jnp.sum(bits * m, axis=1, dtype=jnp.uint32) for m in mult]
+    return [jnp.sum(bits * m[None], axis=1, dtype=jnp.uint32) for m in mult]
 
 
 def _identical_pairs_exact(nngp, x1, x2, cov1):

@@ -121,8 +121,10 @@ def quadrature_maps(fn: Callable, deg: int, df: Callable | None = None):
         slope = safe_divide(cov12, sd1)  # cov12 / sqrt(var1): v's loading on u's node
         rest = safe_sqrt(var2 - slope * slope)  # the conditional standard deviation of v
         root2 = 2.0**0.5  # a Python float: weakly typed, keeps float32 under x64
-        fu = f(root2 * sd1[..., None] * x)  # (..., i)
-        v = root2 * (slope[..., None, None] * x[:, None] + rest[..., None, None] * x)
+        lead = (1,) * cov12.ndim  # explicit shapes: no rank promotion (NT's tests forbid it)
+        xi, xij, xj = x.reshape(lead + (-1,)), x.reshape(lead + (-1, 1)), x.reshape(lead + (1, -1))
+        fu = f(root2 * sd1[..., None] * xi)  # (..., i)
+        v = root2 * (slope[..., None, None] * xij + rest[..., None, None] * xj)
         fv = f(v)  # (..., i, j)
         return jnp.einsum("...i,...ij,i,j->...", fu, fv, w, w)
 
@@ -135,6 +137,7 @@ def quadrature_maps(fn: Callable, deg: int, df: Callable | None = None):
     def diag_fn(var):
         x = jnp.asarray(nodes, var.dtype)
         w = jnp.asarray(weights / np.sqrt(np.pi), var.dtype)
+        x = x.reshape((1,) * var.ndim + (-1,))
         return jnp.einsum("...i,i->...", fn(2.0**0.5 * safe_sqrt(var)[..., None] * x) ** 2, w)
 
     return nngp_fn, d_nngp_fn, diag_fn
