@@ -105,3 +105,15 @@ from .output_scale import OutputScale  # noqa: E402
 
 __all__ += ["OutputScale"]
 __all__ += ["tile_memory"]
+
+from .branching_dependent import DependentFanIn  # noqa: E402
+
+__all__ += ["DependentFanIn"]
+
+from .pooling_max import GlobalMaxPool, MaxPool  # noqa: E402
+
+__all__ += ["MaxPool", "GlobalMaxPool"]
+
+from .recurrent import SimpleRNN  # noqa: E402
+
+__all__ += ["SimpleRNN"]
