@@ -18,8 +18,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ._layer import Layer, check_positive_int
 from .._numerics import safe_sqrt
+from ._layer import Layer, check_positive_int
 from .elementwise import derivative_from_autodiff, elementwise
 from .numerical import quadrature_maps
 
@@ -105,7 +105,7 @@ def DependentFanIn(*branches: Layer, mode: str = "sum", deg: int = 51) -> Layer:
     def g(x):
         return functools.reduce(op, [f(x) for f in fns])
 
-    nngp_fn, _, diag_fn = quadrature_maps(g, deg)
+    nngp_fn, _, diag_fn = _rank_promotion_allowed(*quadrature_maps(g, deg)[::2])
     # the NTK map as the derivative of the NNGP map in cov12 (Price's theorem): the derivative
     # of a kink is a jump, which quadrature resolves worse than the kink itself. At correlation
     # +-1 the quadrature's conditional deviation has an infinite derivative, so the derivative
@@ -117,3 +117,19 @@ def DependentFanIn(*branches: Layer, mode: str = "sum", deg: int = 51) -> Layer:
         return d_raw(jnp.clip(cov12, -bound, bound), var1, var2)
 
     return elementwise(g, name, nngp_fn, d_nngp_fn, diag_fn)
+
+
+def _rank_promotion_allowed(nngp_fn, diag_fn):
+    """The quadrature maps of numerical.py broadcast (..., 1) against the nodes (deg,), which
+    jax_numpy_rank_promotion='raise' rejects; until they expand the nodes explicitly, trace
+    them with rank promotion allowed (a trace-time setting: jit is unaffected)."""
+
+    def nngp(*args):
+        with jax.numpy_rank_promotion("allow"):
+            return nngp_fn(*args)
+
+    def diag(var):
+        with jax.numpy_rank_promotion("allow"):
+            return diag_fn(var)
+
+    return nngp, None, diag
