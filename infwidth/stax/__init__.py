@@ -118,3 +118,15 @@ from .requirements import Bool, Diagonal, MaskedArray, layer, requires, unmask_f
 __all__ += ["DotGeneral", "ImageResize", "Padding", "PositionalEmbedding", "AttentionMechanism",
             "AggregateImplementation", "Bool", "Diagonal", "MaskedArray", "layer", "requires",
             "unmask_fn"]
+
+from .branching_dependent import DependentFanIn  # noqa: E402
+
+__all__ += ["DependentFanIn"]
+
+from .pooling_max import GlobalMaxPool, MaxPool  # noqa: E402
+
+__all__ += ["MaxPool", "GlobalMaxPool"]
+
+from .recurrent import SimpleRNN  # noqa: E402
+
+__all__ += ["SimpleRNN"]

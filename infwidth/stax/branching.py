@@ -10,6 +10,12 @@ I", arXiv:1910.12478; Novak et al. 2020, "Neural Tangents", arXiv:1912.02803). A
 neural-tangents, this independence is assumed, not checked: put an affine layer in every branch
 that is summed with another one (an `Identity` branch is fine when the other branch starts with
 one).
+
+One dependence is recognised: the same activations reaching a fan-in more than once (``FanOut``
+followed by several `Identity` branches, which neural-tangents treats as independent). Then
+``h + h = 2 h`` (kernel times 4, not 2), ``h * h = h**2`` (``var1 var2 + 2 cov12**2``, not
+``cov12**2``) and a spatial concatenation ``[h, h]`` keeps the covariance between the copies.
+Elementwise functions of one Gaussian (``Relu(h) + h``, ``Relu(h) * h``) are `DependentFanIn`.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ import jax.numpy as jnp
 
 from ..kernel import Kernel
 from ._layer import Layer, check_positive_int, make_layer
+from .activations_poly import Monomial
 from .output_scale import Scale  # noqa: F401  (its historical import path)
 
 
@@ -44,6 +51,23 @@ def _fan_in_shapes(shapes, layer):
         raise ValueError(f"{layer}: init_fn expects a list of input shapes (one per branch), "
                          f"got {shapes!r}.")
     return [tuple(s) for s in shapes]
+
+
+def _distinct(ks: list[Kernel]):
+    """The distinct inputs (the same `Kernel` object means the same activations, e.g. Identity
+    branches of one FanOut) and how many times each appears, in order of first appearance."""
+    order, counts = [], {}
+    for k in ks:
+        if id(k) not in counts:
+            order.append(k)
+            counts[id(k)] = 0
+        counts[id(k)] += 1
+    return order, [counts[id(k)] for k in order]
+
+
+_DEPENDENT_HINT = ("For elementwise functions of one Gaussian input (Relu(h) + h, Relu(h) * h) "
+                   "use stax.DependentFanIn(...); otherwise end each branch in an affine layer "
+                   "(Dense, Conv) so that the branches are independent, zero-mean Gaussians.")
 
 
 def FanOut(num: int) -> Layer:
@@ -90,8 +114,11 @@ def _same_shape_init(name: str):
 def FanInSum() -> Layer:
     """Sums a list of inputs of the same shape; the kernels of independent branches add up.
 
-    With more than one input every input must be Gaussian (end in an affine layer or be an
-    `Identity` of an affine layer's output), as in neural-tangents.
+    With more than one distinct input every input must be Gaussian (end in an affine layer or be
+    an `Identity` of an affine layer's output), as in neural-tangents: the sum of non-Gaussian
+    activations covaries through their means and through their dependence, which a kernel does
+    not record, so it raises. The same input summed ``m`` times is ``m h`` (kernel times
+    ``m**2``), Gaussian or not.
 
     Example (a residual block, He et al. 2016, arXiv:1512.03385):
       >>> import jax.numpy as jnp
@@ -114,12 +141,15 @@ def FanInSum() -> Layer:
     def transform(ks, **kwargs):
         ks = _as_list(ks, name)
         _check_same_shapes(ks, name)
-        if len(ks) > 1 and not all(k.is_gaussian for k in ks):
+        if len(_distinct(ks)[0]) > 1 and not all(k.is_gaussian for k in ks):
             raise ValueError(
                 f"{name}: every summed input must be Gaussian (the output of an affine layer "
                 f"such as Dense or Conv, possibly through Identity); got is_gaussian="
-                f"{[k.is_gaussian for k in ks]}. Add an affine layer at the end of each branch "
-                f"(or before FanOut for an Identity branch).")
+                f"{[k.is_gaussian for k in ks]}. A sum of non-Gaussian activations has no "
+                f"kernel limit computable from their kernels: it depends on their means and "
+                f"their dependence. {_DEPENDENT_HINT}")
+        distinct, counts = _distinct(ks)
+        ks = [k if m == 1 else k.scale(m) for k, m in zip(distinct, counts)]
 
         def add(field):
             vals = [getattr(k, field) for k in ks]
@@ -136,7 +166,9 @@ def FanInProd() -> Layer:
 
     For independent branches ``E[f g f' g'] = E[f f'] E[g g']``, so the NNGPs multiply and the
     NTK follows the product rule: ``ntk = sum_i ntk_i prod_{j != i} nngp_j``. The output is not
-    Gaussian.
+    Gaussian. The same Gaussian input ``m`` times is its power ``h**m``, whose kernel is that of
+    `Monomial` (``E[u**2 v**2] = var1 var2 + 2 cov12**2``, Isserlis' theorem); a repeated
+    non-Gaussian input raises.
 
     Example:
       >>> import jax.numpy as jnp
@@ -159,6 +191,18 @@ def FanInProd() -> Layer:
     def transform(ks, **kwargs):
         ks = _as_list(ks, name)
         _check_same_shapes(ks, name)
+        distinct, counts = _distinct(ks)
+        ks = []
+        for k, m in zip(distinct, counts):
+            if m > 1:
+                if not k.is_gaussian:
+                    raise ValueError(
+                        f"{name}: the same non-Gaussian input is multiplied {m} times; the "
+                        f"kernel of its power is not determined by its kernel. Multiply "
+                        f"Gaussian inputs, or write the power as an activation: "
+                        f"{_DEPENDENT_HINT}")
+                k = Monomial(m).kernel_fn(k)  # h**m
+            ks.append(k)
         nngp, ntk = ks[0].nngp, ks[0].ntk
         for k in ks[1:]:
             if ntk is not None:
@@ -170,28 +214,36 @@ def FanInProd() -> Layer:
             return None if any(v is None for v in vals) else functools.reduce(jnp.multiply, vals)
 
         return ks[0].replace(nngp=nngp, ntk=ntk, cov1=prod("cov1"), cov2=prod("cov2"),
-                             is_gaussian=len(ks) == 1 and ks[0].is_gaussian)
+                             is_gaussian=len(ks) == 1 and counts[0] == 1 and ks[0].is_gaussian)
 
     return make_layer(name, init_fn, apply_fn, transform, shape_fn=None)
 
 
-def _block_diagonal(mats, axis: int):
-    """Places ``mats`` on the diagonal of a block matrix over axes (axis, axis + 1)."""
-    sizes = [m.shape[axis] for m in mats]
+def _block_matrix(mats, same, axis: int):
+    """The block matrix over axes (axis, axis + 1) with block (i, j) ``mats[i]`` where inputs i
+    and j are the same activations (``same[i] == same[j]``) and zeros (independent) elsewhere."""
     rows = []
     for i, m in enumerate(mats):
-        pads = [(0, 0)] * m.ndim
-        pads[axis] = (sum(sizes[:i]), sum(sizes[i + 1:]))
-        rows.append(jnp.pad(m, pads))
-    return jnp.concatenate(rows, axis + 1)
+        blocks = []
+        for j, n in enumerate(mats):
+            if same[i] == same[j]:
+                blocks.append(m)
+            else:
+                shape = list(m.shape)
+                shape[axis + 1] = n.shape[axis + 1]
+                blocks.append(jnp.zeros(shape, m.dtype))
+        rows.append(jnp.concatenate(blocks, axis + 1))
+    return jnp.concatenate(rows, axis)
 
 
-def _concat_cov(mats, kernel_axis: int, batch_diagonal: bool, spatial_diagonal: bool, widths):
+def _concat_cov(mats, kernel_axis: int, batch_diagonal: bool, spatial_diagonal: bool, widths,
+                same):
     """Covariance of the concatenation of independent activations with covariances ``mats``.
 
     ``kernel_axis``: -1 for the channel axis, 0 for the batch axis, ``1 + i`` for spatial axis
     ``i``. ``batch_diagonal``/``spatial_diagonal`` say whether that axis is stored once
-    (concatenate) or as a pair (block-diagonal: independent branches do not covary).
+    (concatenate) or as a pair (a block matrix: independent branches do not covary, copies of
+    the same input, ``same[i] == same[j]``, covary as the input does with itself).
     """
     if mats[0] is None:
         return None
@@ -201,11 +253,11 @@ def _concat_cov(mats, kernel_axis: int, batch_diagonal: bool, spatial_diagonal: 
         return sum(w * m for w, m in zip(widths, mats)) / sum(widths)
     n_batch = 1 if batch_diagonal else 2
     if kernel_axis == 0:
-        return jnp.concatenate(mats, 0) if batch_diagonal else _block_diagonal(mats, 0)
+        return jnp.concatenate(mats, 0) if batch_diagonal else _block_matrix(mats, same, 0)
     i = kernel_axis - 1
     if spatial_diagonal:
         return jnp.concatenate(mats, n_batch + i)
-    return _block_diagonal(mats, n_batch + 2 * i)
+    return _block_matrix(mats, same, n_batch + 2 * i)
 
 
 def FanInConcat(axis: int = -1) -> Layer:
@@ -267,17 +319,21 @@ def FanInConcat(axis: int = -1) -> Layer:
         else:
             kernel_axis = a  # 0: batch, 1 + i: spatial axis i
             if not all(k.is_gaussian for k in ks):
-                raise ValueError(f"{name}: concatenating along a non-channel axis needs Gaussian "
-                                 f"inputs (outputs of affine layers); got is_gaussian="
-                                 f"{[k.is_gaussian for k in ks]}.")
+                raise ValueError(
+                    f"{name}: concatenating along a non-channel axis needs Gaussian inputs "
+                    f"(outputs of affine layers); got is_gaussian="
+                    f"{[k.is_gaussian for k in ks]}. Positions from different non-Gaussian "
+                    f"branches covary through the branches' means, which a kernel does not "
+                    f"record. {_DEPENDENT_HINT}")
             is_gaussian = True
         k0 = ks[0]
         widths = [k.shape1[-1] for k in ks]
         db, ds = k0.diagonal_batch, k0.diagonal_spatial
+        same = [id(k) for k in ks]
 
         def cat(field, batch_diagonal):
             return _concat_cov([getattr(k, field) for k in ks], kernel_axis, batch_diagonal, ds,
-                               widths)
+                               widths, same)
 
         return k0.replace(nngp=cat("nngp", False), ntk=cat("ntk", False), cov1=cat("cov1", db),
                           cov2=cat("cov2", db), shape1=shape1, shape2=shape2,
