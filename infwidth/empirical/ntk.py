@@ -22,6 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from . import _chunks as ch
 from . import _structured as sd
 from ._axes import (
     Letters,
@@ -90,7 +91,11 @@ def _check_params(f, params, x, kwargs, caller):
 
 
 def _jacobian(fn, params, out_size: int, n_params: int):
-    return (jax.jacrev if out_size <= n_params else jax.jacfwd)(fn)(params)
+    """Reverse mode (one-hot cotangents in chunks known to be exact, see ``_chunks``) when
+    there are fewer outputs than parameters, else forward mode."""
+    if out_size > n_params:
+        return jax.jacfwd(fn)(params)
+    return ch.jacrev(fn, ch.row_limit(fn, params))(params)
 
 
 def _jacobian_contraction(f, x1, x2, params, kw1, kw2, axes, vm, fx1, fx2):
@@ -124,11 +129,6 @@ def _jacobian_contraction(f, x1, x2, params, kw1, kw2, axes, vm, fx1, fx2):
     return out
 
 
-def _basis(shape, dtype):
-    n = int(np.prod(shape, dtype=np.int64))
-    return jnp.eye(n, dtype=dtype).reshape((n,) + tuple(shape))
-
-
 _NTVP_CHUNK = 2**26  # cotangent entries held at once (x params): 256 MiB in float32
 
 
@@ -137,6 +137,7 @@ def _ntvp_full(f1, jvp2, params, fx1):
     ``f1``'s outputs one VJP through ``f1`` then one JVP (``jvp2``) through ``f2``. The basis is
     processed in chunks so that at most ``_NTVP_CHUNK`` cotangent entries live at once."""
     _, vjp1 = jax.vjp(f1, params)
+    exact = ch.row_limit(f1, params)
     leaves1, treedef = jax.tree_util.tree_flatten(fx1)
     n_params = max(sum(np.size(l) for l in _leaves(params)), 1)
     out = []
@@ -147,10 +148,12 @@ def _ntvp_full(f1, jvp2, params, fx1):
             (dp,) = vjp1(jax.tree_util.tree_unflatten(treedef, cot))
             return _leaves(jvp2(dp))[i]
 
-        basis = _basis(leaf.shape, leaf.dtype)
+        basis = ch.basis(leaf.shape, leaf.dtype)
         chunk = int(max(1, min(basis.shape[0], _NTVP_CHUNK // n_params)))
-        rows = (jax.vmap(row)(basis) if chunk >= basis.shape[0]
-                else jax.lax.map(row, basis, batch_size=chunk))
+        if chunk < basis.shape[0]:  # memory-bound: a loop, so one chunk lives at a time
+            rows = jax.lax.map(row, basis, batch_size=ch.combine(chunk, exact))
+        else:
+            rows = ch.map_rows(row, basis, exact)
         out.append(rows.reshape(tuple(leaf.shape) + rows.shape[1:]))
     return out
 
