@@ -39,6 +39,7 @@ from ._axes import (
     trace_and_diagonal,
     trace_size,
 )
+from ._inputs import check_finite, check_vmap_axes, concrete
 from ._sd_ntk import _structured_derivatives
 
 
@@ -363,7 +364,25 @@ def empirical_ntk_fn(f, trace_axes=(-1,), diagonal_axes=(), vmap_axes=None,
             raise ValueError(f"{caller}: f(x1) and f(x2) have different output structures.")
         axes = [resolve_axes(trace_axes, diagonal_axes, a.shape, b.shape, caller)
                 for a, b in zip(l1, l2)]
+        check_vmap_axes(vm, x1, fx1, kw1, caller, vmap_axes)
+        if x2 is not None:
+            check_vmap_axes(vm, x2, fx2, kw2, caller, vmap_axes)
         return fx1, fx2, axes
+
+    @functools.partial(jax.jit, static_argnames=("static",))
+    def forward(params, x, dyn, static):
+        return f(params, x, **dyn, **dict(static))
+
+    def check_outputs(x1, x2, params, kw1, kw2, dyn, static1, static2):
+        """NaN or inf outputs raise here, before any derivative (values known only outside
+        jit; one forward pass of each input)."""
+        if not concrete((x1, x2, params, kw1, kw2)):
+            return
+        for x, kw, static, which in ((x1, kw1, static1, "x1"), (x2, kw2, static2, "x2")):
+            if x is not None:
+                out = (f(params, x, **kw) if static is None else
+                       forward(params, x, {k: kw[k] for k in dyn}, static))
+                check_finite(out, caller, which)
 
     def compute(x1, x2, params, kw1, kw2):
         fx1, fx2, axes = prepare(x1, x2, params, kw1, kw2)
@@ -387,7 +406,9 @@ def empirical_ntk_fn(f, trace_axes=(-1,), diagonal_axes=(), vmap_axes=None,
         try:
             hash((static1, static2))
         except TypeError:  # unhashable options: run without the compilation cache
+            check_outputs(x1, x2, params, kw1, kw2, dyn, None, None)
             return compute(x1, x2, params, kw1, kw2)
+        check_outputs(x1, x2, params, kw1, kw2, dyn, static1, static2)
         return compiled(x1, x2, params, {k: kw1[k] for k in dyn}, {k: kw2[k] for k in dyn},
                         static1, static2)
 

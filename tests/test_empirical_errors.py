@@ -1,0 +1,68 @@
+"""Bad input to the empirical kernels raises a clear error before any Jacobian is formed:
+non-finite model outputs, vmap_axes that do not match the data, axes out of range, and (see
+test_empirical_memory.py) explicit implementations that cannot fit in memory."""
+
+import jax
+import jax.numpy as jnp
+import pytest
+
+from infwidth.empirical import empirical_kernel_fn, empirical_nngp_fn, empirical_ntk_fn
+
+
+def _f(p, x):
+    return jnp.log(x @ p)  # NaN where x @ p < 0
+
+
+P = jnp.ones((3, 2))
+
+
+@pytest.mark.parametrize("impl", [0, 1, 2, 3])
+def test_nan_output_raises_before_the_jacobians(impl, monkeypatch):
+    import infwidth.empirical.ntk as ntk
+
+    def never(*a, **k):
+        raise AssertionError("a Jacobian was formed")
+
+    for name in ntk._IMPLS:
+        monkeypatch.setitem(ntk._IMPLS, name, never)
+    x = jnp.array([[1.0, 2.0, 3.0], [-1.0, -2.0, -3.0]])
+    with pytest.raises(ValueError, match=r"f\(params, x1\) has 2 non-finite"):
+        empirical_ntk_fn(_f, implementation=impl)(x, None, P)
+    good = jnp.ones((2, 3))
+    with pytest.raises(ValueError, match=r"f\(params, x2\) has 2 non-finite"):
+        empirical_ntk_fn(_f, vmap_axes=0, implementation=impl)(good, x, P)
+
+
+def test_nan_output_raises_in_nngp_and_kernel_fn():
+    x = -jnp.ones((2, 3))
+    with pytest.raises(ValueError, match="non-finite"):
+        empirical_nngp_fn(_f)(x, None, P)
+    with pytest.raises(ValueError, match="non-finite"):
+        empirical_kernel_fn(_f)(x, None, "ntk", P)
+
+
+def test_finite_outputs_pass_under_jit():
+    x = jnp.ones((2, 3))
+    k = jax.jit(lambda a: empirical_ntk_fn(_f)(a, None, P))(x)
+    assert jnp.all(jnp.isfinite(k))
+
+
+def test_mismatched_vmap_axes():
+    x = jnp.ones((4, 3))
+    g = lambda p, a: (a @ p).T  # outputs (2, 4): the batch is axis 1 of the outputs
+    with pytest.raises(ValueError, match=r"batch axes do not agree in size \(x: 4, f\(x\): 2\)"):
+        empirical_ntk_fn(g, vmap_axes=0)(x, None, P)
+    with pytest.raises(ValueError, match="has no axis 3"):
+        empirical_ntk_fn(g, vmap_axes=(3, 1, {}))(x, None, P)
+    h = lambda p, a, mask: (a @ p) * mask
+    with pytest.raises(ValueError, match="mask: 1"):
+        empirical_ntk_fn(h, vmap_axes=(0, 0, {"mask": 0}))(x, None, P, mask=jnp.ones((1, 2)))
+    with pytest.raises(ValueError, match="'mask' has a batch axis but was not passed"):
+        empirical_ntk_fn(g, vmap_axes=(0, 1, {"mask": 0}))(x, None, P)
+    k = empirical_ntk_fn(g, vmap_axes=(0, 1, {}), trace_axes=(0,))(x, None, P)
+    assert k.shape == (4, 4)
+
+
+def test_trace_axes_out_of_range():
+    with pytest.raises(ValueError, match=r"trace_axes=\(2,\)\): axis 2 is out of range"):
+        empirical_ntk_fn(lambda p, a: a @ p, trace_axes=(2,))(jnp.ones((2, 3)), None, P)
