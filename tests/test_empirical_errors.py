@@ -66,3 +66,56 @@ def test_mismatched_vmap_axes():
 def test_trace_axes_out_of_range():
     with pytest.raises(ValueError, match=r"trace_axes=\(2,\)\): axis 2 is out of range"):
         empirical_ntk_fn(lambda p, a: a @ p, trace_axes=(2,))(jnp.ones((2, 3)), None, P)
+
+
+def _mlp():
+    k1, k2 = jax.random.split(jax.random.PRNGKey(0))
+    p = [jax.random.normal(k1, (50, 200)), jax.random.normal(k2, (200, 10))]
+    return (lambda p, x: jax.nn.relu(x @ p[0]) @ p[1]), p, jnp.ones((6, 50))
+
+
+def test_explicit_implementation_that_does_not_fit_raises_before_the_work():
+    from infwidth.empirical import EmpiricalMemoryError, memory_limit
+
+    f, p, x = _mlp()
+    # Jacobian contraction holds 2 x (60 outputs x 12000 parameters) floats: about 5.8 MB
+    try:
+        memory_limit(2**20)
+        with pytest.raises(EmpiricalMemoryError, match=r"jacobian_contraction.*exceeds the "
+                           r"memory limit.*60 outputs.*12000 parameters.*vmap_axes=0"):
+            empirical_ntk_fn(f, trace_axes=(), implementation=1)(x, None, p)
+        # auto picks one that fits (NTK-vector products hold one block of rows) and is right
+        k_auto = empirical_ntk_fn(f, trace_axes=(), implementation=0)(x, None, p)
+        memory_limit(2**10)
+        with pytest.raises(EmpiricalMemoryError, match="implementation='auto'"):
+            empirical_ntk_fn(f, trace_axes=(), implementation=0)(x, None, p)
+    finally:
+        memory_limit(reset=True)
+    k1 = empirical_ntk_fn(f, trace_axes=(), implementation=1)(x, None, p)
+    assert float(jnp.max(jnp.abs(k_auto - k1))) <= 1e-4 * float(jnp.max(jnp.abs(k1)))
+
+
+def test_auto_never_picks_what_does_not_fit(monkeypatch):
+    from infwidth.empirical import _costs, memory_limit
+
+    f, p, x = _mlp()
+    picked = []
+    real = _costs.choose
+    monkeypatch.setattr("infwidth.empirical.ntk.choose",
+                        lambda *a, **k: picked.append(real(*a, **k)) or picked[-1])
+    s = _costs._Shapes(f, x, None, p, None, *(jax.eval_shape(f, p, x),) * 2,
+                       [_axes_none()], {})
+    mem = _costs.estimate_memory(s, 2**24, 2**25, 2**26)
+    try:
+        for limit in sorted(mem.values()):
+            memory_limit(int(limit))
+            empirical_ntk_fn(f, trace_axes=(), implementation=0)(x, None, p)
+            assert mem[picked[-1]] <= limit
+    finally:
+        memory_limit(reset=True)
+
+
+def _axes_none():
+    from infwidth.empirical._axes import resolve_axes
+
+    return resolve_axes((), (), (6, 10), (6, 10), "test")

@@ -5,6 +5,7 @@ Names and semantics follow neural-tangents 0.6.5 (``nt.empirical_ntk_fn``, ``nt.
 ``nt.monte_carlo_kernel_fn``, ...).
 """
 
+from ._costs import EmpiricalMemoryError, memory_limit
 from ._flax import nnx_apply_fn
 from .linearize import linearize, taylor_expand
 from .monte_carlo import MonteCarloEstimate, monte_carlo_kernel_fn
@@ -16,6 +17,8 @@ __all__ = [
     "NtkImplementation",
     "DEFAULT_NTK_IMPLEMENTATION",
     "empirical_ntk_fn",
+    "memory_limit",
+    "EmpiricalMemoryError",
     "empirical_nngp_fn",
     "empirical_kernel_fn",
     "monte_carlo_kernel_fn",

@@ -39,6 +39,7 @@ from ._axes import (
     trace_and_diagonal,
     trace_size,
 )
+from ._costs import choose
 from ._inputs import check_finite, check_vmap_axes, concrete
 from ._sd_ntk import _structured_derivatives
 
@@ -259,53 +260,6 @@ _IMPLS = {
 }
 
 
-_MEM = 30.0  # cost of writing one Jacobian entry, in flops (memory traffic dominates on CPU)
-
-
-def estimate_costs(f, x1, x2, params, vm, fx1, fx2, axes, kwargs=None) -> dict:
-    """Rough costs (flop-equivalents) of the three implementations for these shapes; 'auto'
-    takes the smallest. Materialised Jacobian entries are charged ``_MEM`` each."""
-    kwargs = kwargs or {}
-    leaves, p_def = jax.tree_util.tree_flatten(params)
-    closed = sd.trace_jaxpr(lambda ls, a: f(jax.tree_util.tree_unflatten(p_def, ls), a, **kwargs),
-                            leaves, x1)
-    n1, n2 = max(_batch(x1), 1), max(_batch(x1 if x2 is None else x2), 1)
-    fwd1 = sd.flops(closed.jaxpr)
-    fwd2 = fwd1 * n2 / n1
-    sites, by_leaf = sd.analyse(closed.jaxpr, len(leaves))
-    n_params = float(sum(np.size(l) for l in leaves))
-    o1 = float(sum(np.size(l) for l in _leaves(fx1)))
-    o2 = float(sum(np.size(l) for l in _leaves(fx2)))
-    red = float(np.prod([trace_size(a, l.shape) for a, l in zip(axes, _leaves(fx1))]))
-    pairs = o1 * o2 / red
-    # backward passes: one per output entry, over one example (vmap) or the whole batch
-    rows_fwd = (o1 * fwd1 / n1 + o2 * fwd2 / n2) if vm is not None else (o1 * fwd1 + o2 * fwd2)
-    costs = {NtkImplementation.JACOBIAN_CONTRACTION:
-             2 * rows_fwd + (o1 + o2) * n_params * _MEM + pairs * n_params}
-    per_pair = (fwd1 / n1 + fwd2 / n2) if vm is not None else (fwd1 + fwd2)
-    n_pairs = n1 * n2 if vm is not None else 1
-    costs[NtkImplementation.NTK_VECTOR_PRODUCTS] = 3 * o1 / (n1 if vm is not None else 1) \
-        * n_pairs * per_pair
-    structured = rows_fwd
-    for leaf, site in by_leaf.items():
-        y = float(np.prod(site.y_shape))
-        y_eff = y / n1 if vm is not None else y
-        if site.primitive.name == "dot_general" and not site.params["dimension_numbers"][1][0]:
-            structured += (o1 + o2) * y_eff * _MEM + pairs * y_eff
-        else:
-            w = float(np.size(leaves[leaf]))
-            structured += (o1 + o2) * (y_eff + w) * _MEM + pairs * w
-    s_params = sum(np.size(leaves[i]) for i in by_leaf)
-    structured += (o1 + o2) * (n_params - s_params) * _MEM + pairs * (n_params - s_params)
-    costs[NtkImplementation.STRUCTURED_DERIVATIVES] = structured
-    return costs
-
-
-def _batch(x):
-    ls = _leaves(x)
-    return ls[0].shape[0] if ls and np.ndim(ls[0]) else 1
-
-
 def empirical_ntk_fn(f, trace_axes=(-1,), diagonal_axes=(), vmap_axes=None,
                      implementation=DEFAULT_NTK_IMPLEMENTATION, _j_rules: bool = True,
                      _s_rules: bool = True, _fwd=None):
@@ -386,10 +340,8 @@ def empirical_ntk_fn(f, trace_axes=(-1,), diagonal_axes=(), vmap_axes=None,
 
     def compute(x1, x2, params, kw1, kw2):
         fx1, fx2, axes = prepare(x1, x2, params, kw1, kw2)
-        chosen = impl
-        if impl == NtkImplementation.AUTO:
-            costs = estimate_costs(f, x1, x2, params, vm, fx1, fx2, axes, kw1)
-            chosen = min(costs, key=costs.get)
+        chosen = NtkImplementation(choose(impl, f, x1, x2, params, vm, fx1, fx2, axes, kw1,
+                                          caller, _NTVP_STEP, _NTVP_TAPE, _NTVP_CHUNK))
         out = _IMPLS[chosen](f, x1, x2, params, kw1, kw2, axes, vm, fx1, fx2)
         return jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(fx1), out)
 
