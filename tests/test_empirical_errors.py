@@ -119,3 +119,20 @@ def _axes_none():
     from infwidth.empirical._axes import resolve_axes
 
     return resolve_axes((), (), (6, 10), (6, 10), "test")
+
+
+def test_structured_fallbacks_lists_the_leaves_without_a_rule():
+    from infwidth.empirical import structured_fallbacks
+
+    def f(p, x):
+        h = jnp.tanh(x @ p["w1"] + p["b1"])
+        return (h @ p["w2"]) @ p["w2"].T @ p["w3"]  # w2 used twice: no structured rule
+
+    p = {"w1": jnp.ones((3, 4)), "b1": jnp.ones(4), "w2": jnp.ones((4, 5)),
+         "w3": jnp.ones((4, 2))}
+    report = structured_fallbacks(f, p, jnp.ones((6, 3)))
+    assert [r.path for r in report] == ["['w2']", "['b1']"]  # largest Jacobian first
+    assert report[0].jacobian_entries == 12 * 20 and report[0].uses == ("dot_general", "transpose")
+    assert report.structured == 2 and report.total_entries == 12 * 24
+    per_example = structured_fallbacks(f, p, jnp.ones((6, 3)), vmap_axes=0)
+    assert per_example[0].jacobian_entries == 2 * 20
