@@ -5,7 +5,9 @@ Names and semantics follow neural-tangents 0.6.5 (``nt.empirical_ntk_fn``, ``nt.
 ``nt.monte_carlo_kernel_fn``, ...).
 """
 
+from ._costs import EmpiricalMemoryError, memory_limit
 from ._flax import nnx_apply_fn
+from .debug import Fallback, FallbackReport, structured_fallbacks
 from .linearize import linearize, taylor_expand
 from .monte_carlo import MonteCarloEstimate, monte_carlo_kernel_fn
 from .nngp import empirical_kernel_fn, empirical_nngp_fn
@@ -16,6 +18,11 @@ __all__ = [
     "NtkImplementation",
     "DEFAULT_NTK_IMPLEMENTATION",
     "empirical_ntk_fn",
+    "memory_limit",
+    "EmpiricalMemoryError",
+    "structured_fallbacks",
+    "Fallback",
+    "FallbackReport",
     "empirical_nngp_fn",
     "empirical_kernel_fn",
     "monte_carlo_kernel_fn",

@@ -9,6 +9,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from . import _chunks as ch
 from . import _structured as sd
 from ._axes import (
     Letters,
@@ -48,10 +49,12 @@ def _structured_derivatives(f, x1, x2, params, kw1, kw2, axes, vm, fx1, fx2):
             outs = sd.evaluate(closed.jaxpr, closed.consts, flat, sites, eps, records)
             return jax.tree_util.tree_unflatten(out_def, outs), records
 
+        exact = ch.jaxpr_row_limit(closed.jaxpr)
+
         def derivs(*a):
             eps = {p: jnp.zeros(s.y_shape, s.y_dtype) for p, s in sites.items()}
-            jac, records = jax.jacrev(pert, argnums=(0, 1), has_aux=True)(
-                eps, [leaves[i] for i in unstructured], *a)
+            jac, records = ch.jacrev(lambda e, u: pert(e, u, *a), exact, has_aux=True)(
+                eps, [leaves[i] for i in unstructured])
             return jac, records
 
         if vm is None:
@@ -114,8 +117,9 @@ def _local_jacobian(site, w, g, x, batched: bool):
     def one(g, x):
         lead, y_shape = g.shape[:g.ndim - y_nd], g.shape[g.ndim - y_nd:]
         flat = g.reshape((-1,) + tuple(y_shape))
-        _, vjp = jax.vjp(lambda v: sd.local_op(site, x, v), w)
-        jw = jax.vmap(lambda c: vjp(c)[0])(flat)
+        local = lambda v: sd.local_op(site, x, v)
+        _, vjp = jax.vjp(local, w)
+        jw = ch.map_rows(lambda c: vjp(c)[0], flat, ch.row_limit(local, w))
         return jw.reshape(lead + w.shape)
 
     return jax.vmap(one)(g, x) if batched else one(g, x)

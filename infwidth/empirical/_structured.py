@@ -47,9 +47,11 @@ def _inner(eqn):
     return (j.jaxpr, j.consts) if hasattr(j, "jaxpr") else (j, ())
 
 
-def analyse(jaxpr, n_leaves: int) -> tuple[dict, dict]:
-    """Finds the structured sites. Returns ``{path: Site}`` and ``{leaf: Site}``."""
+def analyse(jaxpr, n_leaves: int, why: dict | None = None) -> tuple[dict, dict]:
+    """Finds the structured sites. Returns ``{path: Site}`` and ``{leaf: Site}``; fills ``why``
+    (if given) with ``{leaf: [primitive names of its uses]}``."""
     uses: dict[int, list] = {i: [] for i in range(n_leaves)}
+    names: dict[int, list] = {i: [] for i in range(n_leaves)}
 
     def walk(jx, env, path):
         for k, eqn in enumerate(jx.eqns):
@@ -65,16 +67,21 @@ def analyse(jaxpr, n_leaves: int) -> tuple[dict, dict]:
                 out = eqn.outvars[0].aval
                 uses[pv[side]].append(Site(p, pv[side], side, eqn.primitive, dict(eqn.params),
                                            tuple(out.shape), out.dtype))
+                names[pv[side]].append(name)
                 continue
             for l in pv:
                 if l is not None:
                     uses[l].append(None)
+                    names[l].append(name)
         for v in jx.outvars:
             if not isinstance(v, Literal) and v in env:
                 uses[env[v]].append(None)
+                names[env[v]].append("output")
 
     walk(jaxpr, {v: i for i, v in enumerate(jaxpr.invars[:n_leaves])}, ())
     by_leaf = {l: u[0] for l, u in uses.items() if len(u) == 1 and u[0] is not None}
+    if why is not None:
+        why.update(names)
     return {s.path: s for s in by_leaf.values()}, by_leaf
 
 

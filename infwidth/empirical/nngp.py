@@ -10,6 +10,7 @@ import jax
 from ._axes import Letters, check_axes, resolve_axes, split_kwargs, subscripts, trace_size
 from ._contract import einsum
 from ._flax import maybe_nnx
+from ._inputs import check_finite, concrete
 from .ntk import DEFAULT_NTK_IMPLEMENTATION, _check_params, empirical_ntk_fn
 
 _KINDS = ("nngp", "ntk")
@@ -42,6 +43,9 @@ def empirical_nngp_fn(f, trace_axes=(-1,), diagonal_axes=()):
         _check_params(f, params, x1, kw1, caller)
         out1 = f(params, x1, **kw1)
         out2 = out1 if x2 is None else f(params, x2, **kw2)
+        if concrete((out1, out2)):
+            check_finite(out1, caller, "x1")
+            check_finite(out2, caller, "x2")
 
         def contract(a, b):
             ax = resolve_axes(trace_axes, diagonal_axes, a.shape, b.shape, caller)

@@ -22,6 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from . import _chunks as ch
 from . import _structured as sd
 from ._axes import (
     Letters,
@@ -38,6 +39,8 @@ from ._axes import (
     trace_and_diagonal,
     trace_size,
 )
+from ._costs import choose
+from ._inputs import check_finite, check_vmap_axes, concrete
 from ._sd_ntk import _structured_derivatives
 
 
@@ -90,7 +93,11 @@ def _check_params(f, params, x, kwargs, caller):
 
 
 def _jacobian(fn, params, out_size: int, n_params: int):
-    return (jax.jacrev if out_size <= n_params else jax.jacfwd)(fn)(params)
+    """Reverse mode (one-hot cotangents in chunks known to be exact, see ``_chunks``) when
+    there are fewer outputs than parameters, else forward mode."""
+    if out_size > n_params:
+        return jax.jacfwd(fn)(params)
+    return ch.jacrev(fn, ch.row_limit(fn, params))(params)
 
 
 def _jacobian_contraction(f, x1, x2, params, kw1, kw2, axes, vm, fx1, fx2):
@@ -124,11 +131,6 @@ def _jacobian_contraction(f, x1, x2, params, kw1, kw2, axes, vm, fx1, fx2):
     return out
 
 
-def _basis(shape, dtype):
-    n = int(np.prod(shape, dtype=np.int64))
-    return jnp.eye(n, dtype=dtype).reshape((n,) + tuple(shape))
-
-
 _NTVP_CHUNK = 2**26  # cotangent entries held at once (x params): 256 MiB in float32
 
 
@@ -137,6 +139,7 @@ def _ntvp_full(f1, jvp2, params, fx1):
     ``f1``'s outputs one VJP through ``f1`` then one JVP (``jvp2``) through ``f2``. The basis is
     processed in chunks so that at most ``_NTVP_CHUNK`` cotangent entries live at once."""
     _, vjp1 = jax.vjp(f1, params)
+    exact = ch.row_limit(f1, params)
     leaves1, treedef = jax.tree_util.tree_flatten(fx1)
     n_params = max(sum(np.size(l) for l in _leaves(params)), 1)
     out = []
@@ -147,10 +150,12 @@ def _ntvp_full(f1, jvp2, params, fx1):
             (dp,) = vjp1(jax.tree_util.tree_unflatten(treedef, cot))
             return _leaves(jvp2(dp))[i]
 
-        basis = _basis(leaf.shape, leaf.dtype)
+        basis = ch.basis(leaf.shape, leaf.dtype)
         chunk = int(max(1, min(basis.shape[0], _NTVP_CHUNK // n_params)))
-        rows = (jax.vmap(row)(basis) if chunk >= basis.shape[0]
-                else jax.lax.map(row, basis, batch_size=chunk))
+        if chunk < basis.shape[0]:  # memory-bound: a loop, so one chunk lives at a time
+            rows = jax.lax.map(row, basis, batch_size=ch.combine(chunk, exact))
+        else:
+            rows = ch.map_rows(row, basis, exact)
         out.append(rows.reshape(tuple(leaf.shape) + rows.shape[1:]))
     return out
 
@@ -255,53 +260,6 @@ _IMPLS = {
 }
 
 
-_MEM = 30.0  # cost of writing one Jacobian entry, in flops (memory traffic dominates on CPU)
-
-
-def estimate_costs(f, x1, x2, params, vm, fx1, fx2, axes, kwargs=None) -> dict:
-    """Rough costs (flop-equivalents) of the three implementations for these shapes; 'auto'
-    takes the smallest. Materialised Jacobian entries are charged ``_MEM`` each."""
-    kwargs = kwargs or {}
-    leaves, p_def = jax.tree_util.tree_flatten(params)
-    closed = sd.trace_jaxpr(lambda ls, a: f(jax.tree_util.tree_unflatten(p_def, ls), a, **kwargs),
-                            leaves, x1)
-    n1, n2 = max(_batch(x1), 1), max(_batch(x1 if x2 is None else x2), 1)
-    fwd1 = sd.flops(closed.jaxpr)
-    fwd2 = fwd1 * n2 / n1
-    sites, by_leaf = sd.analyse(closed.jaxpr, len(leaves))
-    n_params = float(sum(np.size(l) for l in leaves))
-    o1 = float(sum(np.size(l) for l in _leaves(fx1)))
-    o2 = float(sum(np.size(l) for l in _leaves(fx2)))
-    red = float(np.prod([trace_size(a, l.shape) for a, l in zip(axes, _leaves(fx1))]))
-    pairs = o1 * o2 / red
-    # backward passes: one per output entry, over one example (vmap) or the whole batch
-    rows_fwd = (o1 * fwd1 / n1 + o2 * fwd2 / n2) if vm is not None else (o1 * fwd1 + o2 * fwd2)
-    costs = {NtkImplementation.JACOBIAN_CONTRACTION:
-             2 * rows_fwd + (o1 + o2) * n_params * _MEM + pairs * n_params}
-    per_pair = (fwd1 / n1 + fwd2 / n2) if vm is not None else (fwd1 + fwd2)
-    n_pairs = n1 * n2 if vm is not None else 1
-    costs[NtkImplementation.NTK_VECTOR_PRODUCTS] = 3 * o1 / (n1 if vm is not None else 1) \
-        * n_pairs * per_pair
-    structured = rows_fwd
-    for leaf, site in by_leaf.items():
-        y = float(np.prod(site.y_shape))
-        y_eff = y / n1 if vm is not None else y
-        if site.primitive.name == "dot_general" and not site.params["dimension_numbers"][1][0]:
-            structured += (o1 + o2) * y_eff * _MEM + pairs * y_eff
-        else:
-            w = float(np.size(leaves[leaf]))
-            structured += (o1 + o2) * (y_eff + w) * _MEM + pairs * w
-    s_params = sum(np.size(leaves[i]) for i in by_leaf)
-    structured += (o1 + o2) * (n_params - s_params) * _MEM + pairs * (n_params - s_params)
-    costs[NtkImplementation.STRUCTURED_DERIVATIVES] = structured
-    return costs
-
-
-def _batch(x):
-    ls = _leaves(x)
-    return ls[0].shape[0] if ls and np.ndim(ls[0]) else 1
-
-
 def empirical_ntk_fn(f, trace_axes=(-1,), diagonal_axes=(), vmap_axes=None,
                      implementation=DEFAULT_NTK_IMPLEMENTATION, _j_rules: bool = True,
                      _s_rules: bool = True, _fwd=None):
@@ -360,14 +318,30 @@ def empirical_ntk_fn(f, trace_axes=(-1,), diagonal_axes=(), vmap_axes=None,
             raise ValueError(f"{caller}: f(x1) and f(x2) have different output structures.")
         axes = [resolve_axes(trace_axes, diagonal_axes, a.shape, b.shape, caller)
                 for a, b in zip(l1, l2)]
+        check_vmap_axes(vm, x1, fx1, kw1, caller, vmap_axes)
+        if x2 is not None:
+            check_vmap_axes(vm, x2, fx2, kw2, caller, vmap_axes)
         return fx1, fx2, axes
+
+    @functools.partial(jax.jit, static_argnames=("static",))
+    def forward(params, x, dyn, static):
+        return f(params, x, **dyn, **dict(static))
+
+    def check_outputs(x1, x2, params, kw1, kw2, dyn, static1, static2):
+        """NaN or inf outputs raise here, before any derivative (values known only outside
+        jit; one forward pass of each input)."""
+        if not concrete((x1, x2, params, kw1, kw2)):
+            return
+        for x, kw, static, which in ((x1, kw1, static1, "x1"), (x2, kw2, static2, "x2")):
+            if x is not None:
+                out = (f(params, x, **kw) if static is None else
+                       forward(params, x, {k: kw[k] for k in dyn}, static))
+                check_finite(out, caller, which)
 
     def compute(x1, x2, params, kw1, kw2):
         fx1, fx2, axes = prepare(x1, x2, params, kw1, kw2)
-        chosen = impl
-        if impl == NtkImplementation.AUTO:
-            costs = estimate_costs(f, x1, x2, params, vm, fx1, fx2, axes, kw1)
-            chosen = min(costs, key=costs.get)
+        chosen = NtkImplementation(choose(impl, f, x1, x2, params, vm, fx1, fx2, axes, kw1,
+                                          caller, _NTVP_STEP, _NTVP_TAPE, _NTVP_CHUNK))
         out = _IMPLS[chosen](f, x1, x2, params, kw1, kw2, axes, vm, fx1, fx2)
         return jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(fx1), out)
 
@@ -384,7 +358,9 @@ def empirical_ntk_fn(f, trace_axes=(-1,), diagonal_axes=(), vmap_axes=None,
         try:
             hash((static1, static2))
         except TypeError:  # unhashable options: run without the compilation cache
+            check_outputs(x1, x2, params, kw1, kw2, dyn, None, None)
             return compute(x1, x2, params, kw1, kw2)
+        check_outputs(x1, x2, params, kw1, kw2, dyn, static1, static2)
         return compiled(x1, x2, params, {k: kw1[k] for k in dyn}, {k: kw2[k] for k in dyn},
                         static1, static2)
 
