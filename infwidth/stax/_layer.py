@@ -119,7 +119,7 @@ def make_layer(name: str, init_fn: Callable, apply_fn: Callable, transform: Call
 
     kernel_fn.__name__ = f"{name}.kernel_fn"
     kernel_fn.__qualname__ = kernel_fn.__name__
-    kernel_fn.info = info
+    kernel_fn.info = info  # type: ignore[attr-defined]
     return Layer(init_fn, apply_fn, kernel_fn)
 
 
