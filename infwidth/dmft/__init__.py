@@ -1,0 +1,12 @@
+"""The feature-learning (muP / mean-field) infinite-width limit, by dynamical mean field theory.
+
+* `deep_linear`: exact DMFT of deep linear networks (Bordelon & Pehlevan 2022, arXiv:2205.09653).
+* `train_mup`, `mup_network`, `FiniteRun`: the finite-width muP networks of that limit (optax).
+* `DMFTSolution`: the trajectory (loss, outputs, feature and gradient kernels over time).
+"""
+
+from ._common import DMFTSolution
+from .finite import FiniteRun, mup_network, train_mup
+from .linear import deep_linear
+
+__all__ = ["DMFTSolution", "deep_linear", "FiniteRun", "mup_network", "train_mup"]
