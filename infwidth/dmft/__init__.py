@@ -1,6 +1,7 @@
 """The feature-learning (muP / mean-field) infinite-width limit, by dynamical mean field theory.
 
 * `deep_linear`: exact DMFT of deep linear networks (Bordelon & Pehlevan 2022, arXiv:2205.09653).
+* `mlp`: Monte Carlo DMFT of nonlinear MLPs (ReLU, tanh, erf), same outputs.
 * `train_mup`, `mup_network`, `FiniteRun`: the finite-width muP networks of that limit (optax).
 * `DMFTSolution`: the trajectory (loss, outputs, feature and gradient kernels over time).
 """
@@ -8,5 +9,6 @@
 from ._common import DMFTSolution
 from .finite import FiniteRun, mup_network, train_mup
 from .linear import deep_linear
+from .nonlinear import mlp
 
-__all__ = ["DMFTSolution", "deep_linear", "FiniteRun", "mup_network", "train_mup"]
+__all__ = ["DMFTSolution", "deep_linear", "mlp", "FiniteRun", "mup_network", "train_mup"]
