@@ -1,8 +1,9 @@
 r"""Finite-width muP networks trained to match the DMFT limit, and width sweeps against it.
 
 The network of `infwidth.dmft.deep_linear` / `infwidth.dmft.mlp` at width ``N`` is built from
-infwidth's own layers: ``Dense(N, parameterization='mup')`` hidden layers (weights of variance
-``1 / fan_in``), a ``Dense(1, parameterization='mup')`` readout (variance ``1 / N**2``, i.e.
+infwidth's own layers: an input ``Dense(N, parameterization=ABC(0, 0.5))`` (weights of variance
+``1 / D`` for any input dimension ``D``), ``Dense(N, parameterization='mup')`` hidden layers
+(variance ``1 / fan_in``), a ``Dense(1, parameterization='mup')`` readout (variance ``1 / N**2``, i.e.
 ``w . phi(h) / N`` with ``w ~ N(0, 1)``) and ``OutputScale(1 / gamma0)``, so
 ``f = w . phi(h^L) / (gamma0 N)``. It is trained by full-batch gradient descent with
 ``infwidth.mup.sgd(eta * gamma0**2 * dt, params)`` (per-layer rates ``fan_out / fan_in``: ``N / D``
@@ -65,9 +66,13 @@ def mup_network(width: int, depth: int, gamma0: float, activation: str = "linear
     depth = check_positive(depth, "depth", where, integer=True)
     gamma0 = check_gamma0(gamma0, where, allow_zero=False)
     check_choice(activation, "activation", ACTIVATIONS, where)
+    from ..parameterization import ABC
     layers = []
-    for _ in range(depth):
-        layers.append(stax.Dense(width, W_std=1.0, parameterization="mup"))
+    for l in range(depth):
+        # the input layer has variance 1 / D whatever D is (shape-only 'mup' would treat an
+        # input wider than the hidden layer as a readout); its muP rate N / D is the same
+        param = ABC(0.0, 0.5) if l == 0 else "mup"
+        layers.append(stax.Dense(width, W_std=1.0, parameterization=param))
         if activation != "linear":
             layers.append(_phi_layer(activation))
     layers += [stax.Dense(1, W_std=1.0, parameterization="mup"), stax.OutputScale(1.0 / gamma0)]
