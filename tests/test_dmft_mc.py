@@ -49,7 +49,7 @@ def test_mc_relu_lazy_limit_is_the_stax_ntk():
         xa = np.concatenate([x, xt])
         ntk = net.kernel_fn(xa, None, get="ntk")
         assert rel_err(sol.ntk[-1], ntk) < DMFT_TOLERANCES["mc"]
-        assert rel_err(sol.ntk[-1], sol.ntk[0]) < 1e-12  # lazy: the kernel does not move
+        assert rel_err(sol.ntk[-1], sol.ntk[0]) < 1e-8  # lazy: the kernel does not move
 
 
 @pytest.mark.float32_stream
