@@ -2,8 +2,9 @@ r"""Finite-width muP networks trained to match the DMFT limit, and width sweeps 
 
 The network of `infwidth.dmft.deep_linear` / `infwidth.dmft.mlp` at width ``N`` is built from
 infwidth's own layers: an input ``Dense(N, parameterization=ABC(0, 0.5))`` (weights of
-variance ``1 / D`` for any input dimension ``D``), ``Dense(N, parameterization='mup')`` hidden layers
-(variance ``1 / fan_in``), a ``Dense(1, parameterization='mup')`` readout (variance ``1 / N**2``, i.e.
+variance ``1 / D`` for any input dimension ``D``), ``Dense(N, parameterization='mup')``
+hidden layers (variance ``1 / fan_in``), a ``Dense(1, parameterization='mup')`` readout
+(variance ``1 / N**2``, i.e.
 ``w . phi(h) / N`` with ``w ~ N(0, 1)``) and ``OutputScale(1 / gamma0)``, so
 ``f = w . phi(h^L) / (gamma0 N)``. It is trained by full-batch gradient descent with
 ``infwidth.mup.sgd(eta * gamma0**2 * dt, params)`` (per-layer rates ``fan_out / fan_in``: ``N / D``
