@@ -157,7 +157,7 @@ def integrate_outputs(ntk, y_train, eta, dt):
         lam, v = jnp.linalg.eigh(ktt)
         lam = jnp.maximum(lam, 0.0)
         a = eta * dt * lam / p
-        F = (v * (eta * dt / p * _phi1(-a))) @ v.T
+        F = (v * (eta * dt / p * _phi1(-a))[None, :]) @ v.T
         f_new = f + kbar[:, :p] @ (F @ (y_train - f[:p]))
         return f_new, f_new
 
@@ -172,7 +172,8 @@ def _scan(step, init, length):
 
 
 def loss_of(f_train, y_train):
-    return jnp.sum((f_train - y_train) ** 2, axis=-1) / (2 * y_train.shape[0])
+    y = y_train.reshape((1,) * (f_train.ndim - 1) + y_train.shape)
+    return jnp.sum((f_train - y) ** 2, axis=-1) / (2 * y_train.shape[0])
 
 
 def input_kernel(x):

@@ -149,7 +149,7 @@ def train_mup(x_train, y_train, x_test=None, *, width: int, depth: int, gamma0: 
 
     outs = [jax.jit(run)(jax.random.PRNGKey(s)) for s in seeds]
     fs = jnp.stack([o[0] for o in outs])
-    losses = jnp.sum((fs[:, :, :p] - y_train) ** 2, -1) / (2 * p)
+    losses = jnp.sum((fs[:, :, :p] - y_train[None, None]) ** 2, -1) / (2 * p)
     f = fs.mean(0)
     return FiniteRun(times=dt * jnp.arange(n_steps + 1, dtype=x.dtype), loss=losses.mean(0),
                      f_train=f[:, :p], f_test=None if x_test is None else f[:, p:],

@@ -92,7 +92,7 @@ def _ntk(phis, gs, kx, T):
 
 def deep_linear(x_train, y_train, x_test=None, *, depth: int, gamma0: float,
                 learning_rate: float = 1.0, dt: float = 0.1, n_steps: int = 50,
-                tol: float = 1e-8, max_iter: int = 500, damping: float = 0.0) -> DMFTSolution:
+                tol: float | None = None, max_iter: int = 500, damping: float = 0.0) -> DMFTSolution:
     r"""Feature-learning infinite-width training of a deep linear network, by exact DMFT.
 
     Solves the equations in this module's docstring (Bordelon & Pehlevan 2022,
@@ -108,7 +108,8 @@ def deep_linear(x_train, y_train, x_test=None, *, depth: int, gamma0: float,
       learning_rate: ``eta``, in `infwidth.predict.gradient_descent_mse`'s convention.
       dt, n_steps: the time grid ``t_k = k dt``, ``k = 0 .. n_steps``.
       tol, max_iter: the self-consistency tolerance and iteration budget; an error is raised
-        when the iteration does not reach ``tol`` (try ``damping``, a smaller ``gamma0`` or a
+        when the iteration does not reach ``tol`` (default ``1e-8`` in float64, ``1e-4`` in
+        float32; try ``damping``, a smaller ``gamma0`` or a
         shorter ``n_steps * dt``).
       damping: in ``[0, 1)``, mixes this fraction of the previous iterate into the next.
 
@@ -138,6 +139,8 @@ def deep_linear(x_train, y_train, x_test=None, *, depth: int, gamma0: float,
     x = x_train if x_test is None else jnp.concatenate([x_train, x_test])
     p, n, T = x_train.shape[0], x.shape[0], n_steps + 1
     kx = input_kernel(x)
+    if tol is None:
+        tol = 1e-8 if kx.dtype == jnp.float64 else 1e-4
     check_step(eta, dt, (L + 1) * kx[:p, :p], where)
     w = trapezoid_weights(n_steps, dt, kx.dtype)
     phi0 = jnp.broadcast_to(kx[None, :, None, :], (T, n, T, n))
@@ -188,7 +191,7 @@ def _iteration(L, p, n, T, eta, dt, gamma0, damping):
         ones = jnp.ones((T, n, T, n), kx.dtype)
         as_mat = lambda k4: k4.reshape(T * n, T * n)  # noqa: E731
         as_4 = lambda m: m.reshape(T, n, T, n)  # noqa: E731
-        delta = jnp.zeros((T, n), kx.dtype).at[:, :p].set((y_train - f[:, :p]) / p)
+        delta = jnp.zeros((T, n), kx.dtype).at[:, :p].set((y_train[None] - f[:, :p]) / p)
         new_phis, new_gs = [], []
         new_A, new_B = list(A), list(B)
         prev_phi = phi0

@@ -123,7 +123,7 @@ def mean_field(x_train, y_train, x_test=None, *, gamma0: float, activation: str 
         _, (a_t, w_t) = jax.lax.scan(grid_step, (a, w), None, length=n_steps)
         a_t = jnp.concatenate([a[None], a_t])
         w_t = jnp.concatenate([w[None], w_t])
-        f_t = jax.vmap(outputs)(a_t, w_t) - f0
+        f_t = jax.vmap(outputs)(a_t, w_t) - f0[None]
         h_t = jnp.einsum("nd,tmd->tnm", x, w_t) / jnp.sqrt(D)
         feat = phi(h_t)
         grad = jax.vmap(dphi)(h_t) * a_t[:, None, :]
@@ -141,7 +141,7 @@ def mean_field(x_train, y_train, x_test=None, *, gamma0: float, activation: str 
     f = f_h.mean(0)
     phis, gs = phi_h.mean(0), g_h.mean(0)
     kx = input_kernel(x)
-    ntk = gs * kx + phis
+    ntk = gs * kx[None] + phis
     return DMFTSolution(
         times=dt * jnp.arange(n_steps + 1, dtype=x.dtype), loss=loss_of(f[:, :p], y_train),
         f_train=f[:, :p], f_test=None if x_test is None else f[:, p:], phi=phis[None],
