@@ -92,7 +92,8 @@ def _ntk(phis, gs, kx, T):
 
 def deep_linear(x_train, y_train, x_test=None, *, depth: int, gamma0: float,
                 learning_rate: float = 1.0, dt: float = 0.1, n_steps: int = 50,
-                tol: float | None = None, max_iter: int = 500, damping: float = 0.0) -> DMFTSolution:
+                tol: float | None = None, max_iter: int = 500,
+                damping: float = 0.0) -> DMFTSolution:
     r"""Feature-learning infinite-width training of a deep linear network, by exact DMFT.
 
     Solves the equations in this module's docstring (Bordelon & Pehlevan 2022,
