@@ -9,6 +9,13 @@ the sampled fields, plus the ``n T`` forward-mode directions of the response Jac
 depth >= 2), ``O(S (n T)^2)`` memory. The number of iterations grows with ``gamma0`` and
 ``t_max``, not with the sizes. Each case times one full solve (all iterations) after a first,
 compiling call, median of 3; neural-tangents has no feature-learning limit to compare against.
+
+Measured on the shared 2-core machine under heavy load (load average 12-25, so treat the
+figures as upper bounds; median s / compile s / peak MiB): deep_linear T=21 L=2 at N=4, 8, 16:
+4.8 / 23 / 415, 8.1 / 36 / 410, 9.4 / 27 / 472 (at these sizes, nT <= 336, the per-iteration
+dispatch and the output integrator dominate, so time grows slower than (nT)^3); N=8 L=2 at
+T=11, 21, 41: 1.4, 8.1, 17.4 s; N=8 T=21 at L=1, 2, 4: 3.7, 8.1, 36.3 s (iterations grow
+with L as well as the per-iteration cost).
 """
 
 import os
