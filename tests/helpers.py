@@ -131,3 +131,11 @@ def check_group_against_reference(stax, groups, ref, group, name):
                 expected = ref[f"{group}/{name}/{f}{tag}"]
                 assert getattr(k, f).shape == expected.shape, f"{f}{tag} shape"
                 assert_close(getattr(k, f), expected, tol("nt", "float64"), f"{f}{tag}")
+
+
+# The feature-learning (DMFT) limit, tests/test_dmft*.py: 'lazy': gamma0 -> 0 against the NTK's
+# gradient_descent_mse, max loss error over the curve relative to the initial loss; 'width':
+# seed-averaged finite muP networks at the widest width against the limit (loss curve relative
+# to the initial loss, final kernels by relative Frobenius error); 'mc': Monte Carlo DMFT fields
+# against the exact linear solution.
+DMFT_TOLERANCES = {"lazy": 1e-3, "width_loss": 0.03, "width_kernel": 0.06, "mc": 0.05}
