@@ -74,12 +74,15 @@ def _walk(name: str, seen: dict) -> None:
 
 
 def _directive(module: str, name: str, obj) -> str:
+    """The autodoc directive for one name."""
     target = f"{module}.{name}"
+    extra = ""
     if inspect.isclass(obj):
-        return f".. autoclass:: {target}\n   :members:\n   :exclude-members: count, index\n"
+        return (f".. autoclass:: {target}\n   :members:\n   :exclude-members: count, index\n"
+                + extra)
     if callable(obj):
-        return f".. autofunction:: {target}\n"
-    return f".. autodata:: {target}\n   :no-value:\n"
+        return f".. autofunction:: {target}\n" + extra
+    return f".. autodata:: {target}\n   :no-value:\n" + extra
 
 
 def write_api_pages() -> list[str]:
@@ -90,6 +93,7 @@ def write_api_pages() -> list[str]:
     shutil.rmtree(out_dir, ignore_errors=True)
     os.makedirs(out_dir)
     pages = []
+    documented: set[int] = set()
     for module, names in seen.items():
         mod = importlib.import_module(module)
         members = [(n, getattr(mod, n)) for n in names if n != "__version__"
@@ -103,8 +107,10 @@ def write_api_pages() -> list[str]:
         if members:
             lines += [".. rubric:: Names", ""]
             lines += [f"- :py:obj:`{module}.{n}`" for n, _ in members] + [""]
-        for n, obj in members:
-            lines += [_directive(module, n, obj), ""]
+        for n, obj in members:  # an object re-exported here is documented where first seen
+            if id(obj) not in documented:
+                lines += [_directive(module, n, obj), ""]
+            documented.add(id(obj))
         with open(os.path.join(out_dir, f"{module}.rst"), "w") as f:
             f.write("\n".join(lines))
         pages.append(module)

@@ -24,6 +24,8 @@ class DMFTSolution(NamedTuple):
     """The infinite-width, feature-learning training trajectory.
 
     Fields (``T = n_steps + 1`` times, ``n = n_train + n_test`` points, train points first):
+
+    Attributes:
       times: ``(T,)`` training times ``k * dt``.
       loss: ``(T,)`` training loss ``sum (f - y)**2 / (2 P)``.
       f_train: ``(T, n_train)`` outputs on the training points.
