@@ -26,85 +26,77 @@ def D():
     return stax.Dense(3, 1.3, 0.2)
 
 
-# name: (layers as a function of the hyperparameter h, a value of h, inputs)
+# name: (layers as a function of the hyperparameter vector p, a value of p, inputs)
 FAMILIES = {
-    "Dense.W_std": (lambda h: [stax.Dense(3, h, 0.2), stax.Relu(), stax.Dense(1, h, 0.1)], 1.3, FC),
-    "Dense.b_std": (lambda h: [stax.Dense(3, 1.2, h), stax.Relu(), stax.Dense(1, 1., h)], 0.3, FC),
-    "Dense.standard": (lambda h: [stax.Dense(3, h, 0.2, parameterization="standard"),
-                                  stax.Relu(), stax.Dense(1, 1., h, parameterization="standard")],
-                       1.3, FC),
-    "Conv.W_std": (lambda h: [stax.Conv(3, (2, 2), padding="SAME", W_std=h, b_std=0.1),
-                              stax.Relu(), stax.Conv(1, (2, 2), W_std=h, b_std=0.2)], 1.2, IMG),
-    "Conv.b_std": (lambda h: [stax.Conv(3, (2, 2), padding="CIRCULAR", W_std=1.1, b_std=h),
-                              stax.Relu(), stax.Conv(1, (2, 2), W_std=1., b_std=h)], 0.3, IMG),
-    "ConvTranspose": (lambda h: [stax.ConvTranspose(3, (2, 2), (2, 1), "SAME", W_std=h,
+    "Dense": (lambda p: [stax.Dense(3, p[0], p[1]), stax.Relu(), stax.Dense(1, p[0], p[1])],
+              [1.3, 0.3], FC),
+    "Dense.standard": (lambda p: [stax.Dense(3, p[0], 0.2, parameterization="standard"),
+                                  stax.Relu(), stax.Dense(1, 1., p[1], parameterization="standard")],
+                       [1.3, 0.3], FC),
+    "Conv": (lambda p: [stax.Conv(3, (2, 2), padding="CIRCULAR", W_std=p[0], b_std=p[1]),
+                        stax.Relu(), stax.Conv(1, (2, 2), W_std=p[0], b_std=p[1])],
+             [1.2, 0.3], IMG),
+    "ConvTranspose": (lambda p: [stax.ConvTranspose(3, (2, 2), (2, 1), "SAME", W_std=p[0],
                                                     b_std=0.1), stax.Relu(),
-                                 stax.ConvTranspose(1, (2, 2), W_std=1.0, b_std=h)], 1.1, IMG),
-    "ConvLocal": (lambda h: [stax.ConvLocal(3, (2, 2), W_std=h, b_std=0.1), stax.Relu(),
-                             stax.ConvLocal(1, (2, 2), W_std=1.0, b_std=h)], 1.1, IMG),
-    "ABRelu.a": (lambda h: [D(), stax.ABRelu(h, 0.5), D()], -0.3, FC),
-    "ABRelu.b": (lambda h: [D(), stax.ABRelu(-0.2, h), D()], 0.7, FC),
-    "LeakyRelu": (lambda h: [D(), stax.LeakyRelu(h), D()], 0.2, FC),
-    "Erf.a": (lambda h: [D(), stax.Erf(h, 1., 0.1), D()], 1.1, FC),
-    "Erf.b": (lambda h: [D(), stax.Erf(1., h, 0.1), D()], 0.9, FC),
-    "Erf.c": (lambda h: [D(), stax.Erf(1., 1., h), D()], 0.2, FC),
-    "Gelu": (lambda h: [stax.Dense(3, h, 0.1), stax.Gelu(), D()], 1.1, FC),
-    "Gabor": (lambda h: [stax.Dense(3, h, 0.1), stax.Gabor(), D()], 1.1, FC),
-    "Polynomial": (lambda h: [D(), stax.Polynomial([0.5, h, 0.3]), D()], -1.0, FC),
-    "Sin.a": (lambda h: [D(), stax.Sin(h, 0.8, 0.3), D()], 1.2, FC),
-    "Sin.b": (lambda h: [D(), stax.Sin(1.0, h, 0.3), D()], 0.8, FC),
-    "Sin.c": (lambda h: [D(), stax.Sin(1.0, 0.8, h), D()], 0.3, FC),
-    "Cos.a": (lambda h: [D(), stax.Cos(h, 1.0, 0.0), D()], 1.2, FC),
-    "Rbf": (lambda h: [D(), stax.Rbf(h), D()], 0.5, FC),
-    "Gaussian.a": (lambda h: [D(), stax.Gaussian(h, -0.7), D()], 1.1, FC),
-    "Gaussian.b": (lambda h: [D(), stax.Gaussian(1.0, h), D()], -0.7, FC),
-    "Exp.a": (lambda h: [D(), stax.Exp(h, 0.4), D()], 1.1, FC),
-    "Exp.b": (lambda h: [D(), stax.Exp(1.0, h), D()], 0.4, FC),
-    "ExpNormalized.gamma": (lambda h: [D(), stax.ExpNormalized(h, -1.0), D()], 0.8, FC),
-    "ExpNormalized.shift": (lambda h: [D(), stax.ExpNormalized(0.8, h), D()], -1.0, FC),
-    "Elu": (lambda h: [D(), stax.Elu(h, deg=8), D()], 0.7, FC),
-    "Scale": (lambda h: [D(), stax.Relu(), stax.Scale(h), D()], 0.7, FC),
-    "OutputScale": (lambda h: [D(), stax.Relu(), D(), stax.OutputScale(h)], 0.7, FC),
-    "LayerNorm.eps": (lambda h: [D(), stax.LayerNorm(eps=h), D()], 0.3, FC),
-    "Dropout.rate": (lambda h: [D(), stax.Relu(), stax.Dropout(h), D()], 0.7, FC),
-    "Attention.W_key_std": (lambda h: [D(), stax.GlobalSelfAttention(3, 3, 3, 2, W_key_std=h),
-                                       D()], 1.1, SEQ),
-    "Attention.W_query_std": (lambda h: [D(), stax.GlobalSelfAttention(
-        3, 3, 3, 2, linear_scaling=False, attention_mechanism="IDENTITY", W_query_std=h), D()],
-        1.1, SEQ),
-    "Attention.W_value_std": (lambda h: [D(), stax.GlobalSelfAttention(
-        3, 3, 3, 2, W_value_std=h, W_out_std=0.8), D()], 1.1, SEQ),
-    "Attention.b_std": (lambda h: [D(), stax.GlobalSelfAttention(3, 3, 3, 2, b_std=h), D()],
-                        0.3, SEQ),
-    "Attention.W_pos_emb_std": (lambda h: [D(), stax.GlobalSelfAttention(
-        3, 3, 3, 2, pos_emb_type="SUM", W_pos_emb_std=h), D()], 0.6, SEQ),
+                                 stax.ConvTranspose(1, (2, 2), W_std=1.0, b_std=p[1])],
+                      [1.1, 0.3], IMG),
+    "ConvLocal": (lambda p: [stax.ConvLocal(3, (2, 2), W_std=p[0], b_std=0.1), stax.Relu(),
+                             stax.ConvLocal(1, (2, 2), W_std=1.0, b_std=p[1])], [1.1, 0.3], IMG),
+    "ABRelu": (lambda p: [D(), stax.ABRelu(p[0], p[1]), D()], [-0.3, 0.7], FC),
+    "LeakyRelu": (lambda p: [D(), stax.LeakyRelu(p[0]), D()], [0.2], FC),
+    "Erf": (lambda p: [D(), stax.Erf(p[0], p[1], p[2]), D()], [1.1, 0.9, 0.2], FC),
+    "Gelu": (lambda p: [stax.Dense(3, p[0], 0.1), stax.Gelu(), D()], [1.1], FC),
+    "Gabor": (lambda p: [stax.Dense(3, p[0], 0.1), stax.Gabor(), D()], [1.1], FC),
+    "Polynomial": (lambda p: [D(), stax.Polynomial([0.5, p[0], p[1]]), D()], [-1.0, 0.3], FC),
+    "Sin": (lambda p: [D(), stax.Sin(p[0], p[1], p[2]), D()], [1.2, 0.8, 0.3], FC),
+    "Cos": (lambda p: [D(), stax.Cos(p[0], p[1], p[2]), D()], [1.2, 0.9, 0.1], FC),
+    "Rbf": (lambda p: [D(), stax.Rbf(p[0]), D()], [0.5], FC),
+    "Gaussian": (lambda p: [D(), stax.Gaussian(p[0], p[1]), D()], [1.1, -0.7], FC),
+    "Exp": (lambda p: [D(), stax.Exp(p[0], p[1]), D()], [1.1, 0.4], FC),
+    "ExpNormalized": (lambda p: [D(), stax.ExpNormalized(p[0], p[1]), D()], [0.8, -1.0], FC),
+    "Elu": (lambda p: [D(), stax.Elu(p[0], deg=8), D()], [0.7], FC),
+    "Scale": (lambda p: [D(), stax.Relu(), stax.Scale(p[0]), D(), stax.OutputScale(p[1])],
+              [0.7, 1.3], FC),
+    "LayerNorm.eps": (lambda p: [D(), stax.LayerNorm(eps=p[0]), D()], [0.3], FC),
+    # Dropout only changes the variances of an input with itself: x2=None
+    "Dropout.rate": (lambda p: [D(), stax.Relu(), stax.Dropout(p[0]), D()], [0.7], (FC[0], None)),
+    "Attention": (lambda p: [D(), stax.GlobalSelfAttention(
+        3, 3, 3, 2, W_key_std=p[0], W_value_std=p[1], W_out_std=0.8, b_std=p[2]), D()],
+        [1.1, 0.9, 0.3], SEQ),
+    "Attention.query_pos_emb": (lambda p: [D(), stax.GlobalSelfAttention(
+        3, 3, 3, 2, linear_scaling=False, attention_mechanism="IDENTITY", W_query_std=p[0],
+        pos_emb_type="SUM", W_pos_emb_std=p[1]), D()], [1.1, 0.6], SEQ),
 }
 
 
-def _grads_and_differences(loss, h0, eps=1e-6):
-    """One compilation: vmapped gradients at (h0, 1.1 h0) and the loss at h0 +- eps."""
-    hs = jnp.array([h0, 1.1 * h0])
-    steps = jnp.array([h0 + eps, h0 - eps])
-    g, f = jax.jit(lambda a, b: (jax.vmap(jax.grad(loss))(a), jax.vmap(loss)(b)))(hs, steps)
-    return np.asarray(g), float((f[0] - f[1]) / (2 * eps))
+def _check_against_differences(loss, p0, eps=1e-6):
+    """In one compilation: vmapped gradients at p0 and 0.9 p0, and the loss at each point
+    shifted by +-eps along each coordinate; each gradient against its central differences."""
+    p0 = jnp.asarray(p0, jnp.float64)
+    points = jnp.stack([p0, 0.9 * p0])
+    shifts = eps * jnp.eye(p0.size)
+    steps = jnp.concatenate([points[:, None] + shifts, points[:, None] - shifts], 1)
+    g, f = jax.jit(lambda a, b: (jax.vmap(jax.grad(loss))(a), jax.vmap(jax.vmap(loss))(b)))(
+        points, steps)
+    g, f = np.asarray(g), np.asarray(f)
+    fd = (f[:, :p0.size] - f[:, p0.size:]) / (2 * eps)
+    assert g.dtype == np.float64 and np.all(np.isfinite(g))
+    err = np.abs(g - fd) / np.maximum(1.0, np.abs(fd))
+    assert np.all(err < tol("fd")), (g, fd)
+    assert not np.allclose(g[0], g[1])  # the vmapped points give their own gradients
 
 
 @pytest.mark.parametrize("name", sorted(FAMILIES))
 def test_hyperparameter_gradient_matches_finite_differences(name):
-    make, h0, (x1, x2) = FAMILIES[name]
+    make, p0, (x1, x2) = FAMILIES[name]
     with x64():
-        x1, x2 = jnp.asarray(x1), jnp.asarray(x2)
+        x1, x2 = jnp.asarray(x1), None if x2 is None else jnp.asarray(x2)
 
-        def loss(h):
-            k = stax.serial(*make(h)).kernel_fn(x1, x2, get=("nngp", "ntk"))
+        def loss(p):
+            k = stax.serial(*make(p)).kernel_fn(x1, x2, get=("nngp", "ntk"))
             return jnp.sum(k.nngp ** 2) + jnp.sum(jnp.sin(k.ntk))
 
-        g, fd = _grads_and_differences(loss, h0)
-        assert g.dtype == np.float64 and np.all(np.isfinite(g))
-        assert abs(g[0] - fd) < tol("fd") * max(1.0, abs(fd)), (g[0], fd)
-        # the second vmapped point is a different gradient, not a copy of the first
-        g1 = float(jax.grad(loss)(1.1 * h0))
-        assert abs(g[1] - g1) < 1e-10 * max(1.0, abs(g1))
+        _check_against_differences(loss, p0)
 
 
 def test_gradient_through_deep_cnn_in_W_std_and_b_std():
@@ -123,16 +115,7 @@ def test_gradient_through_deep_cnn_in_W_std_and_b_std():
 
     with x64():
         x1, x2 = x1.astype(jnp.float64), x2.astype(jnp.float64)
-        p0 = jnp.array([1.4, 0.3])
-        ps = jnp.stack([p0, p0 * 0.9])
-        g = jax.jit(jax.vmap(jax.grad(loss)))(ps)
-        f = jax.jit(loss)
-        eps = 1e-6
-        for i in range(2):
-            e = jnp.zeros(2).at[i].set(eps)
-            fd = float((f(p0 + e) - f(p0 - e)) / (2 * eps))
-            assert abs(float(g[0, i]) - fd) < tol("fd") * max(1.0, abs(fd)), (i, g[0], fd)
-        assert not np.allclose(g[0], g[1])  # the two vmapped points differ
+        _check_against_differences(loss, [1.4, 0.3])
 
 
 def test_dropout_rate_may_be_traced_and_is_still_checked():
