@@ -241,23 +241,35 @@ def _run(loss, u0, opt, steps):
         def value_and_grad(u, state):
             return plain(u)
 
+    def finite(tree):
+        leaves = jax.tree_util.tree_leaves(tree)
+        return jnp.all(jnp.array([jnp.all(jnp.isfinite(v)) for v in leaves]))
+
+    def select(ok, a, b):
+        return jax.tree_util.tree_map(lambda p, q: jnp.where(ok, p, q), a, b)
+
     def step(carry, _):
-        u, state, last = carry
+        # (u, state): the current point; (good_u, good_state): the last point whose loss and
+        # gradient were finite. A step that lands where they are not is undone.
+        u, state, good_u, good_state = carry
         value, grad = value_and_grad(u, state=state)
-        updates, new_state = opt.update(grad, state, u, value=value, grad=grad, value_fn=loss)
+        ok = finite((value, grad))
+        u, state = select(ok, u, good_u), select(ok, state, good_state)
+        good_u, good_state = u, state
+        value, grad = jax.lax.cond(ok, lambda: (value, grad),
+                                   lambda: value_and_grad(good_u, state=good_state))
+        updates, state = opt.update(grad, state, u, value=value, grad=grad, value_fn=loss)
         new_u = optax.apply_updates(u, updates)
-        ok = jnp.isfinite(value) & jnp.all(jnp.array(
-            [jnp.all(jnp.isfinite(v)) for v in jax.tree_util.tree_leaves((new_u, grad))]))
-        u = jax.tree_util.tree_map(lambda a, b: jnp.where(ok, a, b), new_u, u)
-        state = jax.tree_util.tree_map(lambda a, b: jnp.where(ok, a, b), new_state, state)
-        return (u, state, value), value
+        new_u = select(finite(new_u), new_u, u)
+        return (new_u, state, good_u, good_state), value
 
     @jax.jit
     def run(u0):
         state = opt.init(u0)
-        (u, _, _), values = jax.lax.scan(step, (u0, state, jnp.zeros((), u0_dtype)), None,
-                                         length=steps)
-        return u, jnp.concatenate([values, loss(u)[None]])
+        (u, _, good_u, _), values = jax.lax.scan(step, (u0, state, u0, state), None,
+                                                 length=steps)
+        last = loss(u)
+        u = select(jnp.isfinite(last), u, good_u)
+        return u, jnp.concatenate([values, jnp.where(jnp.isfinite(last), last, values[-1:])[:1]])
 
-    u0_dtype = jax.tree_util.tree_leaves(u0)[0].dtype
     return run(u0)

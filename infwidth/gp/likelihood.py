@@ -54,8 +54,8 @@ def check_targets(x, y, where: str, xname: str = "x", yname: str = "y"):
                          f"they must match.")
     if not jnp.issubdtype(y.dtype, jnp.floating):
         y = y.astype(jnp.result_type(float))
-    if _concrete(y) and not bool(jnp.all(jnp.isfinite(y))):
-        bad = int(jnp.sum(~jnp.isfinite(y)))
+    if _concrete(y) and not np.all(np.isfinite(np.asarray(y))):
+        bad = int(np.sum(~np.isfinite(np.asarray(y))))
         raise ValueError(f"{where}: {yname} has {bad} NaN or infinite entries; drop or impute "
                          f"them first.")
     return y if y.ndim == 2 else y[:, None]
