@@ -30,9 +30,9 @@ def D():
 FAMILIES = {
     "Dense": (lambda p: [stax.Dense(3, p[0], p[1]), stax.Relu(), stax.Dense(1, p[0], p[1])],
               [1.3, 0.3], FC),
-    "Dense.standard": (lambda p: [stax.Dense(3, p[0], 0.2, parameterization="standard"),
-                                  stax.Relu(), stax.Dense(1, 1., p[1], parameterization="standard")],
-                       [1.3, 0.3], FC),
+    "Dense.standard": (lambda p: [
+        stax.Dense(3, p[0], 0.2, parameterization="standard"), stax.Relu(),
+        stax.Dense(1, 1., p[1], parameterization="standard")], [1.3, 0.3], FC),
     "Conv": (lambda p: [stax.Conv(3, (2, 2), padding="CIRCULAR", W_std=p[0], b_std=p[1]),
                         stax.Relu(), stax.Conv(1, (2, 2), W_std=p[0], b_std=p[1])],
              [1.2, 0.3], IMG),
