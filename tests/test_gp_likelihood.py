@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import scipy.optimize
 import scipy.stats
+from gp_closed_forms import evidence_numpy, relu_nngp_numpy
 from helpers import tol, x64
 
 from infwidth import gp, stax
@@ -18,33 +19,11 @@ X = RNG.randn(30, 3)
 Y = np.sin(X[:, :1] * 2) + 0.1 * RNG.randn(30, 1)
 
 
-def relu_nngp_numpy(x1, x2, w_std, b_std, depth):
-    """NNGP of depth hidden ReLU layers and a linear readout (all Dense(W_std, b_std))."""
-    d = x1.shape[1]
-    k12 = w_std**2 * x1 @ x2.T / d + b_std**2
-    k1 = w_std**2 * np.sum(x1 * x1, 1) / d + b_std**2
-    k2 = w_std**2 * np.sum(x2 * x2, 1) / d + b_std**2
-    for _ in range(depth):
-        norm = np.sqrt(np.outer(k1, k2))
-        theta = np.arccos(np.clip(k12 / norm, -1, 1))
-        k12 = w_std**2 / (2 * np.pi) * norm * (np.sin(theta) + (np.pi - theta) * np.cos(theta))
-        k12 += b_std**2
-        k1, k2 = w_std**2 * k1 / 2 + b_std**2, w_std**2 * k2 / 2 + b_std**2
-    return k12
-
-
 def relu_net(w_std, b_std, depth):
     layers = []
     for _ in range(depth):
         layers += [stax.Dense(8, w_std, b_std), stax.Relu()]
     return stax.serial(*layers, stax.Dense(1, w_std, b_std))
-
-
-def evidence_numpy(k, y, noise):
-    """Gaussian log density summed over columns, from the eigendecomposition of k + noise I."""
-    w, v = np.linalg.eigh(k + noise * np.eye(len(k)))
-    quad = np.sum((v.T @ y) ** 2 / w[:, None])
-    return -0.5 * quad - 0.5 * y.shape[1] * (np.sum(np.log(w)) + len(k) * np.log(2 * np.pi))
 
 
 @pytest.mark.parametrize("absolute", [False, True])
