@@ -10,8 +10,8 @@ gpx = pytest.importorskip("gpjax")
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import optax  # noqa: E402
-from gpjax.parameters import val  # noqa: E402
 from gp_closed_forms import evidence_numpy, relu_nngp_numpy  # noqa: E402
+from gpjax.parameters import val  # noqa: E402
 from helpers import x64  # noqa: E402
 
 from infwidth import stax  # noqa: E402
