@@ -263,7 +263,16 @@ def fit(make_kernel_fn, init_hparams: dict, x, y, optimizer=None, steps: int = 3
             return loss_of(*kernel_and_noise(u))
 
     opt = _default_optimizer() if optimizer is None else optimizer
-    u_final, losses = _run(loss, u0, opt, int(steps))
+    # The objectives need the whole N x N kernel anyway: evaluate it in one piece rather than
+    # in automatic tiles, whose loop is slow to differentiate (tiling is decided while tracing).
+    from ..stax import tile_memory
+
+    saved = tile_memory()
+    tile_memory(0)
+    try:
+        u_final, losses = _run(loss, u0, opt, int(steps))
+    finally:
+        tile_memory(saved)
     losses = np.asarray(losses)
     if not np.isfinite(losses[0]):
         raise ValueError(f"fit: the objective is not finite at init_hparams={init_hparams!r}; "
