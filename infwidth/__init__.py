@@ -14,7 +14,7 @@ are also available at the top level, so ``import infwidth as nt`` runs code writ
 
 __version__ = "0.1.0"
 
-from . import analysis, architectures, dmft, empirical, mup, predict, stax
+from . import analysis, architectures, dmft, empirical, gp, mup, predict, stax
 from .batching import batch
 from .empirical import (
     NtkImplementation,
@@ -30,7 +30,7 @@ from .flax_tracing import from_flax
 from .kernel import Kernel
 
 __all__ = ["Kernel", "batch", "stax", "empirical", "predict", "analysis", "mup", "architectures",
-           "dmft",
+           "dmft", "gp",
            "NtkImplementation", "empirical_kernel_fn", "empirical_nngp_fn", "empirical_ntk_fn",
            "empirical_ntk_vp_fn", "linearize", "monte_carlo_kernel_fn", "taylor_expand",
            "from_flax", "__version__"]

@@ -19,10 +19,11 @@ REFERENCE_DIR = os.path.join(os.path.dirname(__file__), "reference")
 
 # One table of tolerances, keyed by dtype. 'exact': closed forms and algebraic identities;
 # 'nt': agreement with neural-tangents 0.6.5 reference values; 'mc': relative Frobenius error
-# of Monte Carlo estimates from wide finite networks.
+# of Monte Carlo estimates from wide finite networks; 'fd': autodiff gradients against central
+# finite differences (relative to max(1, |gradient|)).
 TOLERANCES = {
-    np.dtype(np.float32): {"exact": 2e-5, "nt": 1e-4, "mc": 0.06},
-    np.dtype(np.float64): {"exact": 1e-9, "nt": 1e-6, "mc": 0.06},
+    np.dtype(np.float32): {"exact": 2e-5, "nt": 1e-4, "mc": 0.06, "fd": 1e-2},
+    np.dtype(np.float64): {"exact": 1e-9, "nt": 1e-6, "mc": 0.06, "fd": 1e-5},
 }
 
 

@@ -150,8 +150,9 @@ def Dropout(rate: float, mode: str = "train") -> Layer:
       (2, 4)
     """
     name = f"Dropout(rate={rate!r}, mode={mode!r})"
+    traced = isinstance(rate, jax.core.Tracer)  # a traced rate passes, for jax.grad
     try:
-        ok = 0 < float(rate) <= 1
+        ok = traced or 0 < float(rate) <= 1
     except (TypeError, ValueError):
         ok = False
     if not ok:
@@ -159,13 +160,13 @@ def Dropout(rate: float, mode: str = "train") -> Layer:
                          f"got {rate!r}.")
     if mode not in ("train", "test"):
         raise ValueError(f"{name}: mode must be 'train' or 'test'.")
-    rate = float(rate)
+    rate = rate if traced else float(rate)
 
     def init_fn(key, input_shape):
         return tuple(input_shape), ()
 
     def apply_fn(params, x, rng=None, **kwargs):
-        if mode == "test" or rate == 1:
+        if mode == "test" or (not traced and rate == 1):
             return x
         if rng is None:
             raise ValueError(f"{name}: apply_fn needs a PRNG key in train mode: "
