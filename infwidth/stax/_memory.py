@@ -37,7 +37,11 @@ def _gib(n: float) -> str:
 
 
 def _nbytes(x) -> int:
-    return int(np.prod(x.shape, dtype=np.int64)) * np.dtype(x.dtype).itemsize
+    try:
+        itemsize = np.dtype(x.dtype).itemsize
+    except TypeError:  # extended dtypes (PRNG keys): a few words each
+        itemsize = getattr(x.dtype, "itemsize", 8) or 8
+    return int(np.prod(x.shape, dtype=np.int64)) * itemsize
 
 
 def largest_intermediate(jaxpr) -> int:
@@ -64,7 +68,7 @@ def check_fits(abstract, *, tiled: bool, caller: str, largest: int = 0) -> None:
     have = available_bytes()
     if have is None or peak <= have:
         return
-    shapes = ", ".join(f"{tuple(x.shape)} {np.dtype(x.dtype).name}" for x in leaves[:4])
+    shapes = ", ".join(f"{tuple(x.shape)} {x.dtype}" for x in leaves[:4])
     what = (f"the result needs {_gib(need)} ({shapes})" if peak == need else
             f"its evaluation in one piece needs about {_gib(peak)} (intermediate kernels of "
             f"{_gib(largest)}; result {shapes})")
