@@ -233,7 +233,9 @@ def GlobalSelfAttention(n_chan_out: int, n_chan_key: int, n_chan_val: int, n_hea
                 w_in, w_pe = n_in / (n_in + n_pe), w_pe * n_pe / (n_in + n_pe)
 
         def interp(mat):  # covariance of the (embedding-augmented) keys' inputs
-            return mat if mat is None or R is None else w_in * mat + w_pe * R
+            if mat is None or R is None:
+                return mat
+            return w_in * mat + w_pe * R.reshape((1,) * (mat.ndim - R.ndim) + R.shape)
 
         def affine(mat, std):
             return None if mat is None else std**2 * mat + (0.0 if b_std is None else b_std**2)
