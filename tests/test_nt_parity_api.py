@@ -27,14 +27,11 @@ OURS = {"neural_tangents": "infwidth", "neural_tangents.stax": "infwidth.stax",
 # jax + numpy core.
 NOT_PROVIDED = {("neural_tangents", "experimental")}
 
-# Differences that wait on the core rewrite (infwidth/kernel.py, batching.py, masking; 14/17):
-# neural-tangents' Kernel has the fields is_reversed, is_input, batch_axis, channel_axis, mask1,
-# mask2 in its constructor order; nt.batch keeps results on the device by default.
+# Differences that wait on the core: neural-tangents' Kernel constructor takes its fields in
+# another order (infwidth appends is_reversed ... mask2 after its own, as keywords); masking.
 PENDING_CORE = {
     ("neural_tangents", "Kernel"): "Kernel fields is_reversed/is_input/batch_axis/channel_axis/"
                                    "mask1/mask2 and their order wait on the core Kernel rewrite",
-    ("neural_tangents", "batch"): "batch(store_on_device=True) default (results on the device, "
-                                  "with block_until_ready) waits on the core batching rewrite",
     ("neural_tangents.stax", "supports_masking"): "masking (Kernel.mask1/mask2 through every "
                                                   "layer) waits on the core rewrite",
 }
@@ -120,7 +117,6 @@ def test_public_name_and_signature(module, name):
         assert not problems, f"{OURS[module]}.{name}: " + "; ".join(problems)
 
 
-@pytest.mark.xfail(reason=PENDING_CORE["neural_tangents", "Kernel"], strict=True)
 def test_kernel_fields():
     from infwidth import Kernel
     theirs = API["neural_tangents"]["Kernel"]["fields"]

@@ -1,6 +1,5 @@
-"""neural-tangents behaviours that wait on the core kernel machinery (issues 14/17), as strict
-expected failures: each names what it needs, and starts passing (and so failing as XPASS) when
-the core delivers it. Reference values: tests/reference/dropin.npz (make_dropin.py)."""
+"""neural-tangents behaviours: those still waiting on the core kernel machinery are strict
+expected failures that name what they need (they fail as XPASS once it is delivered). Reference values: tests/reference/dropin.npz (make_dropin.py)."""
 
 import jax
 import jax.numpy as jnp
@@ -43,15 +42,12 @@ def test_channel_axis_one():
         assert_close(k.ntk, REF["channel_axis/ntk12"], tol("nt", "float64"), "ntk")
 
 
-@pending("Kernel fields neural-tangents users read: is_reversed, is_input, batch_axis, "
-         "channel_axis, mask1, mask2 (infwidth/kernel.py)")
 def test_kernel_fields_users_touch():
     k = stax.Dense(2).kernel_fn(jnp.ones((2, 3)))
     assert k.is_reversed is False and k.batch_axis == 0 and k.channel_axis == 1
     assert k.mask1 is None and k.mask2 is None and k.is_input is False
 
 
-@pending("repeat(layer, 0) is the identity in neural-tangents (combinators.py refuses n=0)")
 def test_repeat_zero_is_the_identity():
     x = jnp.asarray(REF["x/flat/1"])
     net = stax.serial(stax.Dense(3), stax.repeat(stax.serial(stax.Relu(), stax.Dense(3)), 0))
@@ -59,8 +55,6 @@ def test_repeat_zero_is_the_identity():
                  tol("exact"), "ntk")
 
 
-@pending("batch() results stay on the device by default (store_on_device=True), so "
-         "neural-tangents scripts can call .block_until_ready() on them (batching.py)")
 def test_batch_results_block_until_ready():
     kernel_fn = infwidth.batch(stax.serial(stax.Dense(4), stax.Relu()).kernel_fn, 2)
     k = kernel_fn(jnp.ones((4, 3)), None, "nngp")

@@ -92,6 +92,8 @@ def make_layer(name: str, init_fn: Callable, apply_fn: Callable, transform: Call
             out = transform(k, **kwargs)
             if shape_fn is not None:
                 out = out.replace(shape1=shape_fn(out.shape1), shape2=shape_fn(out.shape2))
+            if isinstance(out, Kernel):  # neural-tangents' convention: a non-negative axis
+                out = out.replace(channel_axis=len(out.shape1) - 1)
             return out
 
         if _is_kernel(x1):  # inside a recursion
