@@ -1,5 +1,6 @@
 """neural-tangents behaviours: those still waiting on the core kernel machinery are strict
-expected failures that name what they need (they fail as XPASS once it is delivered). Reference values: tests/reference/dropin.npz (make_dropin.py)."""
+expected failures that name what they need (they fail as XPASS once it is delivered).
+Reference values: tests/reference/dropin.npz (make_dropin.py)."""
 
 import jax
 import jax.numpy as jnp
