@@ -44,8 +44,8 @@ def check_nonnegative(value, arg: str, caller: str, allow_none: bool = False):
         ok = False
     if not ok:
         none = " or None" if allow_none else ""
-        raise ValueError(f"{caller}({arg}={value!r}): {arg} must be a finite, non-negative "
-                         f"number{none}.")
+        raise ValueError(f"{caller}({arg}={value!r}): {arg} must be a non-negative "
+                         f"number{none}, and finite.")
     return value
 
 

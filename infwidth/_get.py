@@ -47,7 +47,7 @@ def parse_get(get, allowed: Sequence[str], caller: str) -> tuple[str, ...] | Non
         )
     for n in names:
         if not isinstance(n, str) or n not in allowed:
-            raise ValueError(f"{caller}(get={get!r}): unknown name {n!r}; get must be made of "
+            raise ValueError(f"{caller}(get={get!r}): unknown kernel {n!r}; get must be made of "
                              f"{', '.join(repr(g) for g in allowed)}.")
     if len(set(names)) != len(names):
         twice = next(n for n in names if names.count(n) > 1)

@@ -282,6 +282,8 @@ def _with_cov2(out):
     """A ``kernel_fn(x1, None)`` output in the layout of ``kernel_fn(x1, x2)``: cov2 = cov1."""
     if isinstance(out, Kernel):
         return out.replace(cov2=out.cov1 if out.cov2 is None else out.cov2)
+    if isinstance(out, tuple) and hasattr(out, "_fields") and "cov2" not in out._fields:
+        return out
     if isinstance(out, tuple) and hasattr(out, "_fields") and "cov2" in out._fields:
         fields = dict(zip(out._fields, out))
         if fields["cov2"] is None and "cov1" in fields:
