@@ -163,6 +163,7 @@ def deep_linear(x_train, y_train, x_test=None, *, depth: int, gamma0: float,
         if not (residual >= tol):  # converged, or NaN
             break
     phis, gs, _, _, f = state
+    assert f is not None  # set before the loop
     if not residual < tol:
         raise RuntimeError(
             f"{where}: the self-consistency iteration did not converge (relative change "

@@ -278,8 +278,8 @@ def fit(make_kernel_fn, init_hparams: dict, x, y, optimizer=None, steps: int = 3
         raise ValueError(f"fit: the objective is not finite at init_hparams={init_hparams!r}; "
                          f"increase diag_reg, use float64 (jax.config.update('jax_enable_x64', "
                          f"True)) or start elsewhere.")
-    hparams = {k: np.asarray(v) for k, v in values(u_final).items()}
-    hparams = {k: (float(v) if v.ndim == 0 else v) for k, v in hparams.items()}
+    arrays = {k: np.asarray(v) for k, v in values(u_final).items()}
+    hparams: dict[str, Any] = {k: (float(v) if v.ndim == 0 else v) for k, v in arrays.items()}
     return FitResult(hparams, losses, objective)
 
 

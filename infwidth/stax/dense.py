@@ -5,7 +5,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from ..parameterization import affine_rule
+from ..parameterization import ABC, affine_rule
 from ._layer import (
     Layer,
     check_kernel_input,
@@ -17,7 +17,8 @@ from ._layer import (
 
 
 def Dense(out_dim: int, W_std: float = 1.0, b_std: float | None = None, batch_axis: int = 0,
-          channel_axis: int = -1, parameterization: str = "ntk", s=(1, 1)) -> Layer:
+          channel_axis: int = -1, parameterization: str | ABC = "ntk",
+          s=(1, 1)) -> Layer:
     """Fully connected layer acting on the last (channel) axis, as neural-tangents' `stax.Dense`.
 
     Under ``parameterization='ntk'`` the layer computes
