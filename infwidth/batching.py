@@ -69,6 +69,10 @@ def batch(kernel_fn: Callable, batch_size: int = 0, device_count: int = -1,
       progress: show a tqdm progress bar (needs the ``progress`` extra: ``pip install tqdm``)
         with an estimate of the total time once the first tiles are done.
 
+    Under `jax.jit` (traced inputs) and on a `Kernel` (the output of earlier layers), the
+    batched function is ``kernel_fn`` itself: the call is then one traced program, and the
+    automatic tiling of the layers (`infwidth.stax.tile_memory`) bounds its memory.
+
     Returns:
       ``batched_kernel_fn(x1, x2=None, *args, **kwargs)`` with the outputs of ``kernel_fn``.
       Its ``stats`` attribute holds the tiles, devices and timings of the last call
@@ -140,6 +144,12 @@ def batch(kernel_fn: Callable, batch_size: int = 0, device_count: int = -1,
 
 # ----------------------------------------------------------------------------------------------
 # arguments
+
+
+def _kernel_or_traced(x1, x2, kwargs) -> bool:
+    leaves = jax.tree_util.tree_leaves((x1, x2, kwargs),
+                                       is_leaf=lambda a: isinstance(a, Kernel))
+    return any(isinstance(a, (Kernel, jax.core.Tracer)) for a in leaves)
 
 
 def _import_tqdm():
@@ -377,9 +387,12 @@ def _fetch(arr) -> np.ndarray:
 
 def _evaluate(kernel_fn, x1, x2, args, kwargs, *, batch_size, mesh, store_on_host, tqdm, cache):
     t_start = time.perf_counter()
-    if isinstance(x1, Kernel) or isinstance(x2, Kernel):
-        raise TypeError("batched kernel_fn: pass input arrays; batching a kernel_fn called on a "
-                        "Kernel is not supported (call the unbatched kernel_fn instead).")
+    if _kernel_or_traced(x1, x2, kwargs):
+        # under jit (or on a Kernel of an earlier layer) the call is one traced program: the
+        # layers' automatic tiling (`infwidth.stax.tile_memory`) bounds its memory instead
+        out = kernel_fn(x1, x2, *args, **kwargs)
+        return out, {"tiles": 0, "devices": 1, "traced": True,
+                     "elapsed_s": time.perf_counter() - t_start}
     symmetric = x2 is None or x2 is x1  # as kernel_fn: x2 is x1 means x1_is_x2
     x1 = jax.tree_util.tree_map(np.asarray, x1)
     n1 = _batch_size_of(x1, "x1")

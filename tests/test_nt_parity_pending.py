@@ -31,8 +31,6 @@ def test_masked_inputs_through_conv_pool_dense():
         assert_close(k.ntk, REF["mask/ntk12"], tol("nt", "float64"), "ntk")
 
 
-@pending("non-default channel_axis: Dense(channel_axis=1) and kernel_fn(..., channel_axis=1) "
-         "on (N, C, T) inputs need the Kernel layout to record batch_axis/channel_axis")
 def test_channel_axis_one():
     with x64():
         net = stax.serial(stax.Dense(3, b_std=0.1, channel_axis=1), stax.Relu(),
@@ -41,6 +39,37 @@ def test_channel_axis_one():
         k = net.kernel_fn(x1, x2, ("nngp", "ntk"), channel_axis=1)
         assert_close(k.nngp, REF["channel_axis/nngp12"], tol("nt", "float64"), "nngp")
         assert_close(k.ntk, REF["channel_axis/ntk12"], tol("nt", "float64"), "ntk")
+
+
+def test_channel_axis_one_finite_network_is_the_moved_default_one():
+    """Dense(channel_axis=1) on (N, C, T) inputs is the default Dense on (N, T, C) inputs with
+    the same weights; its kernel needs no kernel_fn keyword (the first layer declares it)."""
+    x = jnp.asarray(np.random.RandomState(1).randn(3, 4, 5))  # (N, C, T)
+    moved = stax.serial(stax.Dense(6, b_std=0.1), stax.Erf(), stax.Dense(2))
+    net = stax.serial(stax.Dense(6, b_std=0.1, channel_axis=1), stax.Erf(),
+                      stax.Dense(2, channel_axis=1))
+    shape, params = net.init_fn(jax.random.PRNGKey(0), x.shape)
+    assert shape == (3, 2, 5)
+    y = net.apply_fn(params, x)
+    params_moved = [(W, None if b is None else jnp.moveaxis(b, 1, -1)) if p else p
+                    for p in params for W, b in ([p] if p else [(None, None)])]
+    y_moved = moved.apply_fn(params_moved, jnp.moveaxis(x, 1, -1))
+    np.testing.assert_allclose(np.asarray(y), np.moveaxis(np.asarray(y_moved), -1, 1), rtol=1e-5)
+    k = net.kernel_fn(x, None, ("nngp", "ntk"))
+    k_moved = moved.kernel_fn(jnp.moveaxis(x, 1, -1), None, ("nngp", "ntk"))
+    np.testing.assert_allclose(k.ntk, k_moved.ntk, rtol=1e-6)
+    full = net.kernel_fn(x, None)
+    assert (full.batch_axis, full.channel_axis, full.shape1) == (0, 1, (3, 2, 5))
+
+
+def test_channel_axis_mismatch_and_unsupported_layers_raise():
+    x = jnp.ones((3, 4, 5))
+    with pytest.raises(ValueError, match="channel_axis=1"):
+        stax.serial(stax.Dense(6, channel_axis=1), stax.Dense(2)).kernel_fn(x, None, "nngp")
+    with pytest.raises(ValueError, match="Conv.*channels last"):
+        stax.serial(stax.Dense(6, channel_axis=1), stax.Conv(2, (2,))).kernel_fn(x, None, "nngp")
+    with pytest.raises(ValueError, match="must differ"):
+        stax.Dense(2).kernel_fn(x, None, "nngp", batch_axis=0, channel_axis=0)
 
 
 def test_kernel_fields_users_touch():
@@ -62,7 +91,6 @@ def test_batch_results_block_until_ready():
     assert k.block_until_ready() is not None
 
 
-@pending("batch() of a Kernel input (neural-tangents tiles the Kernel's nngp/cov1/cov2)")
 def test_batch_on_a_kernel():
     x = jnp.asarray(np.random.RandomState(0).randn(4, 3))
     first = stax.Dense(4)
@@ -72,7 +100,6 @@ def test_batch_on_a_kernel():
     assert_close(out, stax.serial(first, rest).kernel_fn(x, None, "nngp"), tol("exact"), "nngp")
 
 
-@pending("batch() under jax.jit (the tiled evaluation must be traceable)")
 def test_batch_under_jit():
     x = jnp.asarray(np.random.RandomState(0).randn(4, 3))
     net = stax.serial(stax.Dense(4), stax.Relu(), stax.Dense(1))

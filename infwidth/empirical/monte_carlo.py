@@ -13,6 +13,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from .._tiles import tile_starts
 from ._axes import check_axes, resolve_axes
 from .nngp import canonicalize_get, empirical_kernel_fn
 from .ntk import DEFAULT_NTK_IMPLEMENTATION, resolve_implementation
@@ -67,8 +68,9 @@ def monte_carlo_kernel_fn(init_fn, apply_fn, key, n_samples, batch_size: int = 0
       init_fn, apply_fn: the finite network (e.g. from ``stax``).
       key: a PRNG key.
       n_samples: an int or an increasing list of ints.
-      batch_size: if positive, the kernel is computed in blocks of ``batch_size`` inputs of ``x1``
-        and ``x2`` (needs the batch axis 0 of the outputs not to be traced).
+      batch_size: if positive, the kernel is computed in tiles of ``batch_size`` inputs of ``x1``
+        and ``x2`` (any number of inputs; needs the batch axis 0 of the outputs not to be
+        traced). Tiles follow `infwidth.batch`'s geometry (``infwidth._tiles``).
       device_count: how many devices draw samples in parallel, one draw each (-1: all
         devices, 0: one device), as in neural-tangents; the results do not depend on it.
       store_on_device: ``False`` accumulates the sums in host memory (float64).
@@ -124,24 +126,26 @@ def monte_carlo_kernel_fn(init_fn, apply_fn, key, n_samples, batch_size: int = 0
         ax = resolve_axes(t_axes, d_axes, jax.tree_util.tree_leaves(fx)[0].shape,
                           jax.tree_util.tree_leaves(fx)[0].shape, caller)
         xb = x1 if x2 is None else x2
-        for x in (x1, xb):
-            if x.shape[0] % batch_size:
-                raise ValueError(f"{caller}(batch_size={batch_size}): the number of inputs "
-                                 f"{x.shape[0]} must be divisible by batch_size.")
         if 0 in ax.trace:
             raise ValueError(f"{caller}(batch_size={batch_size}): cannot batch when the batch "
                              f"axis 0 of the outputs is traced; use batch_size=0.")
-        blocks1 = [x1[i:i + batch_size] for i in range(0, x1.shape[0], batch_size)]
-        blocks2 = [xb[i:i + batch_size] for i in range(0, xb.shape[0], batch_size)]
+        # the shared tile geometry: tiles of one shape, the last one overlapping the one
+        # before when batch_size does not divide the inputs; tiles on the diagonal of a
+        # symmetric call are evaluated with x2=None, exactly as the whole call would be
+        b1, b2 = min(batch_size, x1.shape[0]), min(batch_size, xb.shape[0])
+        starts1 = tile_starts(x1.shape[0], b1)
+        starts2 = tile_starts(xb.shape[0], b2)
+
+        def tile(s1, s2):
+            same = x2 is None and s1 == s2 and b1 == b2
+            return group(keys, x1[s1:s1 + b1], None if same else xb[s2:s2 + b2], names, kwargs)
+
         if 0 in ax.diag:
-            parts = [group(keys, a, None if x2 is None else b, names, kwargs)
-                     for a, b in zip(blocks1, blocks2)]
-            return jax.tree_util.tree_map(lambda *p: jnp.concatenate(p, 0), *parts)
-        rows = []
-        for a in blocks1:
-            row = [group(keys, a, b, names, kwargs) for b in blocks2]
-            rows.append(jax.tree_util.tree_map(lambda *p: jnp.concatenate(p, 1), *row))
-        return jax.tree_util.tree_map(lambda *p: jnp.concatenate(p, 0), *rows)
+            parts = [tile(s, s) if x2 is None else group(keys, x1[s:s + b1], xb[s:s + b1],
+                                                         names, kwargs) for s in starts1]
+            return _join(parts, starts1, b1, 0)
+        rows = [_join([tile(s1, s2) for s2 in starts2], starts2, b2, 1) for s1 in starts1]
+        return _join(rows, starts1, b1, 0)
 
     def running(x1, x2, get, kwargs):
         names, single = canonicalize_get(get, caller)
@@ -169,6 +173,17 @@ def monte_carlo_kernel_fn(init_fn, apply_fn, key, n_samples, batch_size: int = 0
         return gen if as_generator else next(gen)
 
     return kernel_fn
+
+
+def _join(parts, starts, b: int, axis: int):
+    """Concatenates tiles along ``axis``, dropping the rows an overlapping last tile repeats."""
+    kept, end = [], 0
+    for part, start in zip(parts, starts):
+        skip = end - int(start)
+        kept.append(jax.tree_util.tree_map(
+            lambda a, skip=skip: jax.lax.slice_in_dim(a, skip, a.shape[axis], axis=axis), part))
+        end = int(start) + b
+    return jax.tree_util.tree_map(lambda *p: jnp.concatenate(p, axis), *kept)
 
 
 def _sample_devices(device_count, caller: str) -> list:

@@ -32,7 +32,7 @@ from . import _layout, _memory, _tiling
 GET_NAMES = DATA_FIELDS + STATIC_FIELDS
 _HIGHEST = jax.lax.Precision.HIGHEST
 # keyword arguments of kernel_fn itself (layers such as Aggregate read `pattern`)
-KERNEL_FN_KEYWORDS = ("pattern", "mask_constant")
+KERNEL_FN_KEYWORDS = ("pattern", "mask_constant", "batch_axis", "channel_axis")
 
 
 class Layer(NamedTuple):
@@ -51,10 +51,18 @@ class LayerInfo:
       name: the layer's name, for messages.
       mixes_batch: the kernel of a pair of inputs depends on other inputs of the batch (an
         ``Index`` selecting inputs, batch statistics): the call is never cut into tiles.
+      input_axes: ``(batch_axis, channel_axis)`` the layer declares for raw inputs (as
+        neural-tangents' requirements do: the first layer of a network that declares them sets
+        the axes of the input kernel), or ``None`` for the default ``(0, -1)``.
+      any_axes: the layer's map does not depend on where the batch and channel axes of its
+        inputs are (elementwise layers, Dense, combinators); other layers need the default
+        layout and raise on a kernel whose axes differ.
     """
 
     name: str
     mixes_batch: bool = False
+    input_axes: tuple[int, int] | None = None
+    any_axes: bool = False
 
     @staticmethod
     def of(kernel_fn) -> LayerInfo:
@@ -67,14 +75,20 @@ class LayerInfo:
 
 def make_layer(name: str, init_fn: Callable, apply_fn: Callable, transform: Callable,
                shape_fn: Callable | None, *, mixes_batch: bool = False,
+               input_axes: tuple[int, int] | None = None, any_axes: bool = False,
                children: Sequence[Callable] = ()) -> Layer:
     """Assembles a `Layer` whose ``kernel_fn`` has the standard calling convention.
 
     ``transform(kernel, **kwargs) -> kernel`` is the layer's map on Kernels; ``children`` are
-    the kernel_fns a combinator applies (their `LayerInfo` is combined with this layer's).
+    the kernel_fns a combinator applies (their `LayerInfo` is combined with this layer's: a
+    combinator mixes the batch if a child does, and takes the input axes of its first child
+    that declares them). ``mixes_batch``, ``input_axes`` and ``any_axes``: see `LayerInfo`.
     """
-    info = LayerInfo(name, mixes_batch=mixes_batch or any(
-        LayerInfo.of(c).mixes_batch for c in children))
+    infos = [LayerInfo.of(c) for c in children]
+    if input_axes is None:
+        input_axes = next((i.input_axes for i in infos if i.input_axes is not None), None)
+    info = LayerInfo(name, mixes_batch=mixes_batch or any(i.mixes_batch for i in infos),
+                     input_axes=input_axes, any_axes=any_axes or bool(children))
 
     def kernel_fn(x1, x2=None, get=None, *, diagonal_batch: bool | None = None,
                   diagonal_spatial: bool | None = None, **kwargs):
@@ -84,17 +98,18 @@ def make_layer(name: str, init_fn: Callable, apply_fn: Callable, transform: Call
         diagonal_spatial = False if diagonal_spatial is None else check_bool(
             diagonal_spatial, "diagonal_spatial", "kernel_fn")
         _check_keywords(kwargs)
+        axes = _input_axes(info, kwargs)
         compute_ntk = names is None or "ntk" in names
 
         def untiled(a, b):
             k = as_kernel(a, b, diagonal_batch=diagonal_batch,
-                          diagonal_spatial=diagonal_spatial, compute_ntk=compute_ntk)
+                          diagonal_spatial=diagonal_spatial, compute_ntk=compute_ntk, axes=axes)
+            if not info.any_axes:
+                _check_default_axes(k, name)
             out = transform(k, **kwargs)
             if shape_fn is not None:
                 out = out.replace(shape1=shape_fn(out.shape1), shape2=shape_fn(out.shape2))
-            if isinstance(out, Kernel):  # neural-tangents' convention: a non-negative axis
-                out = out.replace(channel_axis=len(out.shape1) - 1)
-            return out
+            return _normalized_axes(out, k)
 
         if _is_kernel(x1):  # inside a recursion
             return _select(untiled(x1, x2), get, "AnalyticKernel")
@@ -104,7 +119,7 @@ def make_layer(name: str, init_fn: Callable, apply_fn: Callable, transform: Call
             x1 = jax.tree_util.tree_map(lambda a: _float(a, "x1"), x1)  # type errors first
             x2t = None if x2t is None else jax.tree_util.tree_map(lambda a: _float(a, "x2"), x2t)
             x2 = x1 if x2t is None and x2 is not None else x2t
-        tiles = (not info.mixes_batch
+        tiles = (not info.mixes_batch and axes == (0, -1)
                  and _tiling.may_tile(x1, x2t, diagonal_batch, diagonal_spatial, kwargs))
         if traced and not tiles:  # under jit, tracing raises every error before any work
             return _select(untiled(x1, x2), get, "AnalyticKernel")
@@ -132,6 +147,44 @@ def _is_kernel(x) -> bool:
 
 def _is_traced(*xs) -> bool:
     return any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree_util.tree_leaves(xs))
+
+
+def _input_axes(info: LayerInfo, kwargs: dict) -> tuple[int, int]:
+    """``(batch_axis, channel_axis)`` of raw inputs: the call's keywords, else the layer's."""
+    default = info.input_axes or (0, -1)
+    axes = tuple(kwargs.get(key, d) if kwargs.get(key) is not None else d
+                 for key, d in zip(("batch_axis", "channel_axis"), default))
+    for key, v in zip(("batch_axis", "channel_axis"), axes):
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
+            raise TypeError(f"kernel_fn({key}={v!r}): expected an int axis of the inputs.")
+    return int(axes[0]), int(axes[1])
+
+
+def _default_axes(k: Kernel) -> bool:
+    ndim = len(k.shape1)
+    return k.batch_axis % ndim == 0 and k.channel_axis % ndim == ndim - 1
+
+
+def _check_default_axes(k, name: str):
+    for kk in (k if isinstance(k, (list, tuple)) else [k]):
+        if isinstance(kk, Kernel) and not _default_axes(kk):
+            raise ValueError(
+                f"{name}: its input has batch_axis={kk.batch_axis} and channel_axis="
+                f"{kk.channel_axis} (inputs of shape {tuple(kk.shape1)}), but {name} needs the "
+                f"batch first and channels last. Only elementwise layers and Dense accept other "
+                f"axes; move the axes of the inputs with jnp.moveaxis.")
+
+
+def _normalized_axes(out, k_in):
+    """neural-tangents' convention: non-negative axes; a layer that changes the number of axes
+    (Flatten, pooling to a vector) leaves the default layout."""
+    if not isinstance(out, Kernel):
+        return out
+    ndim = len(out.shape1)
+    same = isinstance(k_in, Kernel) and len(k_in.shape1) == ndim
+    if same:
+        return out.replace(batch_axis=out.batch_axis % ndim, channel_axis=out.channel_axis % ndim)
+    return out.replace(batch_axis=0, channel_axis=ndim - 1)
 
 
 def _check_keywords(kwargs):
@@ -170,8 +223,10 @@ def _is_array(x) -> bool:
     return isinstance(x, (np.ndarray, jax.Array)) or hasattr(x, "__jax_array__")
 
 
-def as_kernel(x1, x2=None, *, diagonal_batch=True, diagonal_spatial=False, compute_ntk=True):
-    """Returns ``x1`` if it is already a Kernel, else the Kernel of the inputs ``x1``, ``x2``.
+def as_kernel(x1, x2=None, *, diagonal_batch=True, diagonal_spatial=False, compute_ntk=True,
+              axes=(0, -1)):
+    """Returns ``x1`` if it is already a Kernel, else the Kernel of the inputs ``x1``, ``x2``
+    (whose batch and channel axes are ``axes``).
 
     Lists of inputs (for multi-input layers) give lists of Kernels.
     """
@@ -188,9 +243,9 @@ def as_kernel(x1, x2=None, *, diagonal_batch=True, diagonal_spatial=False, compu
             raise ValueError(f"kernel_fn: x1 is a list of {len(x1)} inputs, so x2 must be None "
                              f"or a list of as many inputs.")
         return [as_kernel(a, b, diagonal_batch=diagonal_batch, diagonal_spatial=diagonal_spatial,
-                          compute_ntk=compute_ntk) for a, b in zip(x1, x2s)]
+                          compute_ntk=compute_ntk, axes=axes) for a, b in zip(x1, x2s)]
     return inputs_to_kernel(x1, x2, diagonal_batch=diagonal_batch,
-                            diagonal_spatial=diagonal_spatial, compute_ntk=compute_ntk)
+                            diagonal_spatial=diagonal_spatial, compute_ntk=compute_ntk, axes=axes)
 
 
 def _float(x, name):
@@ -274,11 +329,21 @@ def _identical_pairs_exact(nngp, x1, x2, cov1):
 
 
 def inputs_to_kernel(x1, x2=None, *, diagonal_batch=True, diagonal_spatial=False,
-                     compute_ntk=True) -> Kernel:
-    """The Kernel of raw inputs: channel-averaged inner products, and a zero NTK."""
+                     compute_ntk=True, axes=(0, -1)) -> Kernel:
+    """The Kernel of raw inputs: channel-averaged inner products, and a zero NTK.
+
+    ``axes = (batch_axis, channel_axis)`` of the inputs; the kernel's arrays are always
+    batch-first with the other (spatial) axes in their order, and the Kernel records the axes.
+    """
     x1_is_x2 = x2 is None or x2 is x1
     x1 = _float(x1, "x1")
     x2 = None if x1_is_x2 else _float(x2, "x2")
+    raw_shape1 = tuple(x1.shape)
+    raw_shape2 = raw_shape1 if x2 is None else tuple(x2.shape)
+    batch_axis, channel_axis = _check_axes(axes, x1.ndim)
+    if x1.ndim >= 2 and (batch_axis, channel_axis) != (0, x1.ndim - 1):
+        x1 = jnp.moveaxis(x1, (batch_axis, channel_axis), (0, -1))
+        x2 = None if x2 is None else jnp.moveaxis(x2, (batch_axis, channel_axis), (0, -1))
     _check_inputs(x1, x2)
     if x2 is not None:
         dtype = jnp.promote_types(x1.dtype, x2.dtype)
@@ -302,13 +367,27 @@ def inputs_to_kernel(x1, x2=None, *, diagonal_batch=True, diagonal_spatial=False
         ntk=jnp.zeros_like(nngp) if compute_ntk else None,
         cov1=cov1,
         cov2=None if x2 is None else cov(x2),
-        shape1=tuple(x1.shape),
-        shape2=tuple(x1.shape if x2 is None else x2.shape),
+        shape1=raw_shape1,
+        shape2=raw_shape2,
         x1_is_x2=x1_is_x2,
         is_gaussian=False,
         diagonal_batch=diagonal_batch,
         diagonal_spatial=diagonal_spatial,
+        batch_axis=batch_axis,
+        channel_axis=channel_axis,
     )
+
+
+def _check_axes(axes, ndim: int) -> tuple[int, int]:
+    batch_axis, channel_axis = axes
+    for key, v in (("batch_axis", batch_axis), ("channel_axis", channel_axis)):
+        if not -max(ndim, 2) <= v < max(ndim, 2):
+            raise ValueError(f"kernel_fn({key}={v}): the inputs have {ndim} axes; give an axis "
+                             f"in [-{ndim}, {ndim}).")
+    if ndim >= 2 and batch_axis % ndim == channel_axis % ndim:
+        raise ValueError(f"kernel_fn(batch_axis={batch_axis}, channel_axis={channel_axis}): the "
+                         f"batch and channel axes must differ.")
+    return (batch_axis % ndim, channel_axis % ndim) if ndim >= 2 else (0, -1)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -96,7 +96,7 @@ def FanOut(num: int) -> Layer:
                              f"single input. Merge branches first with a FanIn layer.")
         return [k] * num
 
-    return make_layer("FanOut", init_fn, apply_fn, transform, shape_fn=None)
+    return make_layer("FanOut", init_fn, apply_fn, transform, shape_fn=None, any_axes=True)
 
 
 def _same_shape_init(name: str):
@@ -158,7 +158,7 @@ def FanInSum() -> Layer:
         return ks[0].replace(nngp=add("nngp"), ntk=add("ntk"), cov1=add("cov1"),
                              cov2=add("cov2"), is_gaussian=all(k.is_gaussian for k in ks))
 
-    return make_layer(name, init_fn, apply_fn, transform, shape_fn=None)
+    return make_layer(name, init_fn, apply_fn, transform, shape_fn=None, any_axes=True)
 
 
 def FanInProd() -> Layer:
@@ -216,7 +216,7 @@ def FanInProd() -> Layer:
         return ks[0].replace(nngp=nngp, ntk=ntk, cov1=prod("cov1"), cov2=prod("cov2"),
                              is_gaussian=len(ks) == 1 and counts[0] == 1 and ks[0].is_gaussian)
 
-    return make_layer(name, init_fn, apply_fn, transform, shape_fn=None)
+    return make_layer(name, init_fn, apply_fn, transform, shape_fn=None, any_axes=True)
 
 
 def _block_matrix(mats, same, axis: int):

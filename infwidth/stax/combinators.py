@@ -126,7 +126,7 @@ def Identity() -> Layer:
     def transform(k, **kwargs):
         return k
 
-    return make_layer("Identity", init_fn, apply_fn, transform, shape_fn=None)
+    return make_layer("Identity", init_fn, apply_fn, transform, shape_fn=None, any_axes=True)
 
 
 def _describe(tree) -> str:

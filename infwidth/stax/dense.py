@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import numbers
+
 import jax
 import jax.numpy as jnp
 
@@ -47,8 +49,10 @@ def Dense(out_dim: int, W_std: float = 1.0, b_std: float | None = None, batch_ax
       out_dim: output width of the finite network (the kernel does not depend on it under 'ntk').
       W_std: weight standard deviation.
       b_std: bias standard deviation, or ``None`` for no bias.
-      batch_axis, channel_axis: only the default layout (batch first, channels last) is
-        supported; move axes with ``jnp.moveaxis`` first.
+      batch_axis, channel_axis: where the batch and the features are in the inputs (as in
+        neural-tangents: the first layer of a network that sets them fixes the axes of the
+        input kernel; ``kernel_fn(..., channel_axis=...)`` sets them too). Only elementwise
+        layers and Dense accept other axes than ``(0, -1)``.
       parameterization: ``'ntk'``, ``'standard'``, ``'mup'`` or an `ABC`.
       s: width multipliers of the input and output under 'standard' (see neural-tangents).
 
@@ -68,38 +72,56 @@ def Dense(out_dim: int, W_std: float = 1.0, b_std: float | None = None, batch_ax
     W_std = check_nonnegative(W_std, "W_std", name)
     b_std = check_nonnegative(b_std, "b_std", name, allow_none=True)
     rule = affine_rule(parameterization, W_std, b_std, s, name)
-    if batch_axis not in (0,) or channel_axis not in (-1,):
-        raise ValueError(
-            f"{name}(batch_axis={batch_axis}, channel_axis={channel_axis}): infwidth keeps the "
-            f"batch first and channels last; move the axes of your inputs with jnp.moveaxis."
-        )
+    for key, v in (("batch_axis", batch_axis), ("channel_axis", channel_axis)):
+        if isinstance(v, bool) or not isinstance(v, numbers.Integral):
+            raise TypeError(f"{name}({key}={v!r}): expected an int axis.")
     width = rule.width(out_dim)
 
+    def axes(ndim):
+        b, c = batch_axis % ndim, channel_axis % ndim
+        if b == c:
+            raise ValueError(f"{name}(batch_axis={batch_axis}, channel_axis={channel_axis}): "
+                             f"the batch and channel axes of {ndim}-d inputs must differ.")
+        return b, c
+
     def shape_fn(input_shape):
-        return tuple(input_shape[:-1]) + (width,)
+        c = channel_axis % len(input_shape)
+        return tuple(input_shape[:c]) + (width,) + tuple(input_shape[c + 1:])
 
     def init_fn(key, input_shape):
         check_shape(input_shape, name, min_ndim=1)
-        fan_in = input_shape[-1]
+        c = channel_axis % len(input_shape)
+        fan_in = input_shape[c]
         scales = rule.scales(fan_in, width)
         k_w, k_b = jax.random.split(key)
         W = scales.w_init * jax.random.normal(k_w, (fan_in, width))
         b = None
         if b_std is not None:
-            b = scales.b_init * jax.random.normal(k_b, (1,) * (len(input_shape) - 1) + (width,))
+            b_shape = [1] * len(input_shape)
+            b_shape[c] = width
+            b = scales.b_init * jax.random.normal(k_b, tuple(b_shape))
         return shape_fn(input_shape), (W, b)
 
     def apply_fn(params, x, **kwargs):
         W, b = params
-        scales = rule.scales(x.shape[-1], width)
-        out = scales.w_mult * jnp.tensordot(x, W, (-1, 0))
+        c = channel_axis % x.ndim
+        scales = rule.scales(x.shape[c], width)
+        out = scales.w_mult * jnp.moveaxis(jnp.tensordot(x, W, (c, 0)), -1, c)
         return out if b is None else out + scales.b_mult * b
 
     def transform(k, **kwargs):
         rule.check_has_kernel(name)
         k = check_kernel_input(k, name)
-        nngp, ntk = rule.kernels(k.nngp, k.ntk, k.shape1[-1])
+        ndim = len(k.shape1)
+        if ndim >= 2 and axes(ndim) != (k.batch_axis % ndim, k.channel_axis % ndim):
+            raise ValueError(
+                f"{name}(batch_axis={batch_axis}, channel_axis={channel_axis}): its input kernel "
+                f"has batch_axis={k.batch_axis % ndim} and channel_axis={k.channel_axis % ndim}; "
+                f"give every layer the axes of the inputs (or pass them to kernel_fn).")
+        nngp, ntk = rule.kernels(k.nngp, k.ntk, k.shape1[k.channel_axis % ndim])
         return k.replace(nngp=nngp, ntk=ntk, cov1=rule.cov(k.cov1), cov2=rule.cov(k.cov2),
                          is_gaussian=True)
 
-    return make_layer(name, init_fn, apply_fn, transform, shape_fn)
+    declared = None if (batch_axis, channel_axis) == (0, -1) else (batch_axis, channel_axis)
+    return make_layer(name, init_fn, apply_fn, transform, shape_fn, input_axes=declared,
+                      any_axes=True)

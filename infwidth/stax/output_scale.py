@@ -87,4 +87,4 @@ def _multiplier(c, layer_name: str, where: str) -> Layer:
                              f"one branch.")
         return check_kernel_input(k, where).scale(c)
 
-    return make_layer(layer_name, init_fn, apply_fn, transform, shape_fn=None)
+    return make_layer(layer_name, init_fn, apply_fn, transform, shape_fn=None, any_axes=True)
