@@ -3,7 +3,10 @@
 The dual-kernel formulas take square roots and angles of quantities that are exactly zero for
 identical or collinear inputs (``var1 * var2 - cov12**2``) and for zero inputs. The plain
 functions give infinite or NaN gradients there; these versions give finite values and the
-one-sided derivatives that make the composed kernel maps differentiable.
+one-sided derivatives that make the composed kernel maps differentiable. Where a value is
+snapped (a correlation within rounding of 1 set to 1), `value_with_derivatives_of` keeps the
+derivatives of the unsnapped formula, so kernels stay differentiable in their inputs at
+coincident points.
 """
 
 from __future__ import annotations
@@ -29,6 +32,29 @@ def _safe_sqrt_jvp(primals, tangents):
     positive = x > 0
     dydx = jnp.where(positive, 0.5 / jnp.where(positive, y, 1), 0)
     return y, dydx * t
+
+
+@jax.custom_jvp
+def value_with_derivatives_of(value, smooth):
+    """``value`` (a snapped, clipped or special-cased form of ``smooth``, equal to it up to
+    rounding) whose derivatives of every order are those of ``smooth``.
+
+    Snapping a correlation to exactly 1 or an identical pair to its own variance keeps rounding
+    from making identical inputs different, but a ``jnp.where`` between two formulas would give
+    the derivative of the chosen branch: the kernel's derivatives in its inputs at coincident
+    points (operator kernels, `infwidth.analysis.operators`) would be wrong.
+
+    >>> f = lambda c: value_with_derivatives_of(jnp.minimum(c, 1.0), c)
+    >>> float(f(1.0 + 1e-7)), float(jax.grad(f)(1.0 + 1e-7))
+    (1.0, 1.0)
+    """
+    del smooth
+    return value
+
+
+@value_with_derivatives_of.defjvp
+def _value_with_derivatives_of_jvp(primals, tangents):
+    return value_with_derivatives_of(*primals), tangents[1]
 
 
 def safe_arctan2(y, x, fill_zero=0.0):
@@ -69,7 +95,8 @@ def pair_norm(var1, var2):
     >>> float(pair_norm(jnp.float32(1e-30), jnp.float32(4e-30)))
     2e-30
     """
-    return jnp.where(var1 == var2, var1, safe_sqrt(var1) * safe_sqrt(var2))
+    product = safe_sqrt(var1) * safe_sqrt(var2)
+    return value_with_derivatives_of(jnp.where(var1 == var2, var1, product), product)
 
 
 def consistent_covariance(cov12, var1, var2):
@@ -88,7 +115,8 @@ def consistent_covariance(cov12, var1, var2):
     """
     norm = pair_norm(var1, var2)
     near = jnp.abs(cov12) >= (1 - snap_tolerance(jnp.result_type(cov12))) * norm
-    return jnp.where(near, jnp.where(cov12 < 0, -norm, norm), cov12)
+    return value_with_derivatives_of(jnp.where(near, jnp.where(cov12 < 0, -norm, norm), cov12),
+                                     cov12)
 
 
 def clipped_correlation(cov12, var1, var2):
@@ -101,8 +129,9 @@ def clipped_correlation(cov12, var1, var2):
     """
     corr = safe_divide(safe_divide(cov12, safe_sqrt(var1)), safe_sqrt(var2))
     tol = snap_tolerance(jnp.result_type(corr))
-    return jnp.where(jnp.abs(corr) >= 1 - tol, jnp.where(corr < 0, -1.0, 1.0).astype(corr.dtype),
-                     corr)
+    snapped = jnp.where(jnp.abs(corr) >= 1 - tol,
+                        jnp.where(corr < 0, -1.0, 1.0).astype(corr.dtype), corr)
+    return value_with_derivatives_of(snapped, corr)
 
 
 # Abramowitz & Stegun, Handbook of Mathematical Functions, 4.4.46: on [0, 1],

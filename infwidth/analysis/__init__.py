@@ -3,6 +3,9 @@
 * Signal propagation and criticality: `signal_propagation`, `critical_W_std`, `phase_diagram`.
 * Kernel-target alignment: `kernel_target_alignment`, `rank_architectures`.
 * Spectra and learning curves: `eigendecomposition`, `effective_rank`, `predicted_learning_curve`.
+* Operator kernels (physics-informed): `operator_kernel` with `laplacian`, `gradient`,
+  `divergence`, `elasticity`, `identity`, `stack`.
+* NTK saliency: `ntk_saliency`, `spearman`.
 * Training diagnostics (lazy vs rich): `kernel_movement`, `weight_movement`, `empirical_kernel`,
   `track_training`, `TrainingTrace`.
 
@@ -13,6 +16,17 @@
 """
 
 from .alignment import Ranked, kernel_alignment, kernel_target_alignment, rank_architectures
+from .operators import (
+    Operator,
+    divergence,
+    elasticity,
+    gradient,
+    identity,
+    laplacian,
+    operator_kernel,
+    stack,
+)
+from .saliency import NTKSaliency, ntk_saliency, spearman
 from .signal import (
     CHAOTIC,
     CRITICAL,
@@ -68,6 +82,17 @@ __all__ = [
     "predicted_learning_curve",
     "MeasuredLearningCurve",
     "measured_learning_curve",
+    "Operator",
+    "operator_kernel",
+    "identity",
+    "gradient",
+    "laplacian",
+    "divergence",
+    "elasticity",
+    "stack",
+    "NTKSaliency",
+    "ntk_saliency",
+    "spearman",
     "TrainingTrace",
     "empirical_kernel",
     "kernel_movement",

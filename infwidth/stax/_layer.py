@@ -16,6 +16,7 @@ or a `Kernel` to continue a recursion.
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
@@ -26,6 +27,7 @@ import numpy as np
 from .._checks import check_bool, check_nonnegative, check_positive_int  # noqa: F401
 from .._get import parse_get
 from .._get import select as _select
+from .._numerics import value_with_derivatives_of
 from ..kernel import DATA_FIELDS, STATIC_FIELDS, Kernel
 from . import _layout, _memory, _tiling
 
@@ -57,12 +59,19 @@ class LayerInfo:
       any_axes: the layer's map does not depend on where the batch and channel axes of its
         inputs are (elementwise layers, Dense, combinators); other layers need the default
         layout and raise on a kernel whose axes differ.
+      smoothness: how many times the layer's map is continuously differentiable in its inputs
+        (``inf`` for smooth maps, 0 for a kink such as ReLU's, -1 for a jump such as Sign's);
+        for a combinator the least over its sub-layers. Kernels of derivatives of the network
+        (`infwidth.analysis.operator_kernel`) read it.
+      roughest: the name of the layer that sets ``smoothness`` (for messages).
     """
 
     name: str
     mixes_batch: bool = False
     input_axes: tuple[int, int] | None = None
     any_axes: bool = False
+    smoothness: float = math.inf
+    roughest: str = ""
 
     @staticmethod
     def of(kernel_fn) -> LayerInfo:
@@ -76,19 +85,23 @@ class LayerInfo:
 def make_layer(name: str, init_fn: Callable, apply_fn: Callable, transform: Callable,
                shape_fn: Callable | None, *, mixes_batch: bool = False,
                input_axes: tuple[int, int] | None = None, any_axes: bool = False,
-               children: Sequence[Callable] = ()) -> Layer:
+               children: Sequence[Callable] = (), smoothness: float = math.inf) -> Layer:
     """Assembles a `Layer` whose ``kernel_fn`` has the standard calling convention.
 
     ``transform(kernel, **kwargs) -> kernel`` is the layer's map on Kernels; ``children`` are
     the kernel_fns a combinator applies (their `LayerInfo` is combined with this layer's: a
-    combinator mixes the batch if a child does, and takes the input axes of its first child
-    that declares them). ``mixes_batch``, ``input_axes`` and ``any_axes``: see `LayerInfo`.
+    combinator mixes the batch if a child does, takes the input axes of its first child that
+    declares them, and is as smooth as its roughest child). ``mixes_batch``, ``input_axes``,
+    ``any_axes`` and ``smoothness`` (the layer's own): see `LayerInfo`.
     """
     infos = [LayerInfo.of(c) for c in children]
     if input_axes is None:
         input_axes = next((i.input_axes for i in infos if i.input_axes is not None), None)
+    rough = min([(smoothness, name)] + [(i.smoothness, i.roughest) for i in infos],
+                key=lambda pair: pair[0])
     info = LayerInfo(name, mixes_batch=mixes_batch or any(i.mixes_batch for i in infos),
-                     input_axes=input_axes, any_axes=any_axes or bool(children))
+                     input_axes=input_axes, any_axes=any_axes or bool(children),
+                     smoothness=rough[0], roughest=rough[1] if rough[0] < math.inf else "")
 
     def kernel_fn(x1, x2=None, get=None, *, diagonal_batch: bool | None = None,
                   diagonal_spatial: bool | None = None, **kwargs):
@@ -325,7 +338,9 @@ def _identical_pairs_exact(nngp, x1, x2, cov1):
     if cov1.ndim == nngp.ndim:  # diagonal_batch=False: cov1 is (N1, N1, ...)
         cov1 = _layout.batch_diagonal(cov1)
     same = same.reshape(same.shape + (1,) * (nngp.ndim - 2))
-    return jnp.where(same, cov1[:, None], nngp)
+    # the derivatives stay those of the contraction in x1 and x2 (not of cov1, a function of
+    # x1 alone), so kernels are differentiable in their inputs at coincident points
+    return value_with_derivatives_of(jnp.where(same, cov1[:, None], nngp), nngp)
 
 
 def inputs_to_kernel(x1, x2=None, *, diagonal_batch=True, diagonal_spatial=False,

@@ -13,7 +13,13 @@ import jax.numpy as jnp
 import numpy as np
 from jax.scipy.special import erf
 
-from .._numerics import arccos, clipped_correlation, pair_norm, safe_sqrt
+from .._numerics import (
+    arccos,
+    clipped_correlation,
+    pair_norm,
+    safe_sqrt,
+    value_with_derivatives_of,
+)
 from ._layer import Layer
 from .elementwise import elementwise
 
@@ -27,6 +33,11 @@ def _as_float(value, arg, layer):
         return float(value)
     except (TypeError, ValueError):
         raise TypeError(f"{layer}({arg}={value!r}): {arg} must be a number.") from None
+
+
+def _equal_numbers(a, b) -> bool:
+    """``a == b`` for two concrete numbers; False if either is traced."""
+    return isinstance(a, float) and isinstance(b, float) and a == b
 
 
 def _as_degree(value, layer, max_degree=None):
@@ -55,7 +66,9 @@ def _det_gap(cov12, var1, var2):
     itself. No clamp at 0: `elementwise` keeps ``|cov12| <= n``, and a clamp would halve the
     derivative autodiff takes at ``|cov12| = n`` (Gabor's NTK map)."""
     norm, abs_cov = pair_norm(var1, var2), jnp.abs(cov12)
-    return (norm - abs_cov) * (norm + abs_cov)
+    # derivatives of every order are those of norm**2 - cov12**2 (|cov12| has none at 0)
+    return value_with_derivatives_of((norm - abs_cov) * (norm + abs_cov),
+                                     norm * norm - cov12 * cov12)
 
 
 def ABRelu(a: float, b: float, do_stabilize: bool = False) -> Layer:
@@ -103,7 +116,8 @@ def ABRelu(a: float, b: float, do_stabilize: bool = False) -> Layer:
     def fn(x):
         return a * jnp.minimum(x, 0) + b * jnp.maximum(x, 0)
 
-    return elementwise(fn, name, nngp_fn, d_nngp_fn, diag_fn=lambda var: mean_sq * var)
+    return elementwise(fn, name, nngp_fn, d_nngp_fn, diag_fn=lambda var: mean_sq * var,
+                       smoothness=math.inf if _equal_numbers(a, b) else 0)
 
 
 def Relu(do_stabilize: bool = False) -> Layer:
@@ -213,7 +227,7 @@ def Sign() -> Layer:
     def diag_fn(var):
         return jnp.where(var == 0, 0.0, 1.0).astype(var.dtype)
 
-    return elementwise(jnp.sign, "Sign", nngp_fn, d_nngp_fn, diag_fn)
+    return elementwise(jnp.sign, "Sign", nngp_fn, d_nngp_fn, diag_fn, smoothness=-1)
 
 
 def Sigmoid_like() -> Layer:
@@ -363,4 +377,4 @@ def RectifiedMonomial(degree: int) -> Layer:
     def fn(x):
         return jnp.where(x >= 0, x**degree, 0.0).astype(jnp.result_type(x, float))
 
-    return elementwise(fn, name, nngp_fn, d_nngp_fn, diag_fn)
+    return elementwise(fn, name, nngp_fn, d_nngp_fn, diag_fn, smoothness=degree - 1)

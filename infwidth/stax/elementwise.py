@@ -16,6 +16,7 @@ map (Jacot et al. 2018, arXiv:1806.07572; Lee et al. 2019, arXiv:1902.06720).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import jax
@@ -105,7 +106,7 @@ def elementwise_kernel(k: Kernel, name: str, nngp_fn: Callable, d_nngp_fn: Calla
 
 
 def elementwise(fn: Callable, name: str, nngp_fn: Callable, d_nngp_fn: Callable | None = None,
-                diag_fn: Callable | None = None) -> Layer:
+                diag_fn: Callable | None = None, smoothness: float = math.inf) -> Layer:
     """A parameterless layer applying ``fn`` elementwise, with the given dual-kernel maps.
 
     Args:
@@ -114,6 +115,8 @@ def elementwise(fn: Callable, name: str, nngp_fn: Callable, d_nngp_fn: Callable 
       nngp_fn: ``(cov12, var1, var2) -> E[fn(u) fn(v)]`` for a centred Gaussian pair.
       d_nngp_fn: ``(cov12, var1, var2) -> E[fn'(u) fn'(v)]``; autodiff of ``nngp_fn`` if None.
       diag_fn: optional ``var -> E[fn(u)**2]``, a cheaper form of ``nngp_fn(var, var, var)``.
+      smoothness: how many times ``fn`` is continuously differentiable (``inf``: smooth; 0: a
+        kink as in ReLU; -1: a jump as in Sign), read by kernels of the network's derivatives.
 
     Example:
       >>> import jax.numpy as jnp
@@ -138,4 +141,4 @@ def elementwise(fn: Callable, name: str, nngp_fn: Callable, d_nngp_fn: Callable 
         return elementwise_kernel(k, name, nngp_fn, d_nngp_fn, diag_fn)
 
     return make_layer(name, init_fn, apply_fn, transform, shape_fn=lambda shape: shape,
-                      any_axes=True)
+                      any_axes=True, smoothness=smoothness)

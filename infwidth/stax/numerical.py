@@ -13,6 +13,8 @@ sqrt(var2 - cov12**2 / var1) y)`` (a Cholesky factor), so
 
 from __future__ import annotations
 
+import functools
+import math
 from collections.abc import Callable
 
 import jax
@@ -106,14 +108,27 @@ def gauss_hermite(deg: int):
     return nodes, np.sqrt(np.pi) * vectors[0] ** 2
 
 
+def _closes_over_tracers(fn: Callable, dtype) -> bool:
+    """Whether ``fn`` closes over a traced value (a hyperparameter under jit or grad)."""
+    _, consts = jax.closure_convert(fn, jnp.zeros((), dtype))
+    return any(isinstance(c, jax.core.Tracer) for c in consts)
+
+
 def quadrature_maps(fn: Callable, deg: int, df: Callable | None = None):
     """The NNGP, derivative and diagonal maps of ``fn`` by ``deg x deg`` Gauss-Hermite
-    quadrature (see the module docstring); ``df`` defaults to autodiff of ``fn``."""
+    quadrature (see the module docstring); ``df`` defaults to autodiff of ``fn``.
+
+    The derivatives of ``E[f(u) g(v)]`` in ``(cov12, var1, var2)`` are quadratures too, by
+    Price's theorem: ``E[f'(u) g'(v)]``, ``E[f''(u) g(v)] / 2`` and ``E[f(u) g''(v)] / 2``
+    (Price 1958, "A useful theorem for nonlinear devices having Gaussian inputs"). Autodiff
+    through the Cholesky factor would instead meet ``sqrt(var2 - cov12**2 / var1)`` at 0 for an
+    input paired with itself and drop the terms that make the kernel smooth there. (Where
+    ``fn`` closes over a traced hyperparameter, autodiff runs through the quadrature instead.)
+    """
     nodes, weights = gauss_hermite(deg)
     df = _elementwise_derivative(fn) if df is None else df
 
-    def integrate(f, cov12, var1, var2):
-        cov12, var1, var2 = jnp.broadcast_arrays(cov12, var1, var2)
+    def quadrature(f, g, cov12, var1, var2):
         dtype = cov12.dtype
         x = jnp.asarray(nodes, dtype)
         w = jnp.asarray(weights / np.sqrt(np.pi), dtype)
@@ -125,14 +140,44 @@ def quadrature_maps(fn: Callable, deg: int, df: Callable | None = None):
         xi, xij, xj = x.reshape(lead + (-1,)), x.reshape(lead + (-1, 1)), x.reshape(lead + (1, -1))
         fu = f(root2 * sd1[..., None] * xi)  # (..., i)
         v = root2 * (slope[..., None, None] * xij + rest[..., None, None] * xj)
-        fv = f(v)  # (..., i, j)
-        return jnp.einsum("...i,...ij,i,j->...", fu, fv, w, w)
+        gv = g(v)  # (..., i, j)
+        return jnp.einsum("...i,...ij,i,j->...", fu, gv, w, w)
+
+    derivatives = [df]  # derivatives[i] is the (i + 1)-th derivative of fn, built on demand
+
+    def derivative(i):
+        if i == 0:
+            return fn
+        while len(derivatives) < i:
+            derivatives.append(_elementwise_derivative(derivatives[-1]))
+        return derivatives[i - 1]
+
+    @functools.partial(jax.custom_jvp, nondiff_argnums=(0, 1))
+    def expectation(i, j, cov12, var1, var2):  # E[fn^(i)(u) fn^(j)(v)], arguments of one shape
+        return quadrature(derivative(i), derivative(j), cov12, var1, var2)
+
+    @expectation.defjvp
+    def _expectation_jvp(i, j, primals, tangents):
+        (c, v1, v2), (tc, t1, t2) = primals, tangents
+        tangent = (expectation(i + 1, j + 1, c, v1, v2) * tc
+                   + 0.5 * expectation(i + 2, j, c, v1, v2) * t1
+                   + 0.5 * expectation(i, j + 2, c, v1, v2) * t2)
+        return expectation(i, j, c, v1, v2), tangent
+
+    def integrate(order, cov12, var1, var2):
+        args = jnp.broadcast_arrays(cov12, var1, var2)
+        if _closes_over_tracers(fn, args[0].dtype):
+            # a traced hyperparameter inside fn (a gradient in Elu's alpha): the rule above
+            # cannot differentiate in it, so autodiff runs through the quadrature itself
+            f = derivative(order)
+            return quadrature(f, f, *args)
+        return expectation(order, order, *args)
 
     def nngp_fn(cov12, var1, var2):
-        return integrate(fn, cov12, var1, var2)
+        return integrate(0, cov12, var1, var2)
 
     def d_nngp_fn(cov12, var1, var2):
-        return integrate(df, cov12, var1, var2)
+        return integrate(1, cov12, var1, var2)
 
     def diag_fn(var):
         x = jnp.asarray(nodes, var.dtype)
@@ -180,9 +225,9 @@ def ElementwiseNumerical(fn: Callable, deg: int = 25, df: Callable | None = None
     return elementwise(fn, name, *quadrature_maps(fn, deg, df))
 
 
-def _numerical(fn, df, deg, name):
+def _numerical(fn, df, deg, name, smoothness=math.inf):
     deg = check_positive_int(deg, "deg", name.split("(")[0])
-    return elementwise(fn, name, *quadrature_maps(fn, deg, df))
+    return elementwise(fn, name, *quadrature_maps(fn, deg, df), smoothness=smoothness)
 
 
 def Tanh(deg: int = 25) -> Layer:
@@ -296,7 +341,9 @@ def Elu(alpha: float = 1.0, deg: int = 25) -> Layer:
     def df(x):
         return _elu_derivative(x, alpha, 1.0)
 
-    return _numerical(fn, df, deg, f"Elu({alpha})")
+    # the second derivative jumps at 0 for alpha = 1, the first for any other alpha
+    smooth_at_0 = isinstance(alpha, (int, float)) and alpha == 1.0
+    return _numerical(fn, df, deg, f"Elu({alpha})", smoothness=1 if smooth_at_0 else 0)
 
 
 def Selu(deg: int = 25) -> Layer:
@@ -318,7 +365,7 @@ def Selu(deg: int = 25) -> Layer:
     def df(x):
         return _elu_derivative(x, alpha, scale)
 
-    return _numerical(jax.nn.selu, df, deg, "Selu")
+    return _numerical(jax.nn.selu, df, deg, "Selu", smoothness=0)
 
 
 def Mish(deg: int = 25) -> Layer:

@@ -255,7 +255,7 @@ def MaxPool(window_shape, strides=None, padding: str = "VALID", *, rectify: bool
         idx = _windows(spatial, window_shape, strides, padding)
         return _max_pool_kernel(k, idx, out, n_samples, seed, chunk, rectify, name)
 
-    return make_layer(name, init_fn, apply_fn, transform, shape_fn=None)
+    return make_layer(name, init_fn, apply_fn, transform, shape_fn=None, smoothness=0)
 
 
 def GlobalMaxPool(*, rectify: bool = False, n_samples: int = 16384, seed: int = 0,
@@ -293,5 +293,5 @@ def GlobalMaxPool(*, rectify: bool = False, n_samples: int = 16384, seed: int = 
         return _max_pool_kernel(k, np.arange(p, dtype=np.int32)[None], (), n_samples, seed,
                                 chunk, rectify, name)
 
-    return make_layer(name, init_fn, apply_fn, transform, shape_fn=None)
+    return make_layer(name, init_fn, apply_fn, transform, shape_fn=None, smoothness=0)
 
