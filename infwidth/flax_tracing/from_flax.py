@@ -125,12 +125,12 @@ def from_flax(module, example_input, *, parameterization: str = "standard", para
 
     memo = {}  # the activation found for each elementwise chain, kept across calls
 
-    def transform(k, **kwargs):
+    def kernel_map(k, **kwargs):
         check_has_kernel(par, "from_flax")
         kernels = Walker(model, par, memo).run(closed, len(leaves), k)
         return kernels[0] if len(kernels) == 1 else jax.tree_util.tree_unflatten(out_tree, kernels)
 
-    layer = make_layer("from_flax", init_fn, apply_fn, transform, shape_fn=None)
+    layer = make_layer("from_flax", init_fn, apply_fn, kernel_map, shape_fn=None)
     if par in ("standard", "ntk"):  # every unsupported operation raises now, before real work
         jax.eval_shape(lambda x: layer.kernel_fn(x, get="nngp"), x_spec)
     return layer

@@ -4,7 +4,7 @@ A layer is built by :func:`make_layer` from four pieces:
 
 * ``init_fn(key, input_shape) -> (output_shape, params)``
 * ``apply_fn(params, x, **kwargs) -> y``
-* ``transform(kernel, **kwargs) -> kernel``: the infinite-width map of the layer on `Kernel`s
+* ``kernel_map(kernel, **kwargs) -> kernel``: the infinite-width map of the layer on `Kernel`s
 * ``shape_fn(input_shape) -> output_shape`` (``None`` for combinators, whose sub-layers
   update the shapes themselves)
 
@@ -82,13 +82,13 @@ class LayerInfo:
             getattr(kernel_fn, "__name__", "kernel_fn"), mixes_batch=True)
 
 
-def make_layer(name: str, init_fn: Callable, apply_fn: Callable, transform: Callable,
+def make_layer(name: str, init_fn: Callable, apply_fn: Callable, kernel_map: Callable,
                shape_fn: Callable | None, *, mixes_batch: bool = False,
                input_axes: tuple[int, int] | None = None, any_axes: bool = False,
                children: Sequence[Callable] = (), smoothness: float = math.inf) -> Layer:
     """Assembles a `Layer` whose ``kernel_fn`` has the standard calling convention.
 
-    ``transform(kernel, **kwargs) -> kernel`` is the layer's map on Kernels; ``children`` are
+    ``kernel_map(kernel, **kwargs) -> kernel`` is the layer's map on Kernels; ``children`` are
     the kernel_fns a combinator applies (their `LayerInfo` is combined with this layer's: a
     combinator mixes the batch if a child does, takes the input axes of its first child that
     declares them, and is as smooth as its roughest child). ``mixes_batch``, ``input_axes``,
@@ -119,7 +119,7 @@ def make_layer(name: str, init_fn: Callable, apply_fn: Callable, transform: Call
                           diagonal_spatial=diagonal_spatial, compute_ntk=compute_ntk, axes=axes)
             if not info.any_axes:
                 _check_default_axes(k, name)
-            out = transform(k, **kwargs)
+            out = kernel_map(k, **kwargs)
             if shape_fn is not None:
                 out = out.replace(shape1=shape_fn(out.shape1), shape2=shape_fn(out.shape2))
             return _normalized_axes(out, k)

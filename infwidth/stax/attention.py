@@ -206,7 +206,7 @@ def GlobalSelfAttention(n_chan_out: int, n_chan_key: int, n_chan_val: int, n_hea
         out = out.reshape((n,) + tuple(sizes) + (n_chan_out,))
         return out if b is None else out + b_std * b
 
-    def transform(k, **kwargs):
+    def kernel_map(k, **kwargs):
         if isinstance(k, (list, tuple)):
             raise ValueError(f"{name}: got {len(k)} inputs; this layer takes one.")
         check_sequence(k.shape1, "the input")
@@ -294,5 +294,5 @@ def GlobalSelfAttention(n_chan_out: int, n_chan_key: int, n_chan_val: int, n_hea
                          cov1=unflat(out_cov1, n_cov), cov2=unflat(out_cov2, n_cov),
                          is_gaussian=True)
 
-    return make_layer(name, init_fn, apply_fn, transform,
+    return make_layer(name, init_fn, apply_fn, kernel_map,
                       shape_fn=lambda s: tuple(s[:-1]) + (n_chan_out,))

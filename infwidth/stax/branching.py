@@ -90,13 +90,13 @@ def FanOut(num: int) -> Layer:
     def apply_fn(params, x, **kwargs):
         return [x] * num
 
-    def transform(k, **kwargs):
+    def kernel_map(k, **kwargs):
         if isinstance(k, (list, tuple)):
             raise ValueError(f"FanOut({num}): got a list of {len(k)} inputs; FanOut copies a "
                              f"single input. Merge branches first with a FanIn layer.")
         return [k] * num
 
-    return make_layer("FanOut", init_fn, apply_fn, transform, shape_fn=None, any_axes=True)
+    return make_layer("FanOut", init_fn, apply_fn, kernel_map, shape_fn=None, any_axes=True)
 
 
 def _same_shape_init(name: str):
@@ -138,7 +138,7 @@ def FanInSum() -> Layer:
     def apply_fn(params, xs, **kwargs):
         return functools.reduce(jnp.add, xs)
 
-    def transform(ks, **kwargs):
+    def kernel_map(ks, **kwargs):
         ks = _as_list(ks, name)
         _check_same_shapes(ks, name)
         if len(_distinct(ks)[0]) > 1 and not all(k.is_gaussian for k in ks):
@@ -158,7 +158,7 @@ def FanInSum() -> Layer:
         return ks[0].replace(nngp=add("nngp"), ntk=add("ntk"), cov1=add("cov1"),
                              cov2=add("cov2"), is_gaussian=all(k.is_gaussian for k in ks))
 
-    return make_layer(name, init_fn, apply_fn, transform, shape_fn=None, any_axes=True)
+    return make_layer(name, init_fn, apply_fn, kernel_map, shape_fn=None, any_axes=True)
 
 
 def FanInProd() -> Layer:
@@ -188,7 +188,7 @@ def FanInProd() -> Layer:
     def apply_fn(params, xs, **kwargs):
         return functools.reduce(jnp.multiply, xs)
 
-    def transform(ks, **kwargs):
+    def kernel_map(ks, **kwargs):
         ks = _as_list(ks, name)
         _check_same_shapes(ks, name)
         distinct, counts = _distinct(ks)
@@ -216,7 +216,7 @@ def FanInProd() -> Layer:
         return ks[0].replace(nngp=nngp, ntk=ntk, cov1=prod("cov1"), cov2=prod("cov2"),
                              is_gaussian=len(ks) == 1 and counts[0] == 1 and ks[0].is_gaussian)
 
-    return make_layer(name, init_fn, apply_fn, transform, shape_fn=None, any_axes=True)
+    return make_layer(name, init_fn, apply_fn, kernel_map, shape_fn=None, any_axes=True)
 
 
 def _block_matrix(mats, same, axis: int):
@@ -308,7 +308,7 @@ def FanInConcat(axis: int = -1) -> Layer:
     def apply_fn(params, xs, **kwargs):
         return jnp.concatenate(xs, axis)
 
-    def transform(ks, **kwargs):
+    def kernel_map(ks, **kwargs):
         ks = _as_list(ks, name)
         shape1 = _concat_shape([k.shape1 for k in ks])
         shape2 = _concat_shape([k.shape2 for k in ks])
@@ -339,4 +339,4 @@ def FanInConcat(axis: int = -1) -> Layer:
                           cov2=cat("cov2", db), shape1=shape1, shape2=shape2,
                           is_gaussian=is_gaussian)
 
-    return make_layer(name, init_fn, apply_fn, transform, shape_fn=None)
+    return make_layer(name, init_fn, apply_fn, kernel_map, shape_fn=None)

@@ -56,12 +56,12 @@ def serial(*layers: Layer) -> Layer:
             x = fn(p, x, rng=rng, **kwargs) if rng is not None else fn(p, x, **kwargs)
         return x
 
-    def transform(k, **kwargs):
+    def kernel_map(k, **kwargs):
         for kernel_fn in kernel_fns:
             k = kernel_fn(k, **kwargs)
         return k
 
-    return make_layer("serial", init_fn, apply_fn, transform, shape_fn=None, children=kernel_fns)
+    return make_layer("serial", init_fn, apply_fn, kernel_map, shape_fn=None, children=kernel_fns)
 
 
 def parallel(*layers: Layer) -> Layer:
@@ -99,11 +99,11 @@ def parallel(*layers: Layer) -> Layer:
         return [fn(p, x, rng=rng, **kwargs) if rng is not None else fn(p, x, **kwargs)
                 for fn, p, x, rng in zip(apply_fns, params, xs, rngs)]
 
-    def transform(ks, **kwargs):
+    def kernel_map(ks, **kwargs):
         _check_count(ks, "inputs")
         return [kernel_fn(k, **kwargs) for kernel_fn, k in zip(kernel_fns, ks)]
 
-    return make_layer("parallel", init_fn, apply_fn, transform, shape_fn=None,
+    return make_layer("parallel", init_fn, apply_fn, kernel_map, shape_fn=None,
                       children=kernel_fns)
 
 
@@ -123,10 +123,10 @@ def Identity() -> Layer:
     def apply_fn(params, x, **kwargs):
         return x
 
-    def transform(k, **kwargs):
+    def kernel_map(k, **kwargs):
         return k
 
-    return make_layer("Identity", init_fn, apply_fn, transform, shape_fn=None, any_axes=True)
+    return make_layer("Identity", init_fn, apply_fn, kernel_map, shape_fn=None, any_axes=True)
 
 
 def _describe(tree) -> str:
@@ -197,7 +197,7 @@ def repeat(layer: Layer, n: int) -> Layer:
 
         return jax.lax.scan(body, x, (params, rngs), length=n)[0]
 
-    def transform(k, **kwargs):
+    def kernel_map(k, **kwargs):
         k = kernel_fn(k, **kwargs)
         if n == 1:
             return k
@@ -216,5 +216,5 @@ def repeat(layer: Layer, n: int) -> Layer:
         return jax.lax.scan(lambda kk, _: (kernel_fn(kk, **kwargs), None), k, None,
                             length=n - 1)[0]
 
-    return make_layer("repeat", init_fn, apply_fn, transform, shape_fn=None,
+    return make_layer("repeat", init_fn, apply_fn, kernel_map, shape_fn=None,
                       children=(kernel_fn,))

@@ -222,7 +222,7 @@ def _Conv(name, out_chan, filter_shape, strides, padding, W_std, b_std, dimensio
         out = scales.w_mult * out
         return out if b is None else out + scales.b_mult * b
 
-    def transform(k, **kwargs):
+    def kernel_map(k, **kwargs):
         rule.check_has_kernel(name)
         k = check_kernel_input(k, name)
         check_input(k.shape1, "x1")
@@ -256,7 +256,7 @@ def _Conv(name, out_chan, filter_shape, strides, padding, W_std, b_std, dimensio
             ntk = add_bias(ntk, rule.bias_ntk())
         return k.replace(nngp=nngp, ntk=ntk, cov1=cov1, cov2=cov2, is_gaussian=True)
 
-    return make_layer(name, init_fn, apply_fn, transform, shape_fn)
+    return make_layer(name, init_fn, apply_fn, kernel_map, shape_fn)
 
 
 def _pointwise(name, out_chan, strides, padding, W_std, b_std, dimension_numbers,
@@ -290,12 +290,12 @@ def _pointwise(name, out_chan, strides, padding, W_std, b_std, dimension_numbers
         check(x.shape, "inputs")
         return dense.apply_fn(params, x, **kwargs)
 
-    def transform(k, **kwargs):
+    def kernel_map(k, **kwargs):
         k = check_kernel_input(k, name)
         check(k.shape1, "inputs")
         return dense.kernel_fn(k, **kwargs)
 
-    return make_layer(name, init_fn, apply_fn, transform, shape_fn=None)
+    return make_layer(name, init_fn, apply_fn, kernel_map, shape_fn=None)
 
 
 _ARGS_DOC = """

@@ -109,7 +109,7 @@ def Dense(out_dim: int, W_std: float = 1.0, b_std: float | None = None, batch_ax
         out = scales.w_mult * jnp.moveaxis(jnp.tensordot(x, W, (c, 0)), -1, c)
         return out if b is None else out + scales.b_mult * b
 
-    def transform(k, **kwargs):
+    def kernel_map(k, **kwargs):
         rule.check_has_kernel(name)
         k = check_kernel_input(k, name)
         ndim = len(k.shape1)
@@ -123,5 +123,5 @@ def Dense(out_dim: int, W_std: float = 1.0, b_std: float | None = None, batch_ax
                          is_gaussian=True)
 
     declared = None if (batch_axis, channel_axis) == (0, -1) else (batch_axis, channel_axis)
-    return make_layer(name, init_fn, apply_fn, transform, shape_fn, input_axes=declared,
+    return make_layer(name, init_fn, apply_fn, kernel_map, shape_fn, input_axes=declared,
                       any_axes=True)

@@ -137,8 +137,8 @@ def elementwise(fn: Callable, name: str, nngp_fn: Callable, d_nngp_fn: Callable 
     def apply_fn(params, x, **kwargs):
         return fn(x)
 
-    def transform(k, **kwargs):
+    def kernel_map(k, **kwargs):
         return elementwise_kernel(k, name, nngp_fn, d_nngp_fn, diag_fn)
 
-    return make_layer(name, init_fn, apply_fn, transform, shape_fn=lambda shape: shape,
+    return make_layer(name, init_fn, apply_fn, kernel_map, shape_fn=lambda shape: shape,
                       any_axes=True, smoothness=smoothness)

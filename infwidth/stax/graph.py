@@ -113,7 +113,7 @@ def Aggregate(aggregate_axis=None, batch_axis: int = 0, channel_axis: int = -1,
         return jnp.einsum(f"{''.join(x_idx)},{a_idx}->{out_idx}", x, a,
                           precision=jax.lax.Precision.HIGHEST)
 
-    def transform(k, pattern=None, **kwargs):
+    def kernel_map(k, pattern=None, **kwargs):
         if isinstance(k, (list, tuple)):
             raise ValueError(f"{name}: got {len(k)} inputs; this layer takes one.")
         if pattern is None:
@@ -164,7 +164,7 @@ def Aggregate(aggregate_axis=None, batch_axis: int = 0, channel_axis: int = -1,
                          cov1=agg(k.cov1, n_cov, a1, a1),
                          cov2=None if k.cov2 is None else agg(k.cov2, n_cov, a2, a2))
 
-    return make_layer(name, init_fn, apply_fn, transform, shape_fn=lambda s: s)
+    return make_layer(name, init_fn, apply_fn, kernel_map, shape_fn=lambda s: s)
 
 
 def _edges(pattern, batch: int, agg_shape, name):

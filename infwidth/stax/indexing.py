@@ -83,7 +83,7 @@ def Index(idx, batch_axis: int = 0, channel_axis: int = -1) -> Layer:
     def apply_fn(params, x, **kwargs):
         return x[idx]
 
-    def transform(k, **kwargs):
+    def kernel_map(k, **kwargs):
         if isinstance(k, (list, tuple)):
             raise ValueError(f"{name}: got {len(k)} inputs; this layer takes one.")
         ndim = len(k.shape1)
@@ -113,5 +113,5 @@ def Index(idx, batch_axis: int = 0, channel_axis: int = -1) -> Layer:
 
     # an index that may select inputs makes a pair's kernel depend on the batch: never tiled
     first = idx[0] if isinstance(idx, tuple) and idx else idx
-    return make_layer("Index", init_fn, apply_fn, transform, shape_fn=None,
+    return make_layer("Index", init_fn, apply_fn, kernel_map, shape_fn=None,
                       mixes_batch=not (isinstance(first, slice) and first == slice(None)))

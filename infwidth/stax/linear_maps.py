@@ -60,7 +60,7 @@ def _linear_position_layer(name: str, fn, shape_fn, scale=None) -> Layer:
     def apply_fn(params, x, **kwargs):
         return fn(x)
 
-    def transform(k, **kwargs):
+    def kernel_map(k, **kwargs):
         k = check_kernel_input(k, name)
         if scale is not None:
             out = k.scale(scale)
@@ -75,7 +75,7 @@ def _linear_position_layer(name: str, fn, shape_fn, scale=None) -> Layer:
                             cov2=one(k.cov2))
         return out.replace(shape1=shape_fn(k.shape1), shape2=shape_fn(k.shape2))
 
-    return make_layer(name, init_fn, apply_fn, transform, shape_fn=None)
+    return make_layer(name, init_fn, apply_fn, kernel_map, shape_fn=None)
 
 
 def DotGeneral(*, lhs=None, rhs=None, dimension_numbers=(((), ()), ((), ())), precision=None,

@@ -80,7 +80,7 @@ def LayerNorm(axis=-1, eps: float = 1e-12, batch_axis: int = 0, channel_axis: in
         var = jnp.var(x, axes, keepdims=True)
         return (x - mean) / jnp.sqrt(eps + var)
 
-    def transform(k, **kwargs):
+    def kernel_map(k, **kwargs):
         k = check_kernel_input(k, name, gaussian=True)
         axes = norm_axes(len(k.shape1))
         # axes of the per-position variances (N, *spatial) to average over
@@ -105,7 +105,7 @@ def LayerNorm(axis=-1, eps: float = 1e-12, batch_axis: int = 0, channel_axis: in
                          cov1=normalise(k.cov1, v1, v1, n_cov),
                          cov2=None if k.cov2 is None else normalise(k.cov2, v2, v2, n_cov))
 
-    return make_layer("LayerNorm", init_fn, apply_fn, transform, shape_fn=lambda s: s)
+    return make_layer("LayerNorm", init_fn, apply_fn, kernel_map, shape_fn=lambda s: s)
 
 
 def _diagonal_mask(shape, n_lead: int, diagonal_spatial: bool):
@@ -174,7 +174,7 @@ def Dropout(rate: float, mode: str = "train") -> Layer:
         keep = jax.random.bernoulli(rng, rate, x.shape)
         return jnp.where(keep, x / rate, 0)
 
-    def transform(k, **kwargs):
+    def kernel_map(k, **kwargs):
         k = check_kernel_input(k, name)
         if mode == "test":
             return k
@@ -191,4 +191,4 @@ def Dropout(rate: float, mode: str = "train") -> Layer:
                          cov1=scale_diagonal(k.cov1, n_cov, True),
                          cov2=scale_diagonal(k.cov2, n_cov, True), is_gaussian=False)
 
-    return make_layer("Dropout", init_fn, apply_fn, transform, shape_fn=lambda s: s)
+    return make_layer("Dropout", init_fn, apply_fn, kernel_map, shape_fn=lambda s: s)

@@ -81,10 +81,10 @@ def _multiplier(c, layer_name: str, where: str) -> Layer:
     def apply_fn(params, x, **kwargs):
         return c * x
 
-    def transform(k, **kwargs):
+    def kernel_map(k, **kwargs):
         if isinstance(k, (list, tuple)):
             raise ValueError(f"{where}: got {len(k)} inputs; wrap it in parallel(...) to scale "
                              f"one branch.")
         return check_kernel_input(k, where).scale(c)
 
-    return make_layer(layer_name, init_fn, apply_fn, transform, shape_fn=None, any_axes=True)
+    return make_layer(layer_name, init_fn, apply_fn, kernel_map, shape_fn=None, any_axes=True)

@@ -116,7 +116,7 @@ def _Pool(name, window_shape, strides, padding, normalize_edges, average, batch_
             return x
         return _pool(x, 1, axes_info(x.shape[1:-1]), padding == "CIRCULAR", False)
 
-    def transform(k, **kwargs):
+    def kernel_map(k, **kwargs):
         k = check_kernel_input(k, name)
         check_input(k.shape1)
         if no_axes:
@@ -129,7 +129,7 @@ def _Pool(name, window_shape, strides, padding, normalize_edges, average, batch_
 
         return k.replace(**map_covariances(k, pool))
 
-    return make_layer(name, init_fn, apply_fn, transform, shape_fn)
+    return make_layer(name, init_fn, apply_fn, kernel_map, shape_fn)
 
 
 def AvgPool(window_shape, strides=None, padding: str = "VALID", normalize_edges: bool = False,
@@ -198,7 +198,7 @@ def _GlobalPool(name, average, batch_axis, channel_axis) -> Layer:
         axes = tuple(range(1, x.ndim - 1))
         return jnp.mean(x, axes) if average else jnp.sum(x, axes)
 
-    def transform(k, **kwargs):
+    def kernel_map(k, **kwargs):
         k = check_kernel_input(k, name)
         check_input(k.shape1)
         if len(k.shape1) == 2:
@@ -211,7 +211,7 @@ def _GlobalPool(name, average, batch_axis, channel_axis) -> Layer:
 
         return k.replace(diagonal_spatial=False, **map_covariances(k, pool))
 
-    return make_layer(name, init_fn, apply_fn, transform, shape_fn)
+    return make_layer(name, init_fn, apply_fn, kernel_map, shape_fn)
 
 
 def GlobalAvgPool(batch_axis: int = 0, channel_axis: int = -1) -> Layer:

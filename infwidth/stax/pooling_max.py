@@ -249,13 +249,13 @@ def MaxPool(window_shape, strides=None, padding: str = "VALID", *, rectify: bool
         return jax.lax.reduce_window(x, -jnp.inf, jax.lax.max, (1,) + window_shape + (1,),
                                      (1,) + strides + (1,), padding)
 
-    def transform(k, **kwargs):
+    def kernel_map(k, **kwargs):
         k = check_kernel_input(k, name, gaussian=True)
         spatial, out = geometry(k.shape1)
         idx = _windows(spatial, window_shape, strides, padding)
         return _max_pool_kernel(k, idx, out, n_samples, seed, chunk, rectify, name)
 
-    return make_layer(name, init_fn, apply_fn, transform, shape_fn=None, smoothness=0)
+    return make_layer(name, init_fn, apply_fn, kernel_map, shape_fn=None, smoothness=0)
 
 
 def GlobalMaxPool(*, rectify: bool = False, n_samples: int = 16384, seed: int = 0,
@@ -286,12 +286,12 @@ def GlobalMaxPool(*, rectify: bool = False, n_samples: int = 16384, seed: int = 
         x = jax.nn.relu(x) if rectify else x
         return jnp.max(x, axis=tuple(range(1, x.ndim - 1)))
 
-    def transform(k, **kwargs):
+    def kernel_map(k, **kwargs):
         k = check_kernel_input(k, name, gaussian=True)
         check_shape(k.shape1, name, 3)
         p = int(np.prod(k.shape1[1:-1]))
         return _max_pool_kernel(k, np.arange(p, dtype=np.int32)[None], (), n_samples, seed,
                                 chunk, rectify, name)
 
-    return make_layer(name, init_fn, apply_fn, transform, shape_fn=None, smoothness=0)
+    return make_layer(name, init_fn, apply_fn, kernel_map, shape_fn=None, smoothness=0)
 

@@ -111,7 +111,7 @@ def SimpleRNN(out_dim: int, W_std: float = 1.0, U_std: float = 1.0, b_std: float
         s0 = jnp.zeros((x.shape[0], out_dim), ux.dtype)
         return jnp.moveaxis(jax.lax.scan(step, s0, ux)[1], 0, 1)
 
-    def transform(k, **kwargs):
+    def kernel_map(k, **kwargs):
         if isinstance(k, (list, tuple)):
             raise ValueError(f"{name}: got {len(k)} inputs; it takes one sequence input.")
         _check(k.shape1)
@@ -134,4 +134,4 @@ def SimpleRNN(out_dim: int, W_std: float = 1.0, U_std: float = 1.0, b_std: float
                                else k_ux.cov2 + var * _shift(k_phi.cov2))
         return phi_kernel(k_z)
 
-    return make_layer(name, init_fn, apply_fn, transform, shape_fn=None)
+    return make_layer(name, init_fn, apply_fn, kernel_map, shape_fn=None)

@@ -55,7 +55,7 @@ def Flatten(batch_axis: int = 0, batch_axis_out: int = 0) -> Layer:
     def apply_fn(params, x, **kwargs):
         return x.reshape(shape_fn(x.shape))
 
-    def transform(k, **kwargs):
+    def kernel_map(k, **kwargs):
         k = check_kernel_input(k, name)
         n = k.n_spatial
         if n == 0:
@@ -70,4 +70,4 @@ def Flatten(batch_axis: int = 0, batch_axis_out: int = 0) -> Layer:
         return k.replace(nngp=flat(k.nngp), ntk=flat(k.ntk), cov1=flat(k.cov1),
                          cov2=flat(k.cov2), is_gaussian=False, diagonal_spatial=False)
 
-    return make_layer(name, init_fn, apply_fn, transform, shape_fn)
+    return make_layer(name, init_fn, apply_fn, kernel_map, shape_fn)
