@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import collections
-import functools
-
 import jax
 
+from .._get import namedtuple_of, parse_get
 from ._axes import Letters, check_axes, resolve_axes, split_kwargs, subscripts, trace_size
 from ._contract import einsum
 from ._flax import maybe_nnx
@@ -58,20 +56,14 @@ def empirical_nngp_fn(f, trace_axes=(-1,), diagonal_axes=()):
     return nngp_fn
 
 
-@functools.cache
 def _namedtuple(names):
-    return collections.namedtuple("EmpiricalKernel", names)
+    return namedtuple_of("EmpiricalKernel", tuple(names))
 
 
 def canonicalize_get(get, caller="empirical_kernel_fn"):
-    if get is None:
-        return _KINDS, False
-    names = (get,) if isinstance(get, str) else tuple(get) if isinstance(get, (tuple, list)) \
-        else None
-    if not names or any(n not in _KINDS for n in names):
-        raise ValueError(f"{caller}: get={get!r} is not valid; use 'nngp', 'ntk', a tuple of "
-                         f"them, or None for both.")
-    return names, isinstance(get, str)
+    """``(names, single)``: the one `get` parser (``infwidth._get``); None means both."""
+    names = parse_get(get, _KINDS, caller)
+    return (tuple(_KINDS) if names is None else names), isinstance(get, str)
 
 
 def empirical_kernel_fn(f, trace_axes=(-1,), diagonal_axes=(), vmap_axes=None,

@@ -6,7 +6,6 @@ eigenbasis. Nothing here is public; the public modules are `gp`, `mse`, `ensembl
 
 from __future__ import annotations
 
-import collections
 import contextlib
 import functools
 import math
@@ -16,6 +15,8 @@ import warnings
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from .._get import namedtuple_of, parse_get
 
 _HIGHEST = jax.lax.Precision.HIGHEST
 
@@ -131,28 +132,20 @@ def is_concrete(x) -> bool:
 PREDICT_GETS = ("nngp", "ntk")
 
 
-@functools.cache
 def _gaussians(names: tuple[str, ...]):
-    return collections.namedtuple("Gaussians", names)
+    return namedtuple_of("Gaussians", tuple(names))
 
 
 def canonicalize_get(get, where: str, allowed=PREDICT_GETS):
-    """``(names, single)``: the requested kernels as a tuple, and whether one name was given."""
-    if get is None:
-        return ("nngp", "ntk"), False
+    """``(names, single)``: the requested kernels as a tuple, and whether one name was given
+    (the one `get` parser, ``infwidth._get``; names are case-insensitive here, as in
+    neural-tangents' predict)."""
     single = isinstance(get, str)
-    names = (get,) if single else get
-    if not isinstance(names, (tuple, list)) or not names:
-        raise TypeError(f"{where}(get={get!r}): get must be None, 'nngp', 'ntk' or a non-empty "
-                        f"tuple of them.")
-    names = tuple(n.lower() if isinstance(n, str) else n for n in names)
-    for n in names:
-        if n not in allowed:
-            raise ValueError(f"{where}(get={get!r}): unknown kernel {n!r}; use one of "
-                             f"{', '.join(repr(a) for a in allowed)}.")
-    if len(set(names)) != len(names):
-        raise ValueError(f"{where}(get={get!r}): entries of get must be unique.")
-    return names, single
+    lowered = get.lower() if single else (tuple(n.lower() if isinstance(n, str) else n
+                                                for n in get)
+                                          if isinstance(get, (tuple, list)) else get)
+    names = parse_get(lowered, allowed, where)
+    return (tuple(PREDICT_GETS) if names is None else names), single
 
 
 def pack(out: dict, names, single):
