@@ -82,15 +82,15 @@ def batch(kernel_fn: Callable, batch_size: int = 0, device_count: int = -1,
     "Neural Tangents: Fast and Easy Infinite Neural Networks in Python", arXiv:1912.02803).
 
     Example:
-      >>> import jax.numpy as jnp, numpy as np
+      >>> import jax, jax.numpy as jnp, numpy as np
       >>> import infwidth
       >>> from infwidth import stax
       >>> _, _, kernel_fn = stax.serial(stax.Dense(512), stax.Relu(), stax.Dense(1))
       >>> x = jnp.asarray(np.random.RandomState(0).randn(10, 3))
       >>> batched = infwidth.batch(kernel_fn, batch_size=4)
       >>> k = batched(x, get=('nngp', 'ntk'))
-      >>> type(k.nngp).__name__, k.ntk.shape
-      ('ndarray', (10, 10))
+      >>> isinstance(k.nngp, jax.Array), k.ntk.shape  # store_on_device=True: on the device
+      (True, (10, 10))
       >>> bool(np.allclose(k.ntk, kernel_fn(x, get='ntk'), rtol=1e-5, atol=1e-6))
       True
     """
