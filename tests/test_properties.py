@@ -23,6 +23,7 @@ from helpers import x64
 import infwidth
 from infwidth import stax
 
+
 def _sin_nngp(cov12, var1, var2):
     """E sin(u) sin(v) = exp(-(var1 + var2) / 2) sinh(cov12), written without inf * 0."""
     m = (var1 + var2) / 2

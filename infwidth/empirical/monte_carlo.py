@@ -110,18 +110,19 @@ def monte_carlo_kernel_fn(init_fn, apply_fn, key, n_samples, batch_size: int = 0
     def group(keys, x1, x2, names, kwargs):
         """Sums and sums of squares of the kernels of the draws ``keys`` (one per device)."""
         def single(k):
-            _, params = init_fn(k, x1.shape)
+            _, params = init_fn(k, _shapes(x1))
             return tuple(emp(x1, x2, names, params, **kwargs))
 
         if keys.shape[0] == len(devices) > 1:  # one draw per device
             keys = jax.lax.with_sharding_constraint(keys, NamedSharding(mesh, P(_AXIS)))
-        ks = jax.vmap(single)(keys)
-        return (tuple(jnp.sum(a, 0) for a in ks), tuple(jnp.sum(a * a, 0) for a in ks))
+        ks = jax.vmap(single)(keys)  # a kernel per name (a list of them for several outputs)
+        return (jax.tree_util.tree_map(lambda a: jnp.sum(a, 0), ks),
+                jax.tree_util.tree_map(lambda a: jnp.sum(a * a, 0), ks))
 
     def blocked(keys, x1, x2, names, kwargs):
         if batch_size == 0:
             return group(keys, x1, x2, names, kwargs)
-        _, params = jax.eval_shape(lambda kk: init_fn(kk, x1.shape), keys[0])
+        _, params = jax.eval_shape(lambda kk: init_fn(kk, _shapes(x1)), keys[0])
         fx = jax.eval_shape(lambda p: apply_fn(p, x1, **kwargs), params)
         ax = resolve_axes(t_axes, d_axes, jax.tree_util.tree_leaves(fx)[0].shape,
                           jax.tree_util.tree_leaves(fx)[0].shape, caller)
@@ -132,17 +133,19 @@ def monte_carlo_kernel_fn(init_fn, apply_fn, key, n_samples, batch_size: int = 0
         # the shared tile geometry: tiles of one shape, the last one overlapping the one
         # before when batch_size does not divide the inputs; tiles on the diagonal of a
         # symmetric call are evaluated with x2=None, exactly as the whole call would be
-        b1, b2 = min(batch_size, x1.shape[0]), min(batch_size, xb.shape[0])
-        starts1 = tile_starts(x1.shape[0], b1)
-        starts2 = tile_starts(xb.shape[0], b2)
+        n1, n2 = _n_inputs(x1), _n_inputs(xb)
+        b1, b2 = min(batch_size, n1), min(batch_size, n2)
+        starts1, starts2 = tile_starts(n1, b1), tile_starts(n2, b2)
 
         def tile(s1, s2):
             same = x2 is None and s1 == s2 and b1 == b2
-            return group(keys, x1[s1:s1 + b1], None if same else xb[s2:s2 + b2], names, kwargs)
+            return group(keys, _rows(x1, s1, b1), None if same else _rows(xb, s2, b2), names,
+                         kwargs)
 
         if 0 in ax.diag:
-            parts = [tile(s, s) if x2 is None else group(keys, x1[s:s + b1], xb[s:s + b1],
-                                                         names, kwargs) for s in starts1]
+            parts = [tile(s, s) if x2 is None else group(keys, _rows(x1, s, b1),
+                                                         _rows(xb, s, b1), names, kwargs)
+                     for s in starts1]
             return _join(parts, starts1, b1, 0)
         rows = [_join([tile(s1, s2) for s2 in starts2], starts2, b2, 1) for s1 in starts1]
         return _join(rows, starts1, b1, 0)
@@ -173,6 +176,21 @@ def monte_carlo_kernel_fn(init_fn, apply_fn, key, n_samples, batch_size: int = 0
         return gen if as_generator else next(gen)
 
     return kernel_fn
+
+
+def _shapes(x):
+    """``init_fn``'s input_shape: a shape, or a list of them for a network of several inputs."""
+    if isinstance(x, (list, tuple)):
+        return type(x)(_shapes(a) for a in x)
+    return tuple(x.shape)
+
+
+def _n_inputs(x) -> int:
+    return int(jax.tree_util.tree_leaves(x)[0].shape[0])
+
+
+def _rows(x, start, b):
+    return jax.tree_util.tree_map(lambda a: a[start:start + b], x)
 
 
 def _join(parts, starts, b: int, axis: int):

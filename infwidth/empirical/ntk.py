@@ -109,7 +109,8 @@ def _jacobian_contraction(f, x1, x2, params, kw1, kw2, axes, vm, fx1, fx2):
         if vm is None:
             return _jacobian(lambda p: f(p, x, **kw), params, out_size, n_params)
         g, batched = per_example_fn(f, vm, kw)
-        n = x.shape[0] if vm.x_axis == 0 else out_size
+        ax0 = leaf_axes(vm.x_axis, x)[0]  # one int for every input of a list, or per input
+        n = _leaves(x)[0].shape[ax0] if ax0 is not None else out_size
         return jax.vmap(lambda xi, *kwi: _jacobian(lambda p: g(p, xi, *kwi), params,
                                                    out_size // max(n, 1), n_params),
                         in_axes=(vm.x_axis, *[vm.kw_axes[b] for b in batched]),
