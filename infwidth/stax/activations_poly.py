@@ -26,6 +26,11 @@ def _hermite_weight(i: int, k: int) -> float:
     return math.factorial(i) / (math.factorial(k) * math.factorial(m) * 2**m)
 
 
+def _nonzero(c) -> bool:
+    """False only for a coefficient known to be 0 (a traced hyperparameter may be anything)."""
+    return not isinstance(c, (int, float)) or c != 0
+
+
 def _polynomial_maps(coef):
     """NNGP and derivative maps of ``sum_i coef[i] x**i``.
 
@@ -38,22 +43,27 @@ def _polynomial_maps(coef):
     exact and smooth at zero inputs); its derivative in ``cov12`` is the NTK map.
     """
     n = len(coef)
+    # the Hermite orders present (a term that is identically zero is left out, so that an
+    # overflowed covariance gives inf, not 0 * inf = NaN)
+    present = [k for k in range(n)
+               if any(_nonzero(coef[i] * _hermite_weight(i, k)) for i in range(k, n, 2))]
 
     def r(k, var):
         out = 0.0
         for i in range(k, n, 2):
-            out = out + coef[i] * _hermite_weight(i, k) * var ** ((i - k) // 2)
+            if _nonzero(coef[i] * _hermite_weight(i, k)):
+                out = out + coef[i] * _hermite_weight(i, k) * var ** ((i - k) // 2)
         return out
 
     def nngp_fn(cov12, var1, var2):
         out = jnp.zeros_like(cov12 * var1 * var2)
-        for k in range(n):
+        for k in present:
             out = out + math.factorial(k) * r(k, var1) * r(k, var2) * cov12**k
         return out
 
     def d_nngp_fn(cov12, var1, var2):
         out = jnp.zeros_like(cov12 * var1 * var2)
-        for k in range(1, n):
+        for k in (k for k in present if k > 0):
             out = out + k * math.factorial(k) * r(k, var1) * r(k, var2) * cov12 ** (k - 1)
         return out
 
