@@ -104,11 +104,44 @@ def _check_kernel_properties(compiled, x, dtype, what):
         assert np.isfinite(np.asarray(grad(x))).all(), f"{what}: jax.grad not finite"
 
 
-@pytest.mark.xfail(strict=False, reason="open: for some activations jax.grad in float32 "
-                   "overflows at input scale 1e12 (variances 1e24), e.g. Erf and Sigmoid_like; "
-                   "values are right. Cases that pass show as XPASS.")
-@pytest.mark.parametrize("name", sorted(ACTIVATIONS))
-@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["float32", "float64"])
+# Measured open failures (issue 14), each an expected failure of its own, so that every other
+# (activation, dtype) pair must pass; strict=False because some pass on some CPUs.
+_F32_HUGE = ("float32 inputs of norm 1e12 (variances 1e24): the closed form overflows in an "
+             "intermediate (products of variances) and gives NaN or a non-finite gradient; "
+             "float64 is right")
+_QUADRATURE = ("Gauss-Hermite quadrature error (a kink in the derivative; large pre-activation "
+               "variances) exceeds the rounding-level tolerances of copies, symmetry and PSD")
+_OVERFLOW = ("depth 10 at W_std 1.5: the kernel outgrows the float range, and the arc-cosine "
+             "formula meets inf * 0 (at correlation -1) and gives NaN instead of inf")
+_F64_HUGE = "float64 inputs of norm 1e30: the NTK formula meets inf * 0 and gives NaN"
+KNOWN_FAILURES = {
+    ("Erf", "float32"): _F32_HUGE, ("Gaussian", "float32"): _F32_HUGE,
+    ("Gabor", "float32"): _F32_HUGE, ("Gelu", "float32"): _F32_HUGE,
+    ("Exp", "float32"): _F32_HUGE, ("Exp", "float64"): _F64_HUGE,
+    ("Gelu", "float64"): _F64_HUGE + " (and a non-PSD NTK at 1e30)",
+    ("Cos", "float32"): _F32_HUGE, ("Elementwise", "float32"): _F32_HUGE,
+    ("Rbf", "float32"): _F32_HUGE, ("Sigmoid", "float32"): _F32_HUGE,
+    ("Mish", "float32"): _F32_HUGE, ("Mish", "float64"): _F64_HUGE,
+    ("RectifiedMonomial2", "float32"): _OVERFLOW, ("RectifiedMonomial2", "float64"): _OVERFLOW,
+    ("Selu", "float32"): _QUADRATURE, ("Selu", "float64"): _QUADRATURE,
+    ("Sin", "float32"): _F32_HUGE, ("Tanh", "float32"): _F32_HUGE,
+    ("Sigmoid_like", "float32"): _F32_HUGE, ("Silu", "float32"): _F32_HUGE,
+    ("Softplus", "float32"): _F32_HUGE,
+    ("Elu", "float32"): _QUADRATURE, ("Elu", "float64"): _QUADRATURE,
+    ("ElementwiseNumerical", "float32"): _QUADRATURE,
+    ("ElementwiseNumerical", "float64"): _QUADRATURE,
+}
+
+
+def _cases():
+    for name in sorted(ACTIVATIONS):
+        for dtype, label in ((np.float32, "float32"), (np.float64, "float64")):
+            reason = KNOWN_FAILURES.get((name, label))
+            marks = [pytest.mark.xfail(strict=False, reason=reason)] if reason else []
+            yield pytest.param(name, dtype, id=f"{label}-{name}", marks=marks)
+
+
+@pytest.mark.parametrize("name,dtype", list(_cases()))
 def test_activation_properties(name, dtype):
     with x64() if dtype == np.float64 else _nullcontext():
         for depth in (1, 10):
