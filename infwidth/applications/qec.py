@@ -359,8 +359,9 @@ def _training_data(code, errors):
 def network_decoder(init_fn, apply_fn, code: StabilizerCode, errors, *, learning_rate=1.0,
                     steps: int = 500, key=None) -> np.ndarray:
     """A lookup table learned by a finite network ``(init_fn, apply_fn)`` with 4 outputs,
-    trained by full-batch gradient descent on ``0.5 * mean((f - onehot)**2)`` over the sampled
-    ``errors``; the decision per syndrome is the arg-max output. With a wide NTK-parameterized
+    trained by full-batch gradient descent on ``0.5 * mean(|f - onehot|**2)`` over the sampled
+    ``errors`` (run on the 16 syndrome values with their counts as weights: the same loss up to
+    a constant); the decision per syndrome is the arg-max output. With a wide NTK-parameterized
     network this approaches `kernel_decoder` with ``get='ntk'`` (Jacot et al. 2018,
     arXiv:1806.07572).
 
@@ -385,16 +386,24 @@ def network_decoder(init_fn, apply_fn, code: StabilizerCode, errors, *, learning
 
     steps = check_positive_int(steps, "steps", "network_decoder")
     x, y, x_all = _training_data(code, errors)
+    # the loss over the N samples equals, up to a constant, the count-weighted loss over the
+    # 16 syndrome values against their mean labels, so gradient descent is run on those
+    index = syndrome_index((1 - x) / 2)
+    counts = np.bincount(index, minlength=len(x_all)).astype(np.float64)
+    sums = np.zeros((len(x_all), y.shape[1]))
+    np.add.at(sums, index, y)
     dtype = jnp.result_type(float)
-    x, y = jnp.asarray(x, dtype), jnp.asarray(y, dtype)
+    w = jnp.asarray(counts / counts.sum(), dtype)
+    target = jnp.asarray(sums / np.maximum(counts, 1)[:, None], dtype)
+    xs = jnp.asarray(x_all, dtype)
     key = jax.random.PRNGKey(0) if key is None else key
-    _, params = init_fn(key, x.shape)
+    _, params = init_fn(key, xs.shape)
 
     def loss(params):
-        return 0.5 * jnp.mean(jnp.sum((apply_fn(params, x) - y) ** 2, axis=1))
+        return 0.5 * jnp.sum(w * jnp.sum((apply_fn(params, xs) - target) ** 2, axis=1))
 
     state_init, step = make_step(loss, learning_rate, "network_decoder")
     state = state_init(params)
     for _ in range(steps):
         params, state, _ = step(params, state)
-    return np.argmax(np.asarray(apply_fn(params, jnp.asarray(x_all, dtype))), axis=1)
+    return np.argmax(np.asarray(apply_fn(params, xs)), axis=1)
