@@ -3,6 +3,9 @@
 * Signal propagation and criticality: `signal_propagation`, `critical_W_std`, `phase_diagram`.
 * Kernel-target alignment: `kernel_target_alignment`, `rank_architectures`.
 * Spectra and learning curves: `eigendecomposition`, `effective_rank`, `predicted_learning_curve`.
+* Finite-width corrections: `relu_gradient_fluctuation`, `measure_gradient_fluctuation`
+  (Hanin & Nica's ``exp(5 depth / width)``), `ntk_width_corrections`, `ensemble_bias_variance`;
+  Gaussianity of finite outputs: `output_gaussianity`, `ks_distance`.
 * Training diagnostics (lazy vs rich): `kernel_movement`, `weight_movement`, `empirical_kernel`,
   `track_training`, `TrainingTrace`.
 
@@ -13,6 +16,17 @@
 """
 
 from .alignment import Ranked, kernel_alignment, kernel_target_alignment, rank_architectures
+from .finite_width import (
+    BiasVariance,
+    GradientFluctuation,
+    WidthCorrections,
+    ensemble_bias_variance,
+    measure_gradient_fluctuation,
+    ntk_width_corrections,
+    relu_gradient_fluctuation,
+    relu_mlp,
+)
+from .gaussianity import Gaussianity, ks_distance, output_gaussianity
 from .signal import (
     CHAOTIC,
     CRITICAL,
@@ -73,4 +87,15 @@ __all__ = [
     "kernel_movement",
     "track_training",
     "weight_movement",
+    "relu_gradient_fluctuation",
+    "relu_mlp",
+    "GradientFluctuation",
+    "measure_gradient_fluctuation",
+    "WidthCorrections",
+    "ntk_width_corrections",
+    "BiasVariance",
+    "ensemble_bias_variance",
+    "Gaussianity",
+    "output_gaussianity",
+    "ks_distance",
 ]
