@@ -100,7 +100,7 @@ def _normalized_variance(samples, n_boot, rng):
     return float(nv(samples)), float(np.std(nv(samples[boot])))
 
 
-def _relu_ntk_samples(rng, n_seeds, x, width, depth, chunk=2000):
+def _relu_ntk_samples(rng, n_seeds, x, width, depth, max_floats=2 ** 24):
     """Empirical NTKs ``(n_seeds, P, P)`` (all weights) and their readout-layer part of
     bias-free ReLU MLPs in the NTK parameterization, ``h^{l+1} = g_l W^{l+1} a^l / sqrt(n_l)``
     with ``a^0 = x``, ``g_0 = 1``, ``a^l = relu(h^l)``, ``g_l = sqrt(2)`` (numpy, float64,
@@ -110,6 +110,8 @@ def _relu_ntk_samples(rng, n_seeds, x, width, depth, chunk=2000):
     dims = [d0] + [width] * depth + [1]
     gains = [1.0] + [np.sqrt(2.0)] * depth
     totals, readouts = [], []
+    per_seed = sum(dims[i] * dims[i + 1] for i in range(depth + 1))
+    chunk = max(1, min(n_seeds, max_floats // per_seed))     # weights of <= 128 MiB at once
     for start in range(0, n_seeds, chunk):
         s = min(chunk, n_seeds - start)
         ws = [rng.standard_normal((s, dims[i + 1], dims[i])) for i in range(depth + 1)]

@@ -98,7 +98,9 @@ def output_gaussianity(make_network, widths, x, n_seeds: int = 4000, key=None,
             return apply_fn(params, x).ravel()[0]
 
         keys = jax.random.split(jax.random.fold_in(key, w), n_seeds)
-        f = np.asarray(jax.jit(jax.vmap(out))(keys), np.float64)
+        batch = max(1, min(n_seeds, 2 ** 22 // (w * w + w)))      # bounded memory
+        f = np.asarray(jax.jit(lambda k, out=out, b=batch: jax.lax.map(out, k, batch_size=b))(
+            keys), np.float64)
 
         def kurtosis(s):
             return np.mean(s ** 4, -1) / np.mean(s ** 2, -1) ** 2 - 3
