@@ -141,10 +141,11 @@ def relu_mlp(width: int, depth: int):
     ``depth`` bias-free ReLU layers of ``width`` (He initialisation, first layer ``W_std=1``)
     and a readout ``Dense(1, W_std=sqrt(2))``, NTK parameterization.
 
+    >>> import numpy as np
     >>> from infwidth.analysis.finite_width import relu_mlp
     >>> _, _, kernel_fn = relu_mlp(16, 2)
-    >>> round(float(kernel_fn([[1., 1.]], None, 'nngp')[0, 0]), 6)    # He: variance kept
-    2.0
+    >>> round(float(kernel_fn(np.ones((1, 2)), None, 'nngp')[0, 0]), 6)  # |x|^2 / d, kept by He
+    1.0
     """
     from .. import stax
 
