@@ -70,10 +70,11 @@ def test_ranking_agrees_with_kernel_regression_on_a_linear_task():
     assert all(a.alignment > b.alignment for a, b in zip(ranking, ranking[1:]))
 
 
-@pytest.mark.parametrize("source", ["relu-4", "erf-chaotic"])
+@pytest.mark.parametrize("source", ["relu-1", "relu-4", "erf-chaotic"])
 def test_ranking_picks_the_kernel_the_targets_were_drawn_from(source):
     """Targets drawn from the Gaussian process of one architecture's NTK: alignment picks that
-    architecture, and its kernel regression has the smallest test error."""
+    architecture, and its kernel regression has the smallest test error (the claim holds for
+    the best architecture; the order of the others need not agree, see below)."""
     with x64():
         x = sphere(jax.random.PRNGKey(2), 2 * N_TRAIN, 8)
         k = ARCHITECTURES[source][2](x, None, "ntk")
@@ -84,6 +85,30 @@ def test_ranking_picks_the_kernel_the_targets_were_drawn_from(source):
                   for name, arch in ARCHITECTURES.items()}
     assert ranking[0].name == source
     assert min(errors, key=errors.get) == source
+
+
+def test_where_the_ranking_fails():
+    """Two measured failures (seed claim 7 holds only as stated above). (a) Beyond the top:
+    targets from relu-4's GP: alignment ranks erf-chaotic second, but its test error is more
+    than twice relu-1's. (b) A quadratic target x0 x1 (no GP draw): alignment puts relu-4 first,
+    while relu-1's kernel regression has a >10x smaller test error."""
+    with x64():
+        x = sphere(jax.random.PRNGKey(2), 2 * N_TRAIN, 8)
+        k = ARCHITECTURES["relu-4"][2](x, None, "ntk")
+        chol = jnp.linalg.cholesky(k + 1e-8 * jnp.trace(k) / len(k) * jnp.eye(len(k)))
+        y = chol @ jax.random.normal(jax.random.PRNGKey(3), (len(k), 4))
+        kernels = {name: arch[2](x, None, "ntk") for name, arch in ARCHITECTURES.items()}
+        ranking = [r.name for r in rank_architectures(ARCHITECTURES, x[:N_TRAIN], y[:N_TRAIN])]
+        errors = {name: regression_error(kk, y) for name, kk in kernels.items()}
+        assert ranking[:2] == ["relu-4", "erf-chaotic"]
+        assert errors["erf-chaotic"] > 2 * errors["relu-1"]
+        xq = sphere(jax.random.PRNGKey(1), 2 * N_TRAIN, 8)
+        yq = xq[:, 0] * xq[:, 1]
+        ranking = rank_architectures(ARCHITECTURES, xq[:N_TRAIN], yq[:N_TRAIN])
+        errors = {name: regression_error(arch[2](xq, None, "ntk"), yq)
+                  for name, arch in ARCHITECTURES.items()}
+    assert ranking[0].name == "relu-4"
+    assert errors["relu-1"] < errors["relu-4"] / 10, errors
 
 
 def test_bad_inputs():

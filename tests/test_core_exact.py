@@ -132,6 +132,21 @@ def test_symmetric_psd_and_x2_none_equals_x1():
     assert_close(np.diag(np.asarray(k_none.nngp)), k_none.cov1, 1e-12, "cov1 is the diagonal")
 
 
+def test_sign_flipped_inputs_are_not_taken_for_identical_ones():
+    """Inputs differing by an even number of sign flips (the vertices of the cube {-1, 1}^4)
+    are different inputs: kernel_fn(x1, x2) is the block of kernel_fn(x) and, for Dense alone,
+    the inner products x1 . x2 / d exactly (a fingerprint that cancelled sign bits in pairs
+    took (1, 1, 1, 1) and (-1, -1, 1, 1) for the same input)."""
+    x = 1.0 - 2.0 * ((np.arange(16)[:, None] >> np.arange(4)) & 1)
+    with x64():
+        dense = stax.Dense(1).kernel_fn(x[:5], x[3:], "nngp")
+        np.testing.assert_allclose(np.asarray(dense), x[:5] @ x[3:].T / 4, atol=1e-15)
+        kernel_fn = stax.serial(stax.Dense(1, b_std=0.1), stax.Relu(), stax.Dense(1)).kernel_fn
+        full = kernel_fn(x, None, "ntk")
+        np.testing.assert_allclose(np.asarray(kernel_fn(x[:5], x[3:], "ntk")),
+                                   np.asarray(full)[:5, 3:], rtol=1e-12, atol=1e-12)
+
+
 def test_jit_equals_eager_and_kernel_passes_back():
     x1, x2 = _data()
     x1, x2 = jnp.asarray(x1), jnp.asarray(x2)

@@ -6,6 +6,9 @@
 * Operator kernels (physics-informed): `operator_kernel` with `laplacian`, `gradient`,
   `divergence`, `elasticity`, `identity`, `stack`.
 * NTK saliency: `ntk_saliency`, `spearman`.
+* Finite-width corrections: `relu_gradient_fluctuation`, `measure_gradient_fluctuation`
+  (Hanin & Nica's ``exp(5 depth / width)``), `ntk_width_corrections`, `ensemble_bias_variance`;
+  Gaussianity of finite outputs: `output_gaussianity`, `ks_distance`.
 * Training diagnostics (lazy vs rich): `kernel_movement`, `weight_movement`, `empirical_kernel`,
   `track_training`, `TrainingTrace`.
 
@@ -27,6 +30,17 @@ from .operators import (
     stack,
 )
 from .saliency import NTKSaliency, ntk_saliency, spearman
+from .finite_width import (
+    BiasVariance,
+    GradientFluctuation,
+    WidthCorrections,
+    ensemble_bias_variance,
+    measure_gradient_fluctuation,
+    ntk_width_corrections,
+    relu_gradient_fluctuation,
+    relu_mlp,
+)
+from .gaussianity import Gaussianity, ks_distance, output_gaussianity
 from .signal import (
     CHAOTIC,
     CRITICAL,
@@ -98,4 +112,15 @@ __all__ = [
     "kernel_movement",
     "track_training",
     "weight_movement",
+    "relu_gradient_fluctuation",
+    "relu_mlp",
+    "GradientFluctuation",
+    "measure_gradient_fluctuation",
+    "WidthCorrections",
+    "ntk_width_corrections",
+    "BiasVariance",
+    "ensemble_bias_variance",
+    "Gaussianity",
+    "output_gaussianity",
+    "ks_distance",
 ]

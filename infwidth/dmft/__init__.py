@@ -2,7 +2,8 @@
 
 * `deep_linear`: exact DMFT of deep linear networks (Bordelon & Pehlevan 2022, arXiv:2205.09653).
 * `mlp`: Monte Carlo DMFT of nonlinear MLPs (ReLU, tanh, erf), same outputs.
-* `mean_field`: the two-layer mean-field limit as a particle flow, with its convergence check.
+* `mean_field`: the two-layer mean-field limit as a particle flow, with its convergence check;
+  `particle_flow`: the same with the neurons' trajectories.
 * `train_mup`, `mup_network`, `FiniteRun`: the finite-width muP networks of that limit (optax).
 * `DMFTSolution`: the trajectory (loss, outputs, feature and gradient kernels over time).
 """
@@ -10,8 +11,8 @@
 from ._common import DMFTSolution
 from .finite import FiniteRun, mup_network, train_mup
 from .linear import deep_linear
-from .mean_field import mean_field
+from .mean_field import ParticleFlow, mean_field, particle_flow
 from .nonlinear import mlp
 
-__all__ = ["DMFTSolution", "deep_linear", "mean_field", "mlp", "FiniteRun", "mup_network",
-           "train_mup"]
+__all__ = ["DMFTSolution", "deep_linear", "mean_field", "particle_flow", "ParticleFlow", "mlp",
+           "FiniteRun", "mup_network", "train_mup"]

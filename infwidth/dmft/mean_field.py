@@ -21,6 +21,8 @@ population's distance from the limit (the Monte Carlo error ``O(M**-1/2)``).
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import jax
 import jax.numpy as jnp
 
@@ -36,6 +38,20 @@ from ._common import (
     loss_of,
 )
 from .nonlinear import PHI, _lazy_ntk
+
+
+class ParticleFlow(NamedTuple):
+    """Result of `particle_flow`: the neurons' trajectories and the `DMFTSolution`.
+
+    Attributes:
+      a: ``(T, M)`` readout weights ``a_i(t)`` of all ``M`` particles (both halves).
+      w: ``(T, M, D)`` input weights ``w_i(t)``.
+      solution: the `DMFTSolution` that `mean_field` returns.
+    """
+
+    a: jnp.ndarray
+    w: jnp.ndarray
+    solution: DMFTSolution
 
 
 def mean_field(x_train, y_train, x_test=None, *, gamma0: float, activation: str = "relu",
@@ -66,7 +82,29 @@ def mean_field(x_train, y_train, x_test=None, *, gamma0: float, activation: str 
       >>> bool(abs(flow.loss[-1] - exact.loss[-1]) < 3 * flow.residual + 1e-3)
       True
     """
-    where = "mean_field"
+    return particle_flow(x_train, y_train, x_test, gamma0=gamma0, activation=activation,
+                         learning_rate=learning_rate, dt=dt, n_steps=n_steps,
+                         n_particles=n_particles, substeps=substeps, key=key, tol=tol,
+                         _where="mean_field").solution
+
+
+def particle_flow(x_train, y_train, x_test=None, *, gamma0: float, activation: str = "relu",
+                  learning_rate: float = 1.0, dt: float = 0.1, n_steps: int = 50,
+                  n_particles: int = 4096, substeps: int = 4, key=None,
+                  tol: float | None = None, _where: str = "particle_flow") -> ParticleFlow:
+    r"""`mean_field` with the neurons' trajectories: every particle ``(a_i(t), w_i(t))`` on
+    the time grid, the Wasserstein gradient flow of their empirical distribution (Mei,
+    Montanari & Nguyen 2018, arXiv:1804.06561; Chizat & Bach 2018, arXiv:1805.09545).
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from infwidth import dmft
+      >>> x = jnp.array([[1., 0.], [0.6, 0.8]]); y = jnp.array([1., -1.])
+      >>> flow = dmft.particle_flow(x, y, gamma0=1.0, n_steps=10, n_particles=64)
+      >>> flow.a.shape, flow.w.shape, bool(flow.solution.loss[-1] < flow.solution.loss[0])
+      ((11, 64), (11, 64, 2), True)
+    """
+    where = _where
     x_train, y_train, x_test = check_data(x_train, y_train, x_test, where)
     gamma0 = check_gamma0(gamma0, where, allow_zero=False)
     check_choice(activation, "activation", ACTIVATIONS, where)
@@ -129,9 +167,9 @@ def mean_field(x_train, y_train, x_test=None, *, gamma0: float, activation: str 
         grad = jax.vmap(dphi)(h_t) * a_t[:, None, :]
         phis = jnp.einsum("tnm,tkm->tnk", feat, feat) / m
         gs = jnp.einsum("tnm,tkm->tnk", grad, grad) / m
-        return f_t, phis, gs
+        return f_t, phis, gs, a_t, w_t
 
-    f_h, phi_h, g_h = jax.jit(jax.vmap(run))(a0, w0)
+    f_h, phi_h, g_h, a_h, w_h = jax.jit(jax.vmap(run))(a0, w0)
     residual = float(jnp.max(jnp.abs(f_h[0, :, :p] - f_h[1, :, :p])) / 2)
     if tol is not None and not residual <= tol:
         raise RuntimeError(
@@ -142,7 +180,10 @@ def mean_field(x_train, y_train, x_test=None, *, gamma0: float, activation: str 
     phis, gs = phi_h.mean(0), g_h.mean(0)
     kx = input_kernel(x)
     ntk = gs * kx[None] + phis
-    return DMFTSolution(
+    solution = DMFTSolution(
         times=dt * jnp.arange(n_steps + 1, dtype=x.dtype), loss=loss_of(f[:, :p], y_train),
         f_train=f[:, :p], f_test=None if x_test is None else f[:, p:], phi=phis[None],
         g=gs[None], ntk=ntk, iterations=0, residual=residual)
+    a_all = jnp.concatenate([a_h[0], a_h[1]], axis=1)
+    w_all = jnp.concatenate([w_h[0], w_h[1]], axis=1)
+    return ParticleFlow(a_all, w_all, solution)

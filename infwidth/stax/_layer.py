@@ -322,6 +322,12 @@ def _fingerprints(x):
     if x.dtype.itemsize < 4:
         x = x.astype(jnp.float32)
     bits = jax.lax.bitcast_convert_type(x, jnp.uint32).reshape(x.shape[0], -1)
+    # mix each word first (the "lowbias32" integer hash): a plain weighted sum of the words
+    # cancels sign bits in pairs (0x80000000 * odd == 0x80000000 mod 2**32), so inputs that
+    # differ by an even number of sign flips, such as +-1 data, would collide
+    bits = (bits ^ (bits >> 16)) * jnp.uint32(0x7FEB352D)
+    bits = (bits ^ (bits >> 15)) * jnp.uint32(0x846CA68B)
+    bits = bits ^ (bits >> 16)
     rng = np.random.default_rng(0x1F1)
     mult = rng.integers(1, 2**32, size=(2, bits.shape[1]), dtype=np.uint64) | 1
     mult = jnp.asarray(mult.astype(np.uint32))
