@@ -19,17 +19,6 @@
 """
 
 from .alignment import Ranked, kernel_alignment, kernel_target_alignment, rank_architectures
-from .operators import (
-    Operator,
-    divergence,
-    elasticity,
-    gradient,
-    identity,
-    laplacian,
-    operator_kernel,
-    stack,
-)
-from .saliency import NTKSaliency, ntk_saliency, spearman
 from .finite_width import (
     BiasVariance,
     GradientFluctuation,
@@ -41,6 +30,17 @@ from .finite_width import (
     relu_mlp,
 )
 from .gaussianity import Gaussianity, ks_distance, output_gaussianity
+from .operators import (
+    Operator,
+    divergence,
+    elasticity,
+    gradient,
+    identity,
+    laplacian,
+    operator_kernel,
+    stack,
+)
+from .saliency import NTKSaliency, ntk_saliency, spearman
 from .signal import (
     CHAOTIC,
     CRITICAL,
