@@ -16,7 +16,7 @@ or a `Kernel` to continue a recursion.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
 
 import jax
@@ -51,10 +51,18 @@ class LayerInfo:
       name: the layer's name, for messages.
       mixes_batch: the kernel of a pair of inputs depends on other inputs of the batch (an
         ``Index`` selecting inputs, batch statistics): the call is never cut into tiles.
+      family: the kind of layer (``'Dense'``, ``'Conv'``, ``'elementwise'``, ``'serial'``, ...),
+        which `infwidth.features` reads to find the layer's feature rule.
+      hparams: what a feature rule needs to know of the layer (its affine rule, its activation
+        ``fn``, a builder of the same layer at another width); read only, never while tracing.
+      children: the kernel_fns a combinator applies, in order.
     """
 
     name: str
     mixes_batch: bool = False
+    family: str = ""
+    hparams: Mapping[str, Any] = dataclasses.field(default_factory=dict, compare=False)
+    children: tuple = dataclasses.field(default=(), compare=False)
 
     @staticmethod
     def of(kernel_fn) -> LayerInfo:
@@ -67,14 +75,17 @@ class LayerInfo:
 
 def make_layer(name: str, init_fn: Callable, apply_fn: Callable, transform: Callable,
                shape_fn: Callable | None, *, mixes_batch: bool = False,
-               children: Sequence[Callable] = ()) -> Layer:
+               children: Sequence[Callable] = (), family: str | None = None,
+               hparams: Mapping[str, Any] | None = None) -> Layer:
     """Assembles a `Layer` whose ``kernel_fn`` has the standard calling convention.
 
     ``transform(kernel, **kwargs) -> kernel`` is the layer's map on Kernels; ``children`` are
     the kernel_fns a combinator applies (their `LayerInfo` is combined with this layer's).
+    ``family`` (default ``name``) and ``hparams`` are metadata for `infwidth.features`.
     """
     info = LayerInfo(name, mixes_batch=mixes_batch or any(
-        LayerInfo.of(c).mixes_batch for c in children))
+        LayerInfo.of(c).mixes_batch for c in children), family=family or name,
+        hparams=dict(hparams or {}), children=tuple(children))
 
     def kernel_fn(x1, x2=None, get=None, *, diagonal_batch: bool | None = None,
                   diagonal_spatial: bool | None = None, **kwargs):

@@ -102,4 +102,5 @@ def Dense(out_dim: int, W_std: float = 1.0, b_std: float | None = None, batch_ax
         return k.replace(nngp=nngp, ntk=ntk, cov1=rule.cov(k.cov1), cov2=rule.cov(k.cov2),
                          is_gaussian=True)
 
-    return make_layer(name, init_fn, apply_fn, transform, shape_fn)
+    return make_layer(name, init_fn, apply_fn, transform, shape_fn, family="Dense",
+                      hparams={"rule": rule})

@@ -137,4 +137,5 @@ def elementwise(fn: Callable, name: str, nngp_fn: Callable, d_nngp_fn: Callable 
     def transform(k, **kwargs):
         return elementwise_kernel(k, name, nngp_fn, d_nngp_fn, diag_fn)
 
-    return make_layer(name, init_fn, apply_fn, transform, shape_fn=lambda shape: shape)
+    return make_layer(name, init_fn, apply_fn, transform, shape_fn=lambda shape: shape,
+                      family="elementwise", hparams={"fn": fn})
