@@ -34,6 +34,7 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from ..stax._layer import LayerInfo
 
@@ -49,26 +50,51 @@ class Feats(NamedTuple):
 class Context:
     """The width ``n_features`` and the random draws of one feature map.
 
-    The walk runs twice: once recording every draw (`draw` calls its thunk), then, for every
-    batch of inputs, replaying them, so that the weights are drawn once per map and not once
-    per tile of inputs.
+    The walk runs twice: once abstractly (`jax.eval_shape`) recording every draw, made with
+    numpy from the map's seed and the draw's path in the network (so no random-number program
+    is compiled), then, for every batch of inputs, replaying them: the weights are drawn once
+    per map and input shape, not once per tile of inputs.
     """
 
     def __init__(self, n_features: int, draws: list | None = None):
         self.n_features = n_features
         self.recording = draws is None
+        self.specs: list = []  # what each draw is: (kind, path, shape, dtype)
         self.draws: list = [] if draws is None else list(draws)
         self._next = 0
 
-    def draw(self, thunk: Callable):
+    def draw(self, kind: str, path: tuple[int, ...], shape: tuple[int, ...], dtype):
+        """A random array: ``kind`` is 'normal' (standard normal), 'sign' (+-1) or 'hash'
+        (the identity on the first ``shape[1]`` entries of ``shape[0]``, then uniform)."""
         if self.recording:
-            self.draws.append(thunk())
-            return self.draws[-1]
+            self.specs.append((kind, path, tuple(shape), jnp.dtype(dtype).name))
+            return jnp.zeros(shape[:1] if kind == "hash" else shape, dtype)
         self._next += 1
         return self.draws[self._next - 1]
 
-    def normal(self, key, shape, dtype):
-        return self.draw(lambda: jax.random.normal(key, shape, dtype))
+    def normal(self, path, shape, dtype):
+        return self.draw("normal", path, shape, dtype)
+
+
+def make_draws(specs, seed) -> list:
+    """The arrays of recorded draws, made with numpy from ``seed`` and each draw's path."""
+    out = []
+    for kind, path, shape, dtype in specs:
+        rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=path))
+        if kind == "normal":
+            arr = rng.standard_normal(shape)
+        elif kind == "sign":
+            arr = rng.choice(np.array([-1.0, 1.0]), shape)
+        else:
+            c, n = shape
+            arr = np.concatenate([np.arange(n), rng.integers(0, n, c - n)])
+        out.append(jnp.asarray(arr.astype(dtype)))
+    return out
+
+
+def split(path: tuple[int, ...], n: int) -> list[tuple[int, ...]]:
+    """``n`` child paths of a draw path (as `jax.random.split` splits a key)."""
+    return [path + (i,) for i in range(n)]
 
 
 RULES: dict[str, Callable] = {}
@@ -135,7 +161,7 @@ def _abstract(kernel_fn, k_abs):
 
 @rule("serial")
 def _serial(kernel_fn, info, key, feats, k_abs, ctx):
-    keys = jax.random.split(key, max(len(info.children), 1))
+    keys = split(key, len(info.children))
     for child, kk in zip(info.children, keys):
         feats, k_abs = walk(child, kk, feats, k_abs, ctx)
     return feats, k_abs
@@ -144,7 +170,7 @@ def _serial(kernel_fn, info, key, feats, k_abs, ctx):
 @rule("repeat")
 def _repeat(kernel_fn, info, key, feats, k_abs, ctx):
     (child,) = info.children
-    for kk in jax.random.split(key, info.hparams["n"]):
+    for kk in split(key, info.hparams["n"]):
         feats, k_abs = walk(child, kk, feats, k_abs, ctx)
     return feats, k_abs
 
@@ -152,7 +178,7 @@ def _repeat(kernel_fn, info, key, feats, k_abs, ctx):
 @rule("parallel")
 def _parallel(kernel_fn, info, key, feats, k_abs, ctx):
     k_out = _abstract(kernel_fn, k_abs)  # checks the number of inputs
-    keys = jax.random.split(key, len(info.children))
+    keys = split(key, len(info.children))
     out = [walk(c, kk, f, k, ctx)[0] for c, kk, f, k in zip(info.children, keys, feats, k_abs)]
     return out, k_out
 
@@ -254,7 +280,7 @@ def _elementwise(kernel_fn, info, key, feats, k_abs, ctx):
     k_out = _abstract(kernel_fn, k_abs)
     fn, m = info.hparams["fn"], ctx.n_features
     f = feats.nngp
-    k_g, k_r = jax.random.split(key)
+    k_g, k_r = split(key, 2)
     u = _mm(f, ctx.normal(k_g, (f.shape[-1], m), f.dtype))
     if feats.ntk is None:
         return Feats(fn(u) / math.sqrt(m), None), k_out

@@ -16,11 +16,12 @@ import math
 from collections.abc import Callable
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from .._checks import check_positive_int
 from .._get import namedtuple_of, parse_get
 from ..stax._layer import LayerInfo, inputs_to_kernel
-from ._rules import Context, Feats, check_rules, walk
+from ._rules import Context, Feats, check_rules, make_draws, walk
 
 METHODS = ("auto", "random")
 
@@ -35,6 +36,7 @@ class FeatureMap:
         self._record, self._apply = compiled
         self._draws: dict = {}
         self.key = key
+        self._seed = tuple(np.asarray(jax.random.key_data(key)).ravel().tolist())
         self.get = get
         self.n_features = n_features
 
@@ -42,7 +44,7 @@ class FeatureMap:
         """The random weights for inputs shaped like ``x`` (drawn once, then cached)."""
         sig = (tuple(x.shape[1:]), jnp.dtype(x.dtype).name)
         if sig not in self._draws:
-            self._draws[sig] = self._record(self.key, jnp.zeros((1,) + sig[0], x.dtype))
+            self._draws[sig] = self._record(self._seed, sig)
         return self._draws[sig]
 
     def __call__(self, x):
@@ -53,7 +55,7 @@ class FeatureMap:
                              f"(N, ..., d); got shape {x.shape}.")
         if not jnp.issubdtype(x.dtype, jnp.floating):
             x = x.astype(jnp.result_type(float))
-        return self._apply(self.draws(x), self.key, x)
+        return self._apply(self.draws(x), x)
 
 
 def _check_kernel_fn(kernel_fn_or_layer):
@@ -126,30 +128,33 @@ def _compiled(kernel_fn, names, n_features, single):
     """The jitted draw and apply functions of one architecture, width and ``get``."""
     compute_ntk = "ntk" in names
 
-    def walk_fn(ctx, key, x):
-        key_walk, key_out = jax.random.split(key)
+    def walk_fn(ctx, x):
         k_abs = jax.eval_shape(lambda a: inputs_to_kernel(a, compute_ntk=compute_ntk), x)
         f0 = Feats(x / math.sqrt(x.shape[-1]),
                    jnp.zeros(x.shape[:-1] + (0,), x.dtype) if compute_ntk else None)
-        feats, _ = walk(kernel_fn, key_walk, f0, k_abs, ctx)
+        feats, _ = walk(kernel_fn, (0,), f0, k_abs, ctx)
         if isinstance(feats, list):
             raise ValueError("feature_fn: the network ends in several branches; merge them "
                              "with FanInSum() or FanInConcat() first.")
-        out = {n: _to_width(getattr(feats, n), n_features, jax.random.fold_in(key_out, i), ctx)
+        out = {n: _to_width(getattr(feats, n), n_features, (1, i), ctx)
                for i, n in enumerate(names)}
         return out[names[0]] if single else namedtuple_of("Features", names)(
             *(out[n] for n in names))
 
-    def record(key, x1):
+    @functools.lru_cache(maxsize=16)
+    def specs(sig):
+        """What the map draws for inputs of one shape: an abstract walk, once."""
         ctx = Context(n_features)
-        walk_fn(ctx, key, x1)
-        return ctx.draws
+        jax.eval_shape(lambda a: walk_fn(ctx, a), jax.ShapeDtypeStruct((1,) + sig[0], sig[1]))
+        return tuple(ctx.specs)
 
-    return (jax.jit(record),
-            jax.jit(lambda draws, key, x: walk_fn(Context(n_features, draws), key, x)))
+    def record(seed, sig):
+        return make_draws(specs(sig), seed)
+
+    return record, jax.jit(lambda draws, x: walk_fn(Context(n_features, draws), x))
 
 
-def _to_width(f, n, key, ctx):
+def _to_width(f, n, path, ctx):
     """Exactly ``n`` columns: zero columns appended, or a count sketch (each column added with
     a random sign to a random one of the ``n``; unbiased, ``E[P P^T] = I``, and cheap)."""
     c = f.shape[-1]
@@ -157,10 +162,8 @@ def _to_width(f, n, key, ctx):
         return f
     if c < n:
         return jnp.concatenate([f, jnp.zeros(f.shape[:-1] + (n - c,), f.dtype)], axis=-1)
-    k_h, k_s = jax.random.split(key)
     # the first n columns keep their place; the c - n others are hashed onto them
-    where = ctx.draw(lambda: jnp.concatenate(
-        [jnp.arange(n), jax.random.randint(k_h, (c - n,), 0, n)]))
-    sign = ctx.draw(lambda: jax.random.rademacher(k_s, (c,), f.dtype))
+    where = ctx.draw("hash", path + (0,), (c, n), jnp.int32)
+    sign = ctx.draw("sign", path + (1,), (c,), f.dtype)
     out = jnp.zeros(f.shape[:-1] + (n,), f.dtype)
     return out.at[..., where].add(f * sign.reshape((1,) * (f.ndim - 1) + (c,)))
