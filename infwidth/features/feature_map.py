@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Callable
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -74,11 +74,12 @@ def feature_fn(kernel_fn, key, n_features: int, get=("nngp", "ntk"),
     """Random features ``phi`` with ``phi(x1) @ phi(x2).T`` estimating ``kernel_fn(x1, x2, get)``.
 
     The same ``key`` gives the same map, so features of different inputs (train and test, or
-    tiles of one training set) combine. Affine layers (Dense, Conv) are exact; each activation is a random feature of the finite activation evaluated on
-    an exactly Gaussian pre-activation (arc-cosine features for ReLU; Rahimi & Recht 2007, Cho &
-    Saul 2009); the NTK's tensor products are sketched with a Gaussian product sketch (Kar &
-    Karnick 2012; the NTK random features of Zandieh et al. 2021, arXiv:2106.07880). The error
-    falls like ``n_features ** -0.5``.
+    tiles of one training set) combine. Affine layers (Dense, Conv) are exact; each activation
+    is a random feature of the finite activation evaluated on an exactly Gaussian
+    pre-activation (arc-cosine features for ReLU; Rahimi & Recht 2007, Cho & Saul 2009); the
+    NTK's tensor products are sketched with a Gaussian product sketch (Kar & Karnick 2012; the
+    NTK random features of Zandieh et al. 2021, arXiv:2106.07880). The error falls like
+    ``n_features ** -0.5``.
 
     Args:
       kernel_fn: a stax layer or its ``kernel_fn`` (any nesting of serial, parallel, repeat,
