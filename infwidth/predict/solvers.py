@@ -185,12 +185,12 @@ def cg_update(state: CGState, ap, precond, target) -> CGState:
     pap = jnp.sum(p * ap, axis=0)
     active = jnp.linalg.norm(r, axis=0) > target
     alpha = jnp.where(active & (pap > 0), rz / jnp.where(pap > 0, pap, 1), 0)
-    x = x + alpha * p
-    r = r - alpha * ap
+    x = x + alpha[None] * p
+    r = r - alpha[None] * ap
     z = precond(r)
     rz_new = jnp.sum(r * z, axis=0)
     beta = jnp.where(rz > 0, rz_new / jnp.where(rz > 0, rz, 1), 0)
-    return CGState(i + 1, x, r, z + beta * p, rz_new)
+    return CGState(i + 1, x, r, z + beta[None] * p, rz_new)
 
 
 def cg_targets(b, tol):
