@@ -12,7 +12,10 @@ are ``F = x / sqrt(d)``, ``T`` empty (``c = 0``), which is exactly the Kernel of
   a concatenation with a constant column, and for Conv the patches of the features (the
   layer's own convolution, padding and strides, with an identity filter: ``taps * c``
   columns, which the next activation projects back to ``n_features``).
-* Elementwise activations: ``U = F G`` with ``G ~ N(0, 1)`` is, given ``F``, a Gaussian process
+* The ReLU family ``a min(u, 0) + b max(u, 0)``: the linear half ``(a + b)/2 u`` exactly (the
+  input features), the even half ``(b - a)/2 |u|`` as random features (arc-cosine features,
+  Cho & Saul 2009), since ``E[u |v|] = 0``.
+* Other elementwise activations: ``U = F G`` with ``G ~ N(0, 1)`` is, given ``F``, a Gaussian process
   with covariance ``nngp`` exactly, so ``phi(U) / sqrt(m)`` has ``E[F' . F'] = E[phi(u) phi(v)]``
   (Rahimi & Recht 2007; for ReLU these are the arc-cosine features of Cho & Saul 2009) and
   ``phi'(U) / sqrt(m)`` estimates the derivative map. The NTK ``ntk * E[phi'(u) phi'(v)]`` is a
@@ -289,6 +292,24 @@ def _elementwise(kernel_fn, info, key, feats, k_abs, ctx):
     # column j: (T . r_j) phi'(u_j), with r_j independent of u_j: E[(T.r)(T'.r)] E[phi' phi'']
     sketch = _mm(t, ctx.normal(k_r, (t.shape[-1], m), t.dtype)) * deriv
     return Feats(out / math.sqrt(m), sketch / math.sqrt(m)), k_out
+
+
+@rule("ABRelu")
+def _ab_relu(kernel_fn, info, key, feats, k_abs, ctx):
+    """``a min(u, 0) + b max(u, 0) = (a + b)/2 u + (b - a)/2 |u|``, and ``E[u |v|] = 0``: the
+    linear half is exact (the input features themselves), only ``|u|`` is sampled."""
+    k_out = _abstract(kernel_fn, k_abs)
+    a, b, m = info.hparams["a"], info.hparams["b"], ctx.n_features
+    even, odd = (b - a) / 2, (a + b) / 2
+    f = feats.nngp
+    k_g, k_r = split(key, 2)
+    u = _mm(f, ctx.normal(k_g, (f.shape[-1], m), f.dtype))
+    nngp = _cat([odd * f, even * jnp.abs(u) / math.sqrt(m)])
+    if feats.ntk is None:
+        return Feats(nngp, None), k_out
+    t = feats.ntk  # phi' = (a + b)/2 + (b - a)/2 sign(u)
+    sketch = _mm(t, ctx.normal(k_r, (t.shape[-1], m), t.dtype)) * jnp.sign(u)
+    return Feats(nngp, _cat([odd * t, even * sketch / math.sqrt(m)])), k_out
 
 
 @rule("linear")

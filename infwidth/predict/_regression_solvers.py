@@ -52,33 +52,49 @@ def _kernel_2d(kernel_fn, a, b, get):
 # Cholesky
 
 
-@functools.partial(jax.jit, donate_argnums=0)
 def _factor(k, lam):
-    n = k.shape[0]
-    return jnp.linalg.cholesky(k.at[jnp.arange(n), jnp.arange(n)].add(lam))
+    """The lower Cholesky factor of ``k + lam I``, computed in place on one host copy of ``k``
+    (LAPACK ``potrf`` through scipy: one ``N x N`` array at a time; jax 0.10's CPU Cholesky
+    crashes at ``N = 20,000``)."""
+    import scipy.linalg
+
+    a = np.array(k)  # the one host copy; the device array is released by the caller
+    a[np.diag_indices_from(a)] += lam
+    try:
+        return scipy.linalg.cholesky(a, lower=True, overwrite_a=True, check_finite=False)
+    except np.linalg.LinAlgError:
+        raise NotPositiveDefiniteError("kernel_regression(solver='cholesky'): the train-train "
+                                       "kernel plus the ridge is not positive definite; raise "
+                                       "diag_reg.") from None
 
 
 def cholesky_fit(kernel_fn, x, y, get, diag_reg, absolute, tile_size=1024):
+    import scipy.linalg
+
     x = np.asarray(x)
     k = _kernel_2d(kernel_fn, x, None, get)
     lam = _ridge(diag_reg, absolute, jnp.mean(jnp.diagonal(k)))
-    factor = _factor(k, lam)  # k is donated: the factor may take its memory
+    k_host = np.asarray(k)
     del k
-    if not bool(jnp.all(jnp.isfinite(factor))):
+    factor = _factor(k_host, lam)
+    del k_host
+    if not np.all(np.isfinite(np.diagonal(factor))):
         raise NotPositiveDefiniteError("kernel_regression(solver='cholesky'): the train-train "
                                        "kernel plus the ridge is not positive definite; raise "
                                        "diag_reg.")
-    alpha = jsl.cho_solve((factor, True), jnp.asarray(y, factor.dtype))
+    alpha = scipy.linalg.cho_solve((factor, True), np.asarray(y, factor.dtype),
+                                   check_finite=False)
 
     def predict(x_test, compute_var):
         def one(xt):
-            k_tx = _kernel_2d(kernel_fn, xt, x, get)
-            mean = np.asarray(k_tx @ alpha)
+            k_tx = np.asarray(_kernel_2d(kernel_fn, xt, x, get))
+            mean = k_tx @ alpha
             if not compute_var:
                 return (mean,)
-            prior = jnp.diagonal(_kernel_2d(kernel_fn, xt, None, get))
-            half = jsl.solve_triangular(factor, k_tx.T, lower=True)
-            return mean, np.asarray(prior - jnp.sum(half * half, axis=0))
+            prior = np.diagonal(np.asarray(_kernel_2d(kernel_fn, xt, None, get)))
+            half = scipy.linalg.solve_triangular(factor, k_tx.T, lower=True,
+                                                 check_finite=False)
+            return mean, prior - np.sum(half * half, axis=0)
 
         out = _in_chunks(one, x_test, tile_size)
         return out[0], (out[1] if compute_var else None)
@@ -110,7 +126,7 @@ def features_fit(kernel_fn, x, y, get, n_features, key, diag_reg, absolute, tile
 
     def predict(x_test, compute_var):
         def one(xt):
-            f = phi(jnp.asarray(xt))
+            f = phi(jnp.asarray(xt, jnp.result_type(float)))
             mean = np.asarray(jnp.matmul(f, w, precision=_HIGHEST))
             if not compute_var:
                 return (mean,)

@@ -165,8 +165,8 @@ def feature_moments(phi, x, y, *, tile_size, mesh, chunk_tiles: int = 8, progres
     memory maps): chunks of ``chunk_tiles`` tiles per device are read, sent and reduced in
     turn, so memory is set by the tile and ``n_features``, not by ``N``."""
     n = x.shape[0]
-    draws = phi.draws(jnp.asarray(np.asarray(x[:1])))
-    dtype = jnp.result_type(draws[0].dtype if draws else float)
+    dtype = jnp.result_type(float)  # sums over N rows: in float64 when it is enabled
+    draws = phi.draws(jnp.asarray(np.asarray(x[:1]), dtype))
     b, _ = tile_layout(n, tile_size, mesh)
     per_step = chunk_tiles * _n_dev(mesh)
 
@@ -174,7 +174,7 @@ def feature_moments(phi, x, y, *, tile_size, mesh, chunk_tiles: int = 8, progres
     draws = [_whole(mesh, np.asarray(d)) for d in draws]
     total = None
     for start in range(0, n, per_step * b):
-        xt = _tiles_of(x, start, per_step, b)
+        xt = _tiles_of(x, start, per_step, b).astype(dtype)
         yt = _tiles_of(y, start, per_step, b)
         mt = _mask(start, per_step, b, n, np.float32)
         part = fn(draws, _split(mesh, xt), _split(mesh, yt), _split(mesh, mt))
@@ -182,6 +182,7 @@ def feature_moments(phi, x, y, *, tile_size, mesh, chunk_tiles: int = 8, progres
         total = part if total is None else [t + p for t, p in zip(total, part)]
         if progress is not None:
             progress.update(min(per_step * b, n - start))
+    assert total is not None  # n > 0 was checked
     return total[0], total[1], float(total[2])
 
 

@@ -103,7 +103,8 @@ def ABRelu(a: float, b: float, do_stabilize: bool = False) -> Layer:
     def fn(x):
         return a * jnp.minimum(x, 0) + b * jnp.maximum(x, 0)
 
-    return elementwise(fn, name, nngp_fn, d_nngp_fn, diag_fn=lambda var: mean_sq * var)
+    return elementwise(fn, name, nngp_fn, d_nngp_fn, diag_fn=lambda var: mean_sq * var,
+                       family="ABRelu", hparams={"a": a, "b": b})
 
 
 def Relu(do_stabilize: bool = False) -> Layer:

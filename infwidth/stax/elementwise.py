@@ -105,7 +105,8 @@ def elementwise_kernel(k: Kernel, name: str, nngp_fn: Callable, d_nngp_fn: Calla
 
 
 def elementwise(fn: Callable, name: str, nngp_fn: Callable, d_nngp_fn: Callable | None = None,
-                diag_fn: Callable | None = None) -> Layer:
+                diag_fn: Callable | None = None, *, family: str = "elementwise",
+                hparams: dict | None = None) -> Layer:
     """A parameterless layer applying ``fn`` elementwise, with the given dual-kernel maps.
 
     Args:
@@ -114,6 +115,8 @@ def elementwise(fn: Callable, name: str, nngp_fn: Callable, d_nngp_fn: Callable 
       nngp_fn: ``(cov12, var1, var2) -> E[fn(u) fn(v)]`` for a centred Gaussian pair.
       d_nngp_fn: ``(cov12, var1, var2) -> E[fn'(u) fn'(v)]``; autodiff of ``nngp_fn`` if None.
       diag_fn: optional ``var -> E[fn(u)**2]``, a cheaper form of ``nngp_fn(var, var, var)``.
+      family, hparams: the layer family and what its feature rule needs
+        (`infwidth.features`); by default random features of ``fn`` itself.
 
     Example:
       >>> import jax.numpy as jnp
@@ -138,4 +141,4 @@ def elementwise(fn: Callable, name: str, nngp_fn: Callable, d_nngp_fn: Callable 
         return elementwise_kernel(k, name, nngp_fn, d_nngp_fn, diag_fn)
 
     return make_layer(name, init_fn, apply_fn, transform, shape_fn=lambda shape: shape,
-                      family="elementwise", hparams={"fn": fn})
+                      family=family, hparams={"fn": fn, **(hparams or {})})
