@@ -3,6 +3,7 @@
     python benchmarks/kernel_regression.py features --n 100000 1000000 --m 2048
     python benchmarks/kernel_regression.py exact --n 20000 --m 2048
     python benchmarks/kernel_regression.py cg --n 20000 50000
+    python benchmarks/kernel_regression.py rate --n 64 256 1024 4096
 
 * ``features``: `kernel_regression(solver='features')` on N training points read from a
   memory-mapped .npy file (made once, tile by tile, in ``--data``), so the process holds one
@@ -12,6 +13,7 @@
 * ``exact``: on the first N points, the exact kernel (Cholesky) and 'features' side by side,
   test MSE of both and their relative difference.
 * ``cg``: matrix-free CG at each N; at the smallest N also Cholesky, and their agreement.
+* ``rate``: the error of ``phi phi^T`` against ``kernel_fn`` as a function of n_features.
 
 Test error: mean squared error on 5,000 fresh points with the same noise (its floor is the noise
 variance 0.01). Each run prints one table row per measurement and appends it as JSON to ``--out``.
@@ -132,11 +134,17 @@ def run_exact(args):
     for n in args.n:
         x, y = make_data(args.data, n)
         x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
-        t0 = time.perf_counter()
-        exact = predict.kernel_regression(NET.kernel_fn, x, y, solver="cholesky",
-                                          diag_reg=args.diag_reg)
-        pe = exact(xt)
-        t_exact = time.perf_counter() - t0
+        saved = f"{args.data}_exact_pred_{n}.npz"
+        if os.path.exists(saved):  # the Cholesky solve of an earlier run (same data)
+            with np.load(saved) as f:
+                pe, t_exact = f["pred"], float(f["seconds"])
+        else:
+            t0 = time.perf_counter()
+            exact = predict.kernel_regression(NET.kernel_fn, x, y, solver="cholesky",
+                                              diag_reg=args.diag_reg)
+            pe = exact(xt)
+            t_exact = time.perf_counter() - t0
+            np.savez(saved, pred=pe, seconds=t_exact)
         t0 = time.perf_counter()
         feats = predict.kernel_regression(NET, x, y, solver="features", n_features=args.m,
                                           key=jax.random.PRNGKey(0), diag_reg=args.diag_reg,
@@ -147,7 +155,6 @@ def run_exact(args):
         emit(args.out, dict(part="exact_vs_features", n=n, m=args.m, exact_mse=e_exact,
                             features_mse=e_feat, rel_diff=abs(e_feat - e_exact) / e_exact,
                             exact_s=t_exact, features_s=t_feat))
-        np.save(f"{args.data}_exact_pred_{n}.npy", pe)
 
 
 def run_cg(args):
@@ -164,16 +171,46 @@ def run_cg(args):
         row = dict(part="cg", n=n, test_mse=mse(pc, yt), iterations=cg.info["iterations"],
                    residual=cg.info["residual"], precond_s=cg.info["preconditioner_seconds"],
                    cg_s=cg.info["cg_seconds"], total_s=t_cg)
-        ref = f"{args.data}_exact_pred_{n}.npy"
+        ref = f"{args.data}_exact_pred_{n}.npz"
         if os.path.exists(ref):
-            pe = np.load(ref)
+            with np.load(ref) as f:
+                pe = f["pred"]
             row["max_rel_diff_vs_cholesky"] = float(np.abs(pc - pe).max() / np.abs(pe).max())
         emit(args.out, row)
 
 
+def run_rate(args):
+    """Relative Frobenius error of phi phi^T against kernel_fn vs n_features (mean of 8 keys)."""
+    from infwidth.features import feature_fn
+
+    nets = {"fc_relu_depth2": (stax.serial(
+        stax.Dense(1, W_std=1.4, b_std=0.1), stax.Relu(), stax.Dense(1, W_std=1.4, b_std=0.1),
+        stax.Relu(), stax.Dense(1)), np.random.RandomState(2).randn(50, D)),
+        "fc_erf_depth2": (stax.serial(
+            stax.Dense(1, W_std=1.4, b_std=0.1), stax.Erf(), stax.Dense(1, W_std=1.4),
+            stax.Erf(), stax.Dense(1)), np.random.RandomState(2).randn(50, D)),
+        "cnn_relu": (stax.serial(
+            stax.Conv(1, (3, 3), padding="SAME", W_std=1.4, b_std=0.1), stax.Relu(),
+            stax.Conv(1, (3, 3), padding="SAME", W_std=1.4), stax.Relu(),
+            stax.GlobalAvgPool(), stax.Dense(1)), np.random.RandomState(2).randn(8, 8, 8, 3))}
+    for name, (net, x) in nets.items():
+        k = net.kernel_fn(x, x, get=("nngp", "ntk"))
+        for m in args.n:
+            errs = []
+            for s in range(8):
+                f = feature_fn(net, jax.random.PRNGKey(s), m)(x)
+                errs.append([float(np.linalg.norm(f.nngp @ f.nngp.T - k.nngp)
+                                   / np.linalg.norm(k.nngp)),
+                             float(np.linalg.norm(f.ntk @ f.ntk.T - k.ntk)
+                                   / np.linalg.norm(k.ntk))])
+            e = np.mean(errs, 0)
+            emit(args.out, dict(part="rate", net=name, m=m, nngp_rel_err=float(e[0]),
+                                ntk_rel_err=float(e[1])))
+
+
 if __name__ == "__main__":
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("part", choices=["features", "exact", "cg"])
+    p.add_argument("part", choices=["features", "exact", "cg", "rate"])
     p.add_argument("--n", type=int, nargs="+", default=[20000])
     p.add_argument("--m", type=int, default=2048, help="n_features")
     p.add_argument("--diag-reg", type=float, default=0.1)
@@ -183,5 +220,5 @@ if __name__ == "__main__":
     p.add_argument("--progress", action="store_true")
     p.add_argument("--data", default="/tmp/infwidth_kr")
     p.add_argument("--out", default="benchmarks/kernel_regression.jsonl")
-    run = {"features": run_features, "exact": run_exact, "cg": run_cg}
+    run = {"features": run_features, "exact": run_exact, "cg": run_cg, "rate": run_rate}
     run[p.parse_args().part](p.parse_args())

@@ -136,3 +136,17 @@ def test_two_processes_give_the_single_process_result(tmp_path):
         np.testing.assert_allclose(got["cg"], cg, rtol=0, atol=1e-6)
         np.testing.assert_allclose(got["features"], feats, rtol=0, atol=1e-6)
         assert np.abs(cg).max() > 0.1  # not a trivial zero prediction
+
+
+def test_blocked_cholesky_and_solves():
+    """The blocked factor (used above 4096 rows) against numpy, with 64-row blocks."""
+    from infwidth.predict._regression_solvers import _factor, _tri_solve
+
+    rng = np.random.RandomState(5)
+    a = rng.randn(300, 300)
+    a = a @ a.T / 300
+    low = np.tril(_factor(a, 0.5, block=64))
+    np.testing.assert_allclose(low, np.linalg.cholesky(a + 0.5 * np.eye(300)), atol=1e-12)
+    b = rng.randn(300, 2)
+    x = _tri_solve(low, _tri_solve(low, b, False, 64), True, 64)
+    np.testing.assert_allclose(x, np.linalg.solve(a + 0.5 * np.eye(300), b), atol=1e-10)

@@ -52,25 +52,56 @@ def _kernel_2d(kernel_fn, a, b, get):
 # Cholesky
 
 
-def _factor(k, lam):
-    """The lower Cholesky factor of ``k + lam I``, computed in place on one host copy of ``k``
-    (LAPACK ``potrf`` through scipy: one ``N x N`` array at a time; jax 0.10's CPU Cholesky
-    crashes at ``N = 20,000``)."""
+_BLOCK = 4096
+
+
+def _factor(k, lam, block: int = _BLOCK):
+    """The lower Cholesky factor of ``k + lam I``, in place on one host copy of ``k``, blocked:
+    LAPACK ``potrf`` / ``trsm`` on blocks of at most ``block`` columns and matrix products for
+    the trailing updates (both jax 0.10's and scipy's LAPACK crash at ``N = 20,000``, past
+    2 GiB in one call). The upper triangle is left as it was (never read)."""
     import scipy.linalg
 
     a = np.array(k)  # the one host copy; the device array is released by the caller
     a[np.diag_indices_from(a)] += lam
-    try:
-        return scipy.linalg.cholesky(a, lower=True, overwrite_a=True, check_finite=False)
-    except np.linalg.LinAlgError:
-        raise NotPositiveDefiniteError("kernel_regression(solver='cholesky'): the train-train "
-                                       "kernel plus the ridge is not positive definite; raise "
-                                       "diag_reg.") from None
+    n = a.shape[0]
+    for j in range(0, n, block):
+        jj = slice(j, min(j + block, n))
+        try:
+            a[jj, jj] = scipy.linalg.cholesky(a[jj, jj], lower=True, check_finite=False)
+        except np.linalg.LinAlgError:
+            raise NotPositiveDefiniteError(
+                "kernel_regression(solver='cholesky'): the train-train kernel plus the ridge "
+                "is not positive definite; raise diag_reg.") from None
+        if jj.stop < n:
+            rest = slice(jj.stop, n)
+            a[rest, jj] = scipy.linalg.solve_triangular(a[jj, jj], a[rest, jj].T, lower=True,
+                                                        check_finite=False).T
+            for c in range(jj.stop, n, block):  # lower part of the trailing update only
+                cc = slice(c, min(c + block, n))
+                a[c:, cc] -= a[c:, jj] @ a[cc, jj].T
+    return a
+
+
+def _tri_solve(factor, b, trans: bool, block: int = _BLOCK):
+    """``L^{-1} b`` (or ``L^{-T} b``) for the blocked factor, by blocks of rows."""
+    import scipy.linalg
+
+    n = factor.shape[0]
+    x = np.array(b, dtype=factor.dtype)
+    starts = list(range(0, n, block))
+    for j in (reversed(starts) if trans else starts):
+        jj = slice(j, min(j + block, n))
+        if trans:  # L^T x = b: rows below jj are known
+            x[jj] -= factor[jj.stop:, jj].T @ x[jj.stop:]
+        else:
+            x[jj] -= factor[jj, :j] @ x[:j]
+        x[jj] = scipy.linalg.solve_triangular(factor[jj, jj], x[jj], lower=True,
+                                              trans=1 if trans else 0, check_finite=False)
+    return x
 
 
 def cholesky_fit(kernel_fn, x, y, get, diag_reg, absolute, tile_size=1024):
-    import scipy.linalg
-
     x = np.asarray(x)
     k = _kernel_2d(kernel_fn, x, None, get)
     lam = _ridge(diag_reg, absolute, jnp.mean(jnp.diagonal(k)))
@@ -82,8 +113,7 @@ def cholesky_fit(kernel_fn, x, y, get, diag_reg, absolute, tile_size=1024):
         raise NotPositiveDefiniteError("kernel_regression(solver='cholesky'): the train-train "
                                        "kernel plus the ridge is not positive definite; raise "
                                        "diag_reg.")
-    alpha = scipy.linalg.cho_solve((factor, True), np.asarray(y, factor.dtype),
-                                   check_finite=False)
+    alpha = _tri_solve(factor, _tri_solve(factor, np.asarray(y), False), True)
 
     def predict(x_test, compute_var):
         def one(xt):
@@ -92,8 +122,7 @@ def cholesky_fit(kernel_fn, x, y, get, diag_reg, absolute, tile_size=1024):
             if not compute_var:
                 return (mean,)
             prior = np.diagonal(np.asarray(_kernel_2d(kernel_fn, xt, None, get)))
-            half = scipy.linalg.solve_triangular(factor, k_tx.T, lower=True,
-                                                 check_finite=False)
+            half = _tri_solve(factor, k_tx.T, False)
             return mean, prior - np.sum(half * half, axis=0)
 
         out = _in_chunks(one, x_test, tile_size)
@@ -240,10 +269,12 @@ def cg_fit(kernel_fn, x, y, get, diag_reg, absolute, tile_size, mesh, tol, maxit
     if not np.isfinite(res) or res > tol:
         raise NotConvergedError(
             f"kernel_regression(solver='cg'): not converged after maxiter={maxiter} iterations: "
-            f"relative residual {res:.3g} > tol={tol:g}. Raise maxiter (the state is saved in "
-            f"checkpoint={checkpoint!r} when given, and a call with the same arguments resumes "
-            f"from it), raise diag_reg or rank (a better-conditioned system), or use "
-            f"solver='cholesky' / 'features'.")
+            f"relative residual {res:.3g} > tol={tol:g}. Raise maxiter ("
+            + (f"the state is saved in {os.fspath(checkpoint)!r} and a call with the same "
+               f"arguments resumes from it" if checkpoint is not None else
+               "pass checkpoint='cg.npz' to save the state and resume later")
+            + "), raise diag_reg or rank (a better-conditioned system), use float64, or use "
+              "solver='cholesky' / 'features'.")
     alpha = np.asarray(state.x)
     info = {"lambda": lam, "iterations": int(state.i), "resumed_from": resumed,
             "residual": res, "rank": len(landmarks), "preconditioner_seconds": t_pre,
