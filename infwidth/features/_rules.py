@@ -15,9 +15,10 @@ are ``F = x / sqrt(d)``, ``T`` empty (``c = 0``), which is exactly the Kernel of
 * The ReLU family ``a min(u, 0) + b max(u, 0)``: the linear half ``(a + b)/2 u`` exactly (the
   input features), the even half ``(b - a)/2 |u|`` as random features (arc-cosine features,
   Cho & Saul 2009), since ``E[u |v|] = 0``.
-* Other elementwise activations: ``U = F G`` with ``G ~ N(0, 1)`` is, given ``F``, a Gaussian process
-  with covariance ``nngp`` exactly, so ``phi(U) / sqrt(m)`` has ``E[F' . F'] = E[phi(u) phi(v)]``
-  (Rahimi & Recht 2007; for ReLU these are the arc-cosine features of Cho & Saul 2009) and
+* Other elementwise activations: ``U = F G`` with ``G ~ N(0, 1)`` is, given ``F``, a Gaussian
+  process with covariance ``nngp`` exactly, so ``phi(U) / sqrt(m)`` has
+  ``E[F' . F'] = E[phi(u) phi(v)]`` (random features of the finite activation, Rahimi & Recht
+  2007, which for ReLU are the arc-cosine features of Cho & Saul 2009) and
   ``phi'(U) / sqrt(m)`` estimates the derivative map. The NTK ``ntk * E[phi'(u) phi'(v)]`` is a
   tensor product of two feature maps, sketched to ``m`` columns as ``(T R) * phi'(U) / sqrt(m)``
   with ``R ~ N(0, 1)`` independent of ``G``: column ``j`` has expectation
