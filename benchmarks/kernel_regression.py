@@ -134,7 +134,7 @@ def run_exact(args):
     for n in args.n:
         x, y = make_data(args.data, n)
         x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
-        saved = f"{args.data}_exact_pred_{n}.npz"
+        saved = f"{args.data}_exact_pred_{n}_{args.diag_reg:g}.npz"
         if os.path.exists(saved):  # the Cholesky solve of an earlier run (same data)
             with np.load(saved) as f:
                 pe, t_exact = f["pred"], float(f["seconds"])
@@ -165,13 +165,14 @@ def run_cg(args):
         t0 = time.perf_counter()
         cg = predict.kernel_regression(NET.kernel_fn, x, y, solver="cg", diag_reg=args.diag_reg,
                                        tol=args.tol, rank=args.rank, tile_size=args.tile,
-                                       progress=args.progress)
+                                       progress=args.progress,
+                                       checkpoint=args.checkpoint and f"{args.data}_cg_{n}.npz")
         pc = cg(xt)
         t_cg = time.perf_counter() - t0
         row = dict(part="cg", n=n, test_mse=mse(pc, yt), iterations=cg.info["iterations"],
                    residual=cg.info["residual"], precond_s=cg.info["preconditioner_seconds"],
                    cg_s=cg.info["cg_seconds"], total_s=t_cg)
-        ref = f"{args.data}_exact_pred_{n}.npz"
+        ref = f"{args.data}_exact_pred_{n}_{args.diag_reg:g}.npz"
         if os.path.exists(ref):
             with np.load(ref) as f:
                 pe = f["pred"]
@@ -213,11 +214,12 @@ if __name__ == "__main__":
     p.add_argument("part", choices=["features", "exact", "cg", "rate"])
     p.add_argument("--n", type=int, nargs="+", default=[20000])
     p.add_argument("--m", type=int, default=2048, help="n_features")
-    p.add_argument("--diag-reg", type=float, default=0.1)
+    p.add_argument("--diag-reg", type=float, default=3.0)
     p.add_argument("--tol", type=float, default=1e-6)
     p.add_argument("--rank", type=int, default=512)
     p.add_argument("--tile", type=int, default=1024)
     p.add_argument("--progress", action="store_true")
+    p.add_argument("--checkpoint", action="store_true", help="save and resume the CG state")
     p.add_argument("--data", default="/tmp/infwidth_kr")
     p.add_argument("--out", default="benchmarks/kernel_regression.jsonl")
     run = {"features": run_features, "exact": run_exact, "cg": run_cg, "rate": run_rate}

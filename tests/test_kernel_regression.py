@@ -150,3 +150,13 @@ def test_blocked_cholesky_and_solves():
     b = rng.randn(300, 2)
     x = _tri_solve(low, _tri_solve(low, b, False, 64), True, 64)
     np.testing.assert_allclose(x, np.linalg.solve(a + 0.5 * np.eye(300), b), atol=1e-10)
+
+
+def test_auto_picks_by_size_and_memory():
+    from infwidth.predict.regression import _pick
+
+    key = jax.random.PRNGKey(0)
+    assert _pick(20_000, 8, None, None, 24 * 2**30) == "cholesky"  # 9.6 GB of 24: fits
+    assert _pick(50_000, 8, None, None, 24 * 2**30) == "cg"
+    assert _pick(1_000_000, 8, 2048, key, 24 * 2**30) == "features"
+    assert _pick(1_000_000, 8, None, None, 24 * 2**30) == "cg"  # no features asked for

@@ -66,8 +66,8 @@ def _check(x_train, y_train, get, solver, n_features, key, compute_var):
 
 
 def _pick(n, itemsize, n_features, key, memory):
-    dense = 3 * n * n * itemsize
-    if memory is None or dense <= memory / 4:
+    dense = 2 * n * n * itemsize  # the kernel on the device and its one host copy
+    if memory is None or dense <= memory / 2:
         return "cholesky"
     if n <= 200_000 or n_features is None or key is None:
         return "cg"
@@ -87,9 +87,9 @@ def kernel_regression(kernel_fn: Callable, x_train, y_train, *, solver: str = "a
       kernel_fn: a stax ``kernel_fn`` (or, for 'features', a stax layer or kernel_fn).
       x_train, y_train: ``(N, ...)`` inputs and ``(N, k)`` targets; numpy arrays or memory
         maps (``np.load(..., mmap_mode='r')``): 'features' reads them a chunk at a time.
-      solver: 'cholesky', 'cg', 'features' or 'auto' (Cholesky while the dense kernel takes a
-        quarter of the free memory, then CG up to 200,000 points, then features when
-        ``n_features`` and ``key`` are given).
+      solver: 'cholesky', 'cg', 'features' or 'auto' (Cholesky while the kernel and its
+        factor take at most half the free memory, then CG up to 200,000 points, then features
+        when ``n_features`` and ``key`` are given).
       diag_reg: ridge ``lambda = diag_reg * mean(diag K)`` (absolute with
         ``diag_reg_absolute_scale``).
       get: 'nngp' or 'ntk'.
@@ -133,7 +133,7 @@ def kernel_regression(kernel_fn: Callable, x_train, y_train, *, solver: str = "a
     if solver == "auto":
         solver = _pick(n, itemsize, n_features, key, available_bytes())
     if solver == "cholesky":
-        need, have = 3 * n * n * itemsize, available_bytes()
+        need, have = 2 * n * n * itemsize, available_bytes()
         if have is not None and need > have:
             raise MemoryError(f"{_WHERE}(solver='cholesky'): the {n} x {n} kernel and its "
                               f"factor need about {need / 2**30:.3g} GiB, more than the "
