@@ -6,6 +6,9 @@
   wide networks trained by gradient descent (or the NNGP posterior), straight from ``kernel_fn``.
 * `gradient_descent`: other losses and momentum, by integrating the function-space ODE.
 * `max_learning_rate`: the largest stable gradient-descent step.
+* `kernel_regression`: NNGP / NTK regression straight from ``kernel_fn`` at large ``N``:
+  Cholesky, matrix-free Nystrom-preconditioned CG over streamed kernel tiles, or random
+  features (`infwidth.features`), sharded over devices and processes.
 
 Numerics, common to every predictor:
 
@@ -36,6 +39,7 @@ from .ensemble import gradient_descent_mse_ensemble
 from .gp import Gaussian, gp_inference
 from .mse import gradient_descent_mse, max_learning_rate
 from .ode import ODEState, gradient_descent
+from .regression import NotConvergedError, Prediction, kernel_regression
 from .solvers import CG, Cholesky, NotPositiveDefiniteError
 
 __all__ = [
@@ -49,4 +53,7 @@ __all__ = [
     "Cholesky",
     "CG",
     "NotPositiveDefiniteError",
+    "kernel_regression",
+    "NotConvergedError",
+    "Prediction",
 ]

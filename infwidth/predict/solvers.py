@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import warnings
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -19,8 +20,9 @@ import numpy as np
 
 from ._helpers import NotPositiveDefiniteError, blas_threads, is_concrete, mm, not_pd_message
 
-__all__ = ["CG", "CGFactor", "Cholesky", "CholeskyFactor", "NotPositiveDefiniteError",
-           "get_solver", "pcg", "tiled_matmul"]
+__all__ = ["CG", "CGFactor", "CGState", "Cholesky", "CholeskyFactor",
+           "NotPositiveDefiniteError", "cg_init", "cg_update", "get_solver", "pcg",
+           "tiled_matmul"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -157,10 +159,53 @@ def tiled_matmul(k2d, x, tile_size: int):
     return out
 
 
+class CGState(NamedTuple):
+    """The state of a conjugate-gradient run, one independent run per column of ``b``: the
+    iteration count, iterate ``x``, residual ``r = b - A x``, search direction ``p`` and
+    ``rz = r . M^{-1} r`` per column. A saved state resumes the run exactly (`cg_update`)."""
+
+    i: jax.Array
+    x: jax.Array
+    r: jax.Array
+    p: jax.Array
+    rz: jax.Array
+
+
+def cg_init(b, precond) -> CGState:
+    """The state before the first step of preconditioned CG on ``A x = b`` from ``x = 0``;
+    ``precond(r)`` applies ``M^{-1}`` (Hestenes & Stiefel 1952)."""
+    z0 = precond(b)
+    return CGState(jnp.zeros((), jnp.int32), jnp.zeros_like(b), b, z0, jnp.sum(b * z0, axis=0))
+
+
+def cg_update(state: CGState, ap, precond, target) -> CGState:
+    """One preconditioned CG step given ``ap = A @ state.p``; columns whose residual norm is
+    already at most ``target`` (per column) stay where they are."""
+    i, x, r, p, rz = state
+    pap = jnp.sum(p * ap, axis=0)
+    active = jnp.linalg.norm(r, axis=0) > target
+    alpha = jnp.where(active & (pap > 0), rz / jnp.where(pap > 0, pap, 1), 0)
+    x = x + alpha[None] * p
+    r = r - alpha[None] * ap
+    z = precond(r)
+    rz_new = jnp.sum(r * z, axis=0)
+    beta = jnp.where(rz > 0, rz_new / jnp.where(rz > 0, rz, 1), 0)
+    return CGState(i + 1, x, r, z + beta[None] * p, rz_new)
+
+
+def cg_targets(b, tol):
+    """``(tol * ||b||, ||b||)`` per column (``||b|| = 0`` counted as 1)."""
+    b_norm = jnp.linalg.norm(b, axis=0)
+    b_norm = jnp.where(b_norm > 0, b_norm, 1)
+    return tol * b_norm, b_norm
+
+
 @functools.partial(jax.jit, static_argnames=("maxiter", "tile_size"))
 def pcg(k2d, b, tol, maxiter: int, tile_size: int):
     """Jacobi-preconditioned conjugate gradients, one independent run per column of ``b``
     (shape ``(N, M)``): ``(x, iterations, largest relative residual)`` (Hestenes & Stiefel 1952).
+    The matrix-free solver of `infwidth.predict.kernel_regression` runs the same steps
+    (`cg_update`) with streamed kernel tiles.
 
     >>> x, _, res = pcg(jnp.array([[2., 1.], [1., 2.]]), jnp.array([[3.], [3.]]), 1e-8, 20, 8)
     >>> x.round(6).ravel().tolist(), bool(res < 1e-8)
@@ -168,33 +213,20 @@ def pcg(k2d, b, tol, maxiter: int, tile_size: int):
     """
     diag = jnp.diag(k2d)
     inv_diag = jnp.where(diag > 0, 1 / jnp.where(diag > 0, diag, 1), 1)[:, None]
-    b_norm = jnp.linalg.norm(b, axis=0)
-    target = tol * jnp.where(b_norm > 0, b_norm, 1)
+
+    def precond(r):
+        return inv_diag * r
+
+    target, b_norm = cg_targets(b, tol)
 
     def cond(state):
-        i, _, r, _, _ = state
-        return (i < maxiter) & jnp.any(jnp.linalg.norm(r, axis=0) > target)
+        return (state.i < maxiter) & jnp.any(jnp.linalg.norm(state.r, axis=0) > target)
 
     def body(state):
-        i, x, r, p, rz = state
-        kp = tiled_matmul(k2d, p, tile_size)
-        pkp = jnp.sum(p * kp, axis=0)
-        active = jnp.linalg.norm(r, axis=0) > target
-        alpha = jnp.where(active & (pkp > 0), rz / jnp.where(pkp > 0, pkp, 1), 0)
-        x = x + alpha * p
-        r = r - alpha * kp
-        z = inv_diag * r
-        rz_new = jnp.sum(r * z, axis=0)
-        beta = jnp.where(rz > 0, rz_new / jnp.where(rz > 0, rz, 1), 0)
-        return i + 1, x, r, z + beta * p, rz_new
+        return cg_update(state, tiled_matmul(k2d, state.p, tile_size), precond, target)
 
-    x0 = jnp.zeros_like(b)
-    z0 = inv_diag * b
-    state = (0, x0, b, z0, jnp.sum(b * z0, axis=0))
-    i, x, r, _, _ = jax.lax.while_loop(cond, body, state)
-    return x, i, jnp.max(jnp.linalg.norm(r, axis=0) / jnp.where(b_norm > 0, b_norm, 1))
-
-
+    state = jax.lax.while_loop(cond, body, cg_init(b, precond))
+    return state.x, state.i, jnp.max(jnp.linalg.norm(state.r, axis=0) / b_norm)
 
 
 class CGFactor:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
 
 import jax
@@ -64,6 +64,11 @@ class LayerInfo:
         for a combinator the least over its sub-layers. Kernels of derivatives of the network
         (`infwidth.analysis.operator_kernel`) read it.
       roughest: the name of the layer that sets ``smoothness`` (for messages).
+      family: the kind of layer (``'Dense'``, ``'Conv'``, ``'elementwise'``, ``'serial'``, ...),
+        which `infwidth.features` reads to find the layer's feature rule.
+      hparams: what a feature rule needs to know of the layer (its affine rule, its activation
+        ``fn``, a builder of the same layer at another width); read only, never while tracing.
+      children: the kernel_fns a combinator applies, in order.
     """
 
     name: str
@@ -72,6 +77,9 @@ class LayerInfo:
     any_axes: bool = False
     smoothness: float = math.inf
     roughest: str = ""
+    family: str = ""
+    hparams: Mapping[str, Any] = dataclasses.field(default_factory=dict, compare=False)
+    children: tuple = dataclasses.field(default=(), compare=False)
 
     @staticmethod
     def of(kernel_fn) -> LayerInfo:
@@ -85,14 +93,16 @@ class LayerInfo:
 def make_layer(name: str, init_fn: Callable, apply_fn: Callable, kernel_map: Callable,
                shape_fn: Callable | None, *, mixes_batch: bool = False,
                input_axes: tuple[int, int] | None = None, any_axes: bool = False,
-               children: Sequence[Callable] = (), smoothness: float = math.inf) -> Layer:
+               children: Sequence[Callable] = (), smoothness: float = math.inf,
+               family: str | None = None, hparams: Mapping[str, Any] | None = None) -> Layer:
     """Assembles a `Layer` whose ``kernel_fn`` has the standard calling convention.
 
     ``kernel_map(kernel, **kwargs) -> kernel`` is the layer's map on Kernels; ``children`` are
     the kernel_fns a combinator applies (their `LayerInfo` is combined with this layer's: a
     combinator mixes the batch if a child does, takes the input axes of its first child that
     declares them, and is as smooth as its roughest child). ``mixes_batch``, ``input_axes``,
-    ``any_axes`` and ``smoothness`` (the layer's own): see `LayerInfo`.
+    ``any_axes`` and ``smoothness`` (the layer's own): see `LayerInfo`. ``family`` (default
+    ``name``) and ``hparams`` are metadata for `infwidth.features`.
     """
     infos = [LayerInfo.of(c) for c in children]
     if input_axes is None:
@@ -101,7 +111,9 @@ def make_layer(name: str, init_fn: Callable, apply_fn: Callable, kernel_map: Cal
                 key=lambda pair: pair[0])
     info = LayerInfo(name, mixes_batch=mixes_batch or any(i.mixes_batch for i in infos),
                      input_axes=input_axes, any_axes=any_axes or bool(children),
-                     smoothness=rough[0], roughest=rough[1] if rough[0] < math.inf else "")
+                     smoothness=rough[0], roughest=rough[1] if rough[0] < math.inf else "",
+                     family=family or name, hparams=dict(hparams or {}),
+                     children=tuple(children))
 
     def kernel_fn(x1, x2=None, get=None, *, diagonal_batch: bool | None = None,
                   diagonal_spatial: bool | None = None, **kwargs):

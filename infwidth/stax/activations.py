@@ -117,7 +117,8 @@ def ABRelu(a: float, b: float, do_stabilize: bool = False) -> Layer:
         return a * jnp.minimum(x, 0) + b * jnp.maximum(x, 0)
 
     return elementwise(fn, name, nngp_fn, d_nngp_fn, diag_fn=lambda var: mean_sq * var,
-                       smoothness=math.inf if _equal_numbers(a, b) else 0)
+                       smoothness=math.inf if _equal_numbers(a, b) else 0,
+                       family="ABRelu", hparams={"a": a, "b": b})
 
 
 def Relu(do_stabilize: bool = False) -> Layer:

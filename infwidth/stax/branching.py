@@ -96,7 +96,8 @@ def FanOut(num: int) -> Layer:
                              f"single input. Merge branches first with a FanIn layer.")
         return [k] * num
 
-    return make_layer("FanOut", init_fn, apply_fn, kernel_map, shape_fn=None, any_axes=True)
+    return make_layer("FanOut", init_fn, apply_fn, kernel_map, shape_fn=None, any_axes=True,
+                      hparams={"num": num})
 
 
 def _same_shape_init(name: str):
@@ -339,4 +340,5 @@ def FanInConcat(axis: int = -1) -> Layer:
                           cov2=cat("cov2", db), shape1=shape1, shape2=shape2,
                           is_gaussian=is_gaussian)
 
-    return make_layer(name, init_fn, apply_fn, kernel_map, shape_fn=None)
+    return make_layer(name, init_fn, apply_fn, kernel_map, shape_fn=None, family="FanInConcat",
+                      hparams={"axis": axis})

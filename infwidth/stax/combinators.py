@@ -217,4 +217,4 @@ def repeat(layer: Layer, n: int) -> Layer:
                             length=n - 1)[0]
 
     return make_layer("repeat", init_fn, apply_fn, kernel_map, shape_fn=None,
-                      children=(kernel_fn,))
+                      children=(kernel_fn,), hparams={"n": n})

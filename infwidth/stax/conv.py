@@ -256,7 +256,13 @@ def _Conv(name, out_chan, filter_shape, strides, padding, W_std, b_std, dimensio
             ntk = add_bias(ntk, rule.bias_ntk())
         return k.replace(nngp=nngp, ntk=ntk, cov1=cov1, cov2=cov2, is_gaussian=True)
 
-    return make_layer(name, init_fn, apply_fn, kernel_map, shape_fn)
+    def linear(out_width):  # the same geometry, unit weights and no bias (infwidth.features)
+        return _Conv(name, out_width, filter_shape, strides, padding, 1.0, None,
+                     dimension_numbers, "ntk", (1, 1), transpose, shared)
+
+    return make_layer(name, init_fn, apply_fn, kernel_map, shape_fn,
+                      family="Conv" if shared and not transpose else name,
+                      hparams={"rule": rule, "linear": linear, "filter_shape": filter_shape})
 
 
 def _pointwise(name, out_chan, strides, padding, W_std, b_std, dimension_numbers,

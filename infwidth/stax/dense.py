@@ -124,4 +124,4 @@ def Dense(out_dim: int, W_std: float = 1.0, b_std: float | None = None, batch_ax
 
     declared = None if (batch_axis, channel_axis) == (0, -1) else (batch_axis, channel_axis)
     return make_layer(name, init_fn, apply_fn, kernel_map, shape_fn, input_axes=declared,
-                      any_axes=True)
+                      any_axes=True, family="Dense", hparams={"rule": rule})

@@ -106,7 +106,8 @@ def elementwise_kernel(k: Kernel, name: str, nngp_fn: Callable, d_nngp_fn: Calla
 
 
 def elementwise(fn: Callable, name: str, nngp_fn: Callable, d_nngp_fn: Callable | None = None,
-                diag_fn: Callable | None = None, smoothness: float = math.inf) -> Layer:
+                diag_fn: Callable | None = None, smoothness: float = math.inf, *,
+                family: str = "elementwise", hparams: dict | None = None) -> Layer:
     """A parameterless layer applying ``fn`` elementwise, with the given dual-kernel maps.
 
     Args:
@@ -117,6 +118,8 @@ def elementwise(fn: Callable, name: str, nngp_fn: Callable, d_nngp_fn: Callable 
       diag_fn: optional ``var -> E[fn(u)**2]``, a cheaper form of ``nngp_fn(var, var, var)``.
       smoothness: how many times ``fn`` is continuously differentiable (``inf``: smooth; 0: a
         kink as in ReLU; -1: a jump as in Sign), read by kernels of the network's derivatives.
+      family, hparams: the layer family and what its feature rule needs
+        (`infwidth.features`); by default random features of ``fn`` itself.
 
     Example:
       >>> import jax.numpy as jnp
@@ -141,4 +144,5 @@ def elementwise(fn: Callable, name: str, nngp_fn: Callable, d_nngp_fn: Callable 
         return elementwise_kernel(k, name, nngp_fn, d_nngp_fn, diag_fn)
 
     return make_layer(name, init_fn, apply_fn, kernel_map, shape_fn=lambda shape: shape,
-                      any_axes=True, smoothness=smoothness)
+                      any_axes=True, smoothness=smoothness, family=family,
+                      hparams={"fn": fn, **(hparams or {})})

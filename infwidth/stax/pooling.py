@@ -129,7 +129,9 @@ def _Pool(name, window_shape, strides, padding, normalize_edges, average, batch_
 
         return k.replace(**map_covariances(k, pool))
 
-    return make_layer(name, init_fn, apply_fn, kernel_map, shape_fn)
+    # a parameterless map, linear in each channel: its kernel map is apply_fn on features
+    return make_layer(name, init_fn, apply_fn, kernel_map, shape_fn, family="linear",
+                      hparams={"apply_fn": apply_fn})
 
 
 def AvgPool(window_shape, strides=None, padding: str = "VALID", normalize_edges: bool = False,
@@ -211,7 +213,9 @@ def _GlobalPool(name, average, batch_axis, channel_axis) -> Layer:
 
         return k.replace(diagonal_spatial=False, **map_covariances(k, pool))
 
-    return make_layer(name, init_fn, apply_fn, kernel_map, shape_fn)
+    # a parameterless map, linear in each channel: its kernel map is apply_fn on features
+    return make_layer(name, init_fn, apply_fn, kernel_map, shape_fn, family="linear",
+                      hparams={"apply_fn": apply_fn})
 
 
 def GlobalAvgPool(batch_axis: int = 0, channel_axis: int = -1) -> Layer:

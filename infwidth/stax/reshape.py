@@ -70,4 +70,6 @@ def Flatten(batch_axis: int = 0, batch_axis_out: int = 0) -> Layer:
         return k.replace(nngp=flat(k.nngp), ntk=flat(k.ntk), cov1=flat(k.cov1),
                          cov2=flat(k.cov2), is_gaussian=False, diagonal_spatial=False)
 
-    return make_layer(name, init_fn, apply_fn, kernel_map, shape_fn)
+    # parameterless and linear: its kernel map is apply_fn on features (infwidth.features)
+    return make_layer(name, init_fn, apply_fn, kernel_map, shape_fn, family="linear",
+                      hparams={"apply_fn": apply_fn})
