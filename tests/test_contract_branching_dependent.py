@@ -149,7 +149,7 @@ def test_bad_input():
     with pytest.raises(ValueError, match="branch 0 has parameters"):
         stax.DependentFanIn(stax.Dense(4), stax.Relu())
     with pytest.raises(ValueError, match="branch 1 is not elementwise"):
-        stax.DependentFanIn(stax.Relu(), stax.GlobalAvgPool())
+        stax.DependentFanIn(stax.Relu(), stax.LayerNorm())  # normalizes over the channels
     with pytest.raises(ValueError, match="mode must be"):
         stax.DependentFanIn(stax.Relu(), stax.Identity(), mode="max")
     x = _inputs()

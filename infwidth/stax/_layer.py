@@ -207,9 +207,10 @@ def _normalized_axes(out, k_in):
         return out
     ndim = len(out.shape1)
     same = isinstance(k_in, Kernel) and len(k_in.shape1) == ndim
-    if same:
-        return out.replace(batch_axis=out.batch_axis % ndim, channel_axis=out.channel_axis % ndim)
-    return out.replace(batch_axis=0, channel_axis=ndim - 1)
+    axes = ((out.batch_axis % ndim, out.channel_axis % ndim) if same else (0, ndim - 1))
+    if axes == (out.batch_axis, out.channel_axis):
+        return out  # the same object: layers recognise copies of one branch by identity
+    return out.replace(batch_axis=axes[0], channel_axis=axes[1])
 
 
 def _check_keywords(kwargs):

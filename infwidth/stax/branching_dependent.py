@@ -105,7 +105,8 @@ def DependentFanIn(*branches: Layer, mode: str = "sum", deg: int = 51) -> Layer:
     def g(x):
         return functools.reduce(op, [f(x) for f in fns])
 
-    nngp_fn, _, diag_fn = _rank_promotion_allowed(*quadrature_maps(g, deg)[::2])
+    nngp_fn, _, diag_fn = _rank_promotion_allowed(*quadrature_maps(g, deg,
+                                                                   price_derivatives=False)[::2])
     # the NTK map as the derivative of the NNGP map in cov12 (Price's theorem): the derivative
     # of a kink is a jump, which quadrature resolves worse than the kink itself. At correlation
     # +-1 the quadrature's conditional deviation has an infinite derivative, so the derivative

@@ -114,7 +114,8 @@ def _closes_over_tracers(fn: Callable, dtype) -> bool:
     return any(isinstance(c, jax.core.Tracer) for c in consts)
 
 
-def quadrature_maps(fn: Callable, deg: int, df: Callable | None = None):
+def quadrature_maps(fn: Callable, deg: int, df: Callable | None = None, *,
+                    price_derivatives: bool = True):
     """The NNGP, derivative and diagonal maps of ``fn`` by ``deg x deg`` Gauss-Hermite
     quadrature (see the module docstring); ``df`` defaults to autodiff of ``fn``.
 
@@ -123,7 +124,9 @@ def quadrature_maps(fn: Callable, deg: int, df: Callable | None = None):
     (Price 1958, "A useful theorem for nonlinear devices having Gaussian inputs"). Autodiff
     through the Cholesky factor would instead meet ``sqrt(var2 - cov12**2 / var1)`` at 0 for an
     input paired with itself and drop the terms that make the kernel smooth there. (Where
-    ``fn`` closes over a traced hyperparameter, autodiff runs through the quadrature instead.)
+    ``fn`` closes over a traced hyperparameter, or with ``price_derivatives=False``, autodiff
+    runs through the quadrature instead: better for a ``fn`` with a kink, whose derivative's
+    jump the quadrature resolves worse than the kink itself.)
     """
     nodes, weights = gauss_hermite(deg)
     df = _elementwise_derivative(fn) if df is None else df
@@ -169,7 +172,7 @@ def quadrature_maps(fn: Callable, deg: int, df: Callable | None = None):
         # E f(u) f(v) is symmetric in (u, v), the rule is not: integrate with the larger
         # variance first, so that K(x1, x2) and K(x2, x1) are the same numbers
         args = (cov12, jnp.maximum(var1, var2), jnp.minimum(var1, var2))
-        if _closes_over_tracers(fn, args[0].dtype):
+        if not price_derivatives or _closes_over_tracers(fn, args[0].dtype):
             # a traced hyperparameter inside fn (a gradient in Elu's alpha): the rule above
             # cannot differentiate in it, so autodiff runs through the quadrature itself
             f = derivative(order)
