@@ -14,12 +14,13 @@ from infwidth import stax
     (lambda: stax.Dense(4, W_std=-1.0), r"Dense\(W_std=-1.0\): W_std must be a non-negative"),
     (lambda: stax.Dense(4, b_std=-0.1), r"b_std must be a non-negative number or None"),
     (lambda: stax.Dense(4, parameterization="ntkk"), r"parameterization must be one of 'ntk'"),
-    (lambda: stax.Dense(4, channel_axis=1), r"channels last; move the axes"),
+    (lambda: stax.Dense(4, channel_axis=True), r"Dense\(channel_axis=True\): expected an int axis"),
     (lambda: stax.Dense(4, s=(1, 0)), r"s must be"),
     (lambda: stax.Erf(a="x"), r"Erf\(a='x'\): a must be a number"),
 ])
 def test_layer_arguments(make, match):
-    with pytest.raises(ValueError if "must be a number" not in match else TypeError, match=match):
+    wrong_type = "must be a number" in match or "expected an int" in match
+    with pytest.raises(TypeError if wrong_type else ValueError, match=match):
         make()
 
 

@@ -284,7 +284,7 @@ def test_bad_input_errors():
         empirical_ntk_fn(apply_fn)(x, None, other)
     with pytest.raises(ValueError, match="must have the same size there"):
         empirical_ntk_fn(apply_fn, diagonal_axes=(0,))(x, jnp.ones((3, 3)), params)
-    with pytest.raises(ValueError, match="get=.*not valid"):
+    with pytest.raises(ValueError, match=r"get=.*unknown kernel .cov1.; get must be made of"):
         empirical_kernel_fn(apply_fn)(x, None, "cov1", params)
     with pytest.raises(TypeError, match="f must be a function"):
         empirical_ntk_fn(None)
