@@ -89,7 +89,8 @@ def test_features_solver_is_ridge_regression_on_the_features():
     np.testing.assert_allclose(out.mean, ft @ f.T @ reg @ y, rtol=1e-7, atol=1e-9)
     var = np.sum(ft * ft, 1) - np.einsum("ij,jk,ik->i", ft @ f.T, reg, ft @ f.T)
     np.testing.assert_allclose(out.variance, var, rtol=1e-6, atol=1e-9)
-    assert fit.info["chunks"] == 2  # 150 rows in tiles of 16: 10 tiles, 8 per chunk
+    if jax.device_count() == 1:  # 150 rows in tiles of 16: 10 tiles, 8 per chunk on one device
+        assert fit.info["chunks"] == 2
 
 
 def test_bad_arguments(monkeypatch):
