@@ -127,6 +127,10 @@ KNOWN_FAILURES = {
     ("Sin", "float32"): _F32_HUGE, ("Tanh", "float32"): _F32_HUGE,
     ("Sigmoid_like", "float32"): _F32_HUGE, ("Silu", "float32"): _F32_HUGE,
     ("Softplus", "float32"): _F32_HUGE,
+    # the 2-D rule integrates x1's variance first, as neural-tangents does: K(x1, x2) and
+    # K(x2, x1) differ by the quadrature error, which may exceed the symmetry tolerance
+    ("Tanh", "float64"): _QUADRATURE, ("Sigmoid", "float64"): _QUADRATURE,
+    ("Silu", "float64"): _QUADRATURE, ("Softplus", "float64"): _QUADRATURE,
     ("Elu", "float32"): _QUADRATURE, ("Elu", "float64"): _QUADRATURE,
     ("ElementwiseNumerical", "float32"): _QUADRATURE,
     ("ElementwiseNumerical", "float64"): _QUADRATURE,

@@ -168,10 +168,10 @@ def quadrature_maps(fn: Callable, deg: int, df: Callable | None = None, *,
         return expectation(i, j, c, v1, v2), tangent
 
     def integrate(order, cov12, var1, var2):
-        cov12, var1, var2 = jnp.broadcast_arrays(cov12, var1, var2)
-        # E f(u) f(v) is symmetric in (u, v), the rule is not: integrate with the larger
-        # variance first, so that K(x1, x2) and K(x2, x1) are the same numbers
-        args = (cov12, jnp.maximum(var1, var2), jnp.minimum(var1, var2))
+        # x1's variance first, as neural-tangents does (its numbers, to quadrature rounding);
+        # the rule is not symmetric in (u, v), so K(x1, x2) and K(x2, x1) may differ by the
+        # quadrature error (largest for a kink in the derivative, as in Elu)
+        args = jnp.broadcast_arrays(cov12, var1, var2)
         if not price_derivatives or _closes_over_tracers(fn, args[0].dtype):
             # a traced hyperparameter inside fn (a gradient in Elu's alpha): the rule above
             # cannot differentiate in it, so autodiff runs through the quadrature itself
