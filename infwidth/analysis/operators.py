@@ -94,22 +94,46 @@ def _divergence(u, m, d):
 
 
 def identity() -> Operator:
-    """The identity, ``L u = u`` (``m`` components)."""
+    """The identity, ``L u = u`` (``m`` components).
+
+    >>> import jax.numpy as jnp
+    >>> u = lambda x: jnp.stack([x @ x])  # u(x) = |x|^2, one component
+    >>> identity().apply(u, 1, 2)(jnp.array([1., 2.])).tolist()
+    [5.0]
+    """
     return Operator("identity", 0, _identity)
 
 
 def gradient() -> Operator:
-    """The Jacobian ``(L u)_{a d + i} = du_a / dx_i`` (``m d`` components; ``d`` for a scalar)."""
+    """The Jacobian ``(L u)_{a d + i} = du_a / dx_i`` (``m d`` components; ``d`` for a scalar).
+
+    >>> import jax.numpy as jnp
+    >>> u = lambda x: jnp.stack([x @ x])  # grad |x|^2 = 2 x
+    >>> gradient().apply(u, 1, 2)(jnp.array([1., 2.])).tolist()
+    [2.0, 4.0]
+    """
     return Operator("gradient", 1, _gradient)
 
 
 def laplacian() -> Operator:
-    """The Laplacian of each component, ``(L u)_a = sum_i d^2 u_a / dx_i^2``."""
+    """The Laplacian of each component, ``(L u)_a = sum_i d^2 u_a / dx_i^2``.
+
+    >>> import jax.numpy as jnp
+    >>> u = lambda x: jnp.stack([x @ x])  # Lap |x|^2 = 2 d
+    >>> laplacian().apply(u, 1, 3)(jnp.array([1., 2., 3.])).tolist()
+    [6.0]
+    """
     return Operator("laplacian", 2, _laplacian)
 
 
 def divergence() -> Operator:
-    """The divergence of a vector field ``u: R^d -> R^d``, one component."""
+    """The divergence of a vector field ``u: R^d -> R^d``, one component.
+
+    >>> import jax.numpy as jnp
+    >>> u = lambda x: x * x  # div (x_1^2, x_2^2) = 2 x_1 + 2 x_2
+    >>> divergence().apply(u, 2, 2)(jnp.array([1., 2.])).tolist()
+    [6.0]
+    """
     return Operator("divergence", 1, _divergence, needs_vector_field=True)
 
 
@@ -117,6 +141,11 @@ def elasticity(lam: float = 1.0, mu: float = 1.0) -> Operator:
     """The Navier-Cauchy operator of isotropic linear elasticity with Lame parameters ``lam``
     and ``mu``: ``L u = mu Lap u + (lam + mu) grad(div u)`` for a displacement ``u: R^d ->
     R^d``; the static equilibrium under a body force ``b`` is ``-L u = b``.
+
+    >>> import jax.numpy as jnp
+    >>> u = lambda x: jnp.stack([x[0] ** 2, 0 * x[1]])  # Lap u = (2, 0), grad div u = (2, 0)
+    >>> elasticity(lam=1.0, mu=1.0).apply(u, 2, 2)(jnp.array([1., 2.])).tolist()
+    [6.0, 0.0]
     """
     try:
         lam, mu = float(lam), float(mu)
@@ -141,7 +170,13 @@ def elasticity(lam: float = 1.0, mu: float = 1.0) -> Operator:
 def stack(*ops: Operator) -> Operator:
     """The operators' outputs side by side, ``L u = (L_1 u, L_2 u, ...)``: one call of
     `operator_kernel` then gives every block of a collocation system (``stack(laplacian(),
-    identity())`` holds the PDE rows and the boundary rows)."""
+    identity())`` holds the PDE rows and the boundary rows).
+
+    >>> import jax.numpy as jnp
+    >>> u = lambda x: jnp.stack([x @ x])
+    >>> stack(laplacian(), identity()).apply(u, 1, 2)(jnp.array([1., 2.])).tolist()
+    [4.0, 5.0]
+    """
     if not ops or not all(isinstance(op, Operator) for op in ops):
         raise TypeError(f"stack(*ops): expected one or more Operators; got {ops!r}.")
 
