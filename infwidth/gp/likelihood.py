@@ -167,13 +167,18 @@ def log_marginal_likelihood(kernel_fn, x, y, diag_reg, get: str = "nngp", *,
       >>> bool(jnp.isfinite(lml))
       True
     """
-    where = "log_marginal_likelihood"
+    return evidence_from_kernel(*_train_kernel(kernel_fn, x, y, diag_reg, get,
+                                               diag_reg_absolute_scale,
+                                               "log_marginal_likelihood"))
+
+
+def _train_kernel(kernel_fn, x, y, diag_reg, get, absolute_scale, where):
+    """``(k, y, noise)`` for the objectives of one training set: arguments checked first."""
     check_get(get, where)
     check_diag_reg(diag_reg, where)
     y = check_targets(x, y, where)
     k = _kernel(kernel_fn, x, None, get)
-    return evidence_from_kernel(k, y.astype(k.dtype), noise_variance(k, diag_reg,
-                                                                     diag_reg_absolute_scale))
+    return k, y.astype(k.dtype), noise_variance(k, diag_reg, absolute_scale)
 
 
 def loo_from_kernel(k, y, noise):
@@ -204,13 +209,9 @@ def leave_one_out_log_likelihood(kernel_fn, x, y, diag_reg, get: str = "nngp", *
       >>> bool(jnp.isfinite(loo))
       True
     """
-    where = "leave_one_out_log_likelihood"
-    check_get(get, where)
-    check_diag_reg(diag_reg, where)
-    y = check_targets(x, y, where)
-    k = _kernel(kernel_fn, x, None, get)
-    return loo_from_kernel(k, y.astype(k.dtype), noise_variance(k, diag_reg,
-                                                                diag_reg_absolute_scale))
+    return loo_from_kernel(*_train_kernel(kernel_fn, x, y, diag_reg, get,
+                                          diag_reg_absolute_scale,
+                                          "leave_one_out_log_likelihood"))
 
 
 def _posterior(kernel_fn, x_train, y_train, x_val, diag_reg, get, absolute):
