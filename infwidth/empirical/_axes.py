@@ -16,6 +16,7 @@ from typing import NamedTuple
 import jax
 import numpy as np
 
+from .._random import dropout_keys
 from ._contract import einsum
 
 LETTERS = string.ascii_letters
@@ -205,13 +206,15 @@ def _full_axes(axis, tree):
                                   is_leaf=lambda a: a is None)
 
 
-def split_kwargs(kwargs: dict, x2_given: bool):
-    """Keyword arguments for ``f(x1)`` and ``f(x2)``: an ``rng`` key is split in two when x2 is
-    given, a pair ``(a, b)`` gives ``a`` to x1 and ``b`` to x2, anything else goes to both."""
+def split_kwargs(kwargs: dict, x1, x2):
+    """Keyword arguments for ``f(x1)`` and ``f(x2)``, as neural-tangents splits them: an ``rng``
+    key becomes two keys (`infwidth._random.dropout_keys`: equal exactly when the inputs are
+    equal) when x2 is given, a pair ``(a, b)`` gives ``a`` to x1 and ``b`` to x2, anything else
+    goes to both."""
     k1, k2 = {}, {}
     for k, v in kwargs.items():
-        if k == "rng" and x2_given and v is not None:
-            k1[k], k2[k] = jax.random.split(v)
+        if k == "rng" and x2 is not None and v is not None:
+            k1[k], k2[k] = dropout_keys(v, x1, x2)
         elif isinstance(v, tuple) and len(v) == 2:
             k1[k], k2[k] = v
         else:

@@ -4,6 +4,7 @@ parameters (the finite-width approximation of the infinite-width kernels)."""
 from __future__ import annotations
 
 import functools
+import inspect
 from collections.abc import Iterable
 from typing import Any, NamedTuple
 
@@ -13,6 +14,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from .._random import classic_stream
 from .._tiles import tile_starts
 from ._axes import check_axes, resolve_axes
 from .nngp import canonicalize_get, empirical_kernel_fn
@@ -60,7 +62,10 @@ def monte_carlo_kernel_fn(init_fn, apply_fn, key, n_samples, batch_size: int = 0
 
     As neural-tangents 0.6.5's ``monte_carlo_kernel_fn``: with an int ``n_samples`` the call
     returns the estimate; with an increasing list it returns a generator of running estimates,
-    one per entry (reusing the earlier samples). Draw ``i`` uses ``jax.random.fold_in(key, i)``.
+    one per entry (reusing the earlier samples). Draws follow neural-tangents' key chain (``key,
+    k = split(key)`` per draw, ``k`` split into the ``init_fn`` key and the ``rng`` passed to
+    ``apply_fn`` when it takes one, on jax's classic stream: `infwidth._random`), so a key gives
+    neural-tangents' estimate.
     The estimates converge to the infinite-width kernels as the width grows (Neal 1994; Lee et
     al. 2018, arXiv:1711.00165; Jacot et al. 2018, arXiv:1806.07572).
 
@@ -105,13 +110,17 @@ def monte_carlo_kernel_fn(init_fn, apply_fn, key, n_samples, batch_size: int = 0
     emp = empirical_kernel_fn(apply_fn, trace_axes, diagonal_axes, vmap_axes, implementation)
     t_axes, d_axes = check_axes(trace_axes, diagonal_axes, caller)
     mesh = Mesh(np.array(devices), (_AXIS,))
+    takes_rng = _takes_rng(apply_fn)
 
     @functools.partial(jax.jit, static_argnames=("names",))
     def group(keys, x1, x2, names, kwargs):
         """Sums and sums of squares of the kernels of the draws ``keys`` (one per device)."""
+        @classic_stream
         def single(k):
-            _, params = init_fn(k, _shapes(x1))
-            return tuple(emp(x1, x2, names, params, **kwargs))
+            init_key, dropout_key = jax.random.split(k)
+            _, params = init_fn(init_key, _shapes(x1))
+            extra = {"rng": dropout_key} if takes_rng and "rng" not in kwargs else {}
+            return tuple(emp(x1, x2, names, params, **extra, **kwargs))
 
         if keys.shape[0] == len(devices) > 1:  # one draw per device
             keys = jax.lax.with_sharding_constraint(keys, NamedSharding(mesh, P(_AXIS)))
@@ -154,11 +163,12 @@ def monte_carlo_kernel_fn(init_fn, apply_fn, key, n_samples, batch_size: int = 0
         names, single = canonicalize_get(get, caller)
         total = total_sq = None
         count = 0
+        chain = key
         for target in ns:
             while count < target:
                 # one draw per device at a time; single draws for a remainder short of that
                 size = len(devices) if target - count >= len(devices) else 1
-                keys = jnp.stack([jax.random.fold_in(key, c) for c in range(count, count + size)])
+                keys, chain = _next_keys(chain, size)
                 sums, sqs = blocked(keys, x1, x2, names, kwargs)
                 if not store_on_device:
                     sums, sqs = jax.tree_util.tree_map(lambda a: np.asarray(a, np.float64),
@@ -176,6 +186,25 @@ def monte_carlo_kernel_fn(init_fn, apply_fn, key, n_samples, batch_size: int = 0
         return gen if as_generator else next(gen)
 
     return kernel_fn
+
+
+def _takes_rng(fn) -> bool:
+    """Whether ``fn`` accepts an ``rng`` keyword (neural-tangents passes one to every draw)."""
+    try:
+        params = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):
+        return True
+    return any(p.name == "rng" or p.kind is p.VAR_KEYWORD for p in params)
+
+
+@classic_stream
+def _next_keys(chain, size: int):
+    """The next ``size`` draw keys of neural-tangents' chain, and the chain's new state."""
+    keys = []
+    for _ in range(size):
+        chain, k = jax.random.split(chain)
+        keys.append(k)
+    return jnp.stack(keys), chain
 
 
 def _shapes(x):

@@ -37,7 +37,7 @@ def empirical_nngp_fn(f, trace_axes=(-1,), diagonal_axes=()):
     trace_axes, diagonal_axes = check_axes(trace_axes, diagonal_axes, caller)
 
     def nngp_fn(x1, x2, params, **apply_fn_kwargs):
-        kw1, kw2 = split_kwargs(apply_fn_kwargs, x2 is not None)
+        kw1, kw2 = split_kwargs(apply_fn_kwargs, x1, x2)
         _check_params(f, params, x1, kw1, caller)
         out1 = f(params, x1, **kw1)
         out2 = out1 if x2 is None else f(params, x2, **kw2)

@@ -351,7 +351,7 @@ def empirical_ntk_fn(f, trace_axes=(-1,), diagonal_axes=(), vmap_axes=None,
         return compute(x1, x2, params, {**dyn1, **dict(static1)}, {**dyn2, **dict(static2)})
 
     def ntk_fn(x1, x2, params, **apply_fn_kwargs):
-        kw1, kw2 = split_kwargs(apply_fn_kwargs, x2 is not None)
+        kw1, kw2 = split_kwargs(apply_fn_kwargs, x1, x2)
         prepare(x1, x2, params, kw1, kw2)  # errors are raised here, before any tracing
         dyn = [k for k in kw1 if _is_array(kw1[k]) and _is_array(kw2[k])]
         static1 = tuple(sorted((k, v) for k, v in kw1.items() if k not in dyn))

@@ -28,6 +28,7 @@ from .._checks import check_bool, check_nonnegative, check_positive_int  # noqa:
 from .._get import parse_get
 from .._get import select as _select
 from .._numerics import value_with_derivatives_of
+from .._random import classic_stream
 from ..kernel import DATA_FIELDS, STATIC_FIELDS, Kernel
 from . import _layout, _memory, _tiling
 
@@ -162,7 +163,8 @@ def make_layer(name: str, init_fn: Callable, apply_fn: Callable, kernel_map: Cal
     kernel_fn.__name__ = f"{name}.kernel_fn"
     kernel_fn.__qualname__ = kernel_fn.__name__
     kernel_fn.info = info  # type: ignore[attr-defined]
-    return Layer(init_fn, apply_fn, kernel_fn)
+    # neural-tangents' random stream: the same key gives its parameters (see infwidth._random)
+    return Layer(classic_stream(init_fn), classic_stream(apply_fn), kernel_fn)
 
 
 def _is_kernel(x) -> bool:
