@@ -120,7 +120,8 @@ def quadrature_maps(fn: Callable, deg: int, df: Callable | None = None, *,
     quadrature (see the module docstring); ``df`` defaults to autodiff of ``fn``.
 
     The derivatives of ``E[f(u) g(v)]`` in ``(cov12, var1, var2)`` are quadratures too (with
-    ``deg / 4`` more nodes per derivative: the integrands sharpen), by Price's theorem: ``E[f'(u) g'(v)]``, ``E[f''(u) g(v)] / 2`` and ``E[f(u) g''(v)] / 2``
+    ``deg / 4`` more nodes per derivative: the integrands sharpen), by Price's theorem:
+    ``E[f'(u) g'(v)]``, ``E[f''(u) g(v)] / 2`` and ``E[f(u) g''(v)] / 2``
     (Price 1958, "A useful theorem for nonlinear devices having Gaussian inputs"). Autodiff
     through the Cholesky factor would instead meet ``sqrt(var2 - cov12**2 / var1)`` at 0 for an
     input paired with itself and drop the terms that make the kernel smooth there. (Where
