@@ -95,7 +95,8 @@ def make_layer(name: str, init_fn: Callable, apply_fn: Callable, kernel_map: Cal
                shape_fn: Callable | None, *, mixes_batch: bool = False,
                input_axes: tuple[int, int] | None = None, any_axes: bool = False,
                children: Sequence[Callable] = (), smoothness: float = math.inf,
-               family: str | None = None, hparams: Mapping[str, Any] | None = None) -> Layer:
+               family: str | None = None, hparams: Mapping[str, Any] | None = None,
+               sets_axes: bool = False) -> Layer:
     """Assembles a `Layer` whose ``kernel_fn`` has the standard calling convention.
 
     ``kernel_map(kernel, **kwargs) -> kernel`` is the layer's map on Kernels; ``children`` are
@@ -135,7 +136,8 @@ def make_layer(name: str, init_fn: Callable, apply_fn: Callable, kernel_map: Cal
             out = kernel_map(k, **kwargs)
             if shape_fn is not None:
                 out = out.replace(shape1=shape_fn(out.shape1), shape2=shape_fn(out.shape2))
-            return _normalized_axes(out, k)
+            # combinators pass on the axes their last layer set
+            return out if sets_axes else _normalized_axes(out, k, keep_rank_axes=bool(children))
 
         if _is_kernel(x1):  # inside a recursion
             return _select(untiled(x1, x2), get, "AnalyticKernel")
@@ -202,13 +204,14 @@ def _check_default_axes(k, name: str):
                 f"axes; move the axes of the inputs with jnp.moveaxis.")
 
 
-def _normalized_axes(out, k_in):
+def _normalized_axes(out, k_in, keep_rank_axes: bool = False):
     """neural-tangents' convention: non-negative axes; a layer that changes the number of axes
-    (Flatten, pooling to a vector) leaves the default layout."""
+    (Flatten, pooling to a vector) leaves the default layout (layers built by `_layouts` set
+    the output's axes themselves: ``make_layer(..., sets_axes=True)``)."""
     if not isinstance(out, Kernel):
         return out
     ndim = len(out.shape1)
-    same = isinstance(k_in, Kernel) and len(k_in.shape1) == ndim
+    same = keep_rank_axes or (isinstance(k_in, Kernel) and len(k_in.shape1) == ndim)
     axes = ((out.batch_axis % ndim, out.channel_axis % ndim) if same else (0, ndim - 1))
     if axes == (out.batch_axis, out.channel_axis):
         return out  # the same object: layers recognise copies of one branch by identity

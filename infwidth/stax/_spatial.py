@@ -59,20 +59,34 @@ def check_strides(strides, n: int, layer: str) -> tuple[int, ...]:
 
 
 def check_dimension_numbers(dimension_numbers, n: int, layer: str):
-    """Only channel-last layouts are supported: ``('N...C', '...IO', 'N...C')``."""
+    """Parses ``(lhs_spec, rhs_spec, out_spec)`` (``jax.lax`` convolution strings such as
+    ``('NCHW', 'OIHW', 'NCHW')``). Returns ``None`` for the channel-last default, else
+    ``(input_axes, output_axes, filter_order, spatial_order)``: the inputs' and outputs' (batch,
+    channel) axes, for each spatial axis of the inputs (in their order) its index in the filter
+    spec's spatial axes (``filter_shape`` and ``strides`` follow the filter spec, as in
+    ``jax.lax``), and the output's spatial axes as indices of the input's."""
     if dimension_numbers is None:
-        return
-    ok = isinstance(dimension_numbers, (tuple, list)) and len(dimension_numbers) == 3
-    if ok:
-        lhs, rhs, out = dimension_numbers
-        ok = (isinstance(lhs, str) and len(lhs) == n + 2 and lhs[0] == "N" and lhs[-1] == "C"
-              and out == lhs and rhs == lhs[1:-1] + "IO")
+        return None
+    fix = (f"{layer}(dimension_numbers={dimension_numbers!r}): expected three strings (lhs, "
+           f"rhs, out) such as ('NHWC', 'HWIO', 'NHWC') or ('NCHW', 'OIHW', 'NCHW'), each with "
+           f"{n} spatial letter(s) (one per entry of filter_shape)")
+    if not (isinstance(dimension_numbers, (tuple, list)) and len(dimension_numbers) == 3
+            and all(isinstance(d, str) for d in dimension_numbers)):
+        raise ValueError(fix + ".")
+    lhs, rhs, out = dimension_numbers
+    ok = all(len(d) == n + 2 and len(set(d)) == len(d) for d in (lhs, rhs, out))
+    ok = ok and all(set(a) <= set(d) for a, d in (("NC", lhs), ("IO", rhs), ("NC", out)))
+    sp_lhs = [c for c in lhs if c not in "NC"]
+    sp_rhs = [c for c in rhs if c not in "IO"]
+    sp_out = [c for c in out if c not in "NC"]
+    ok = ok and set(sp_lhs) == set(sp_rhs) == set(sp_out)
     if not ok:
-        raise ValueError(
-            f"{layer}(dimension_numbers={dimension_numbers!r}): infwidth keeps the batch first "
-            f"and channels last (e.g. ('NHWC', 'HWIO', 'NHWC')); move the axes of your inputs "
-            f"with jnp.moveaxis and pass dimension_numbers=None."
-        )
+        raise ValueError(fix + "; the batch (N), channel (C), filter (I, O) and shared spatial "
+                               "letters must each appear once.")
+    if lhs == out and lhs[0] == "N" and lhs[-1] == "C" and sp_rhs == sp_lhs and rhs[-2:] == "IO":
+        return None
+    return ((lhs.index("N"), lhs.index("C")), (out.index("N"), out.index("C")),
+            tuple(sp_rhs.index(c) for c in sp_lhs), tuple(sp_lhs.index(c) for c in sp_out))
 
 
 def lax_dimension_numbers(n: int) -> tuple[str, str, str]:

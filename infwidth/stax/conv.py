@@ -36,6 +36,7 @@ from ._layer import (
     check_shape,
     make_layer,
 )
+from ._layouts import relaid_layer
 from ._spatial import (
     apply_matrix,
     check_dimension_numbers,
@@ -164,7 +165,10 @@ def _Conv(name, out_chan, filter_shape, strides, padding, W_std, b_std, dimensio
     W_std = check_nonnegative(W_std, "W_std", name)
     b_std = check_nonnegative(b_std, "b_std", name, allow_none=True)
     rule = affine_rule(parameterization, W_std, b_std, s, name)
-    check_dimension_numbers(dimension_numbers, n, name)
+    layout = check_dimension_numbers(dimension_numbers, n, name)
+    if layout is not None:
+        return _relaid_conv(name, out_chan, filter_shape, strides, padding, W_std, b_std,
+                            parameterization, s, transpose, shared, layout)
     width = rule.width(out_chan)
     dn = ("N" + "HWDABEFG"[:n] + "C", "HWDABEFG"[:n] + "IO", "N" + "HWDABEFG"[:n] + "C")
     taps = math.prod(filter_shape)
@@ -265,6 +269,23 @@ def _Conv(name, out_chan, filter_shape, strides, padding, W_std, b_std, dimensio
                       hparams={"rule": rule, "linear": linear, "filter_shape": filter_shape})
 
 
+def _relaid_conv(name, out_chan, filter_shape, strides, padding, W_std, b_std, parameterization,
+                 s, transpose, shared, layout) -> Layer:
+    """A convolution with ``dimension_numbers`` other than channel-last: the channel-last layer
+    with the filter's axes in the inputs' spatial order, on moved inputs (`_layouts`). Its
+    parameters are those of the channel-last layer (filters ``(*spatial, I, O)``)."""
+    input_axes, output_axes, filter_order, spatial_order = layout
+    filter_c = tuple(filter_shape[i] for i in filter_order)
+    strides_c = tuple(strides[i] for i in filter_order)
+    canonical = _Conv(name, out_chan, filter_c, strides_c, padding, W_std, b_std, None,
+                      parameterization, s, transpose, shared)
+    init_fn, apply_fn, kernel_map = relaid_layer(
+        canonical.init_fn, canonical.apply_fn, canonical.kernel_fn, lambda shape: shape,
+        *input_axes, name, output_axes, spatial_order)
+    return make_layer(name, init_fn, apply_fn, kernel_map, None, input_axes=input_axes,
+                      any_axes=True, sets_axes=True, children=(canonical.kernel_fn,))
+
+
 def _pointwise(name, out_chan, strides, padding, W_std, b_std, dimension_numbers,
                parameterization, s) -> Layer:
     """``filter_shape=()``: a convolution over no spatial axes, on inputs ``(N, C)``. It is the
@@ -315,8 +336,11 @@ _ARGS_DOC = """
       padding: ``'VALID'``, ``'SAME'`` (zeros) or ``'CIRCULAR'`` (periodic boundaries).
       W_std: weight standard deviation.
       b_std: bias standard deviation, or ``None`` for no bias.
-      dimension_numbers: only ``None`` or a channel-last spec such as
-        ``('NHWC', 'HWIO', 'NHWC')`` (batch first, channels last).
+      dimension_numbers: ``None`` (``(N, *spatial, C)`` inputs) or ``jax.lax`` specs
+        ``(lhs, rhs, out)`` such as ``('NCHW', 'OIHW', 'NCHW')``; ``filter_shape`` and
+        ``strides`` follow the filter spec's spatial order, as in ``jax.lax``. Kernels keep
+        the spatial axes in the inputs' order; parameters are stored channel-last
+        (``(*spatial, I, O)`` filters).
       parameterization: ``'ntk'``, ``'standard'``, ``'mup'`` or an `ABC`, as for `Dense`,
         with fan-in ``in_channels * prod(filter_shape)`` (no kernel_fn under 'mup').
       s: width multipliers of the input and output under 'standard'.

@@ -10,6 +10,7 @@ from .._numerics import safe_divide
 from ._layer import Layer, check_kernel_input, make_layer
 from ._layout import expand as _expand
 from ._layout import variances
+from ._layouts import axis_index, is_default_layout, relaid_layer
 
 
 def _canonical_axes(axis, ndim: int, name: str) -> tuple[int, ...]:
@@ -22,11 +23,30 @@ def _canonical_axes(axis, ndim: int, name: str) -> tuple[int, ...]:
     return tuple(sorted(set(out)))
 
 
-def _check_layout(batch_axis, channel_axis, name):
-    if batch_axis != 0 or channel_axis not in (-1,):
-        raise ValueError(f"{name}(batch_axis={batch_axis}, channel_axis={channel_axis}): infwidth "
-                         f"keeps the batch first and channels last; move the axes of your inputs "
-                         f"with jnp.moveaxis.")
+def _relaid_layer_norm(axis, eps, batch_axis, channel_axis) -> Layer:
+    """`LayerNorm` on inputs of any layout: the channel-last layer normalising the same axes of
+    the moved inputs (`_layouts`), one per input rank."""
+    name = "LayerNorm"
+    layers: dict = {}
+
+    def canonical(ndim) -> Layer:
+        if ndim not in layers:
+            b = axis_index(batch_axis, ndim, "batch_axis", name)
+            c = axis_index(channel_axis, ndim, "channel_axis", name)
+            spatial = [i for i in range(ndim) if i not in (b, c)]
+            axes = _canonical_axes(axis, ndim, f"{name}(axis={axis!r})")
+            moved = tuple(ndim - 1 if a == c else 0 if a == b else 1 + spatial.index(a)
+                          for a in axes)
+            layers[ndim] = LayerNorm(moved, eps)
+        return layers[ndim]
+
+    init_fn, apply_fn, kernel_map = relaid_layer(
+        lambda key, shape: canonical(len(shape)).init_fn(key, shape),
+        lambda params, x, **kw: canonical(x.ndim).apply_fn(params, x, **kw),
+        lambda k, **kw: canonical(len(k.shape1)).kernel_fn(k, **kw), lambda shape: shape,
+        batch_axis, channel_axis, name)
+    return make_layer(name, init_fn, apply_fn, kernel_map, None,
+                      input_axes=(batch_axis, channel_axis), any_axes=True, sets_axes=True)
 
 
 def LayerNorm(axis=-1, eps: float = 1e-12, batch_axis: int = 0, channel_axis: int = -1) -> Layer:
@@ -39,9 +59,9 @@ def LayerNorm(axis=-1, eps: float = 1e-12, batch_axis: int = 0, channel_axis: in
     batch axis) as neural-tangents does. The input must be Gaussian (follow an affine layer).
 
     Args:
-      axis: an axis or axes to normalise over; must contain the channel axis (-1).
+      axis: an axis or axes to normalise over; must contain the channel axis.
       eps: added to the variance.
-      batch_axis, channel_axis: only the default layout (0, -1) is supported.
+      batch_axis, channel_axis: the inputs' batch and channel axes (any layout).
 
     Example:
       >>> import jax.numpy as jnp
@@ -51,7 +71,8 @@ def LayerNorm(axis=-1, eps: float = 1e-12, batch_axis: int = 0, channel_axis: in
       [[1.0, 0.7071], [0.7071, 1.0]]
     """
     name = f"LayerNorm(axis={axis!r})"
-    _check_layout(batch_axis, channel_axis, "LayerNorm")
+    if not is_default_layout(batch_axis, channel_axis):
+        return _relaid_layer_norm(axis, eps, batch_axis, channel_axis)
     if not isinstance(axis, (int, np.integer)):
         if isinstance(axis, str) or not all(
                 isinstance(a, (int, np.integer)) and not isinstance(a, bool) for a in axis):

@@ -17,6 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ._layer import Layer, check_kernel_input, check_shape, make_layer
+from ._layouts import is_default_layout, relaid_layer
 from ._spatial import (
     check_fits,
     check_input_rank,
@@ -32,11 +33,25 @@ from ._spatial import (
 
 
 def _check_axes(batch_axis, channel_axis, layer):
-    if batch_axis not in (0,) or channel_axis not in (-1,):
-        raise ValueError(
-            f"{layer}(batch_axis={batch_axis}, channel_axis={channel_axis}): infwidth keeps the "
-            f"batch first and channels last; move the axes of your inputs with jnp.moveaxis."
-        )
+    for arg, v in (("batch_axis", batch_axis), ("channel_axis", channel_axis)):
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
+            raise TypeError(f"{layer}({arg}={v!r}): expected an int axis of the inputs.")
+    if batch_axis == channel_axis:
+        raise ValueError(f"{layer}(batch_axis={batch_axis}, channel_axis={channel_axis}): the "
+                         f"batch and channel axes must differ.")
+    return int(batch_axis), int(channel_axis)
+
+
+def _make_pool_layer(name, init_fn, apply_fn, kernel_map, shape_fn, batch_axis, channel_axis,
+                     out_axes=None, **kwargs) -> Layer:
+    """`make_layer` for a channel-last pooling layer, on inputs of any layout (`_layouts`)."""
+    if is_default_layout(batch_axis, channel_axis):
+        return make_layer(name, init_fn, apply_fn, kernel_map, shape_fn, **kwargs)
+    init_fn, apply_fn, kernel_map = relaid_layer(init_fn, apply_fn, kernel_map, shape_fn,
+                                                 batch_axis, channel_axis, name, out_axes)
+    return make_layer(name, init_fn, apply_fn, kernel_map, None,
+                      input_axes=(batch_axis, channel_axis), any_axes=True, sets_axes=True,
+                      **kwargs)
 
 
 def _window_counts(size, window, stride, padding):
@@ -80,7 +95,7 @@ def _Pool(name, window_shape, strides, padding, normalize_edges, average, batch_
     padding = resolve_padding(padding, name)
     if not isinstance(normalize_edges, (bool, np.bool_)):
         raise ValueError(f"{name}(normalize_edges={normalize_edges!r}): must be True or False.")
-    _check_axes(batch_axis, channel_axis, name)
+    batch_axis, channel_axis = _check_axes(batch_axis, channel_axis, name)
 
     def check_input(shape):
         check_shape(shape, name)
@@ -130,8 +145,8 @@ def _Pool(name, window_shape, strides, padding, normalize_edges, average, batch_
         return k.replace(**map_covariances(k, pool))
 
     # a parameterless map, linear in each channel: its kernel map is apply_fn on features
-    return make_layer(name, init_fn, apply_fn, kernel_map, shape_fn, family="linear",
-                      hparams={"apply_fn": apply_fn})
+    return _make_pool_layer(name, init_fn, apply_fn, kernel_map, shape_fn, batch_axis,
+                            channel_axis, family="linear", hparams={"apply_fn": apply_fn})
 
 
 def AvgPool(window_shape, strides=None, padding: str = "VALID", normalize_edges: bool = False,
@@ -145,7 +160,7 @@ def AvgPool(window_shape, strides=None, padding: str = "VALID", normalize_edges:
       padding: ``'VALID'``, ``'SAME'`` (zeros) or ``'CIRCULAR'`` (periodic boundaries).
       normalize_edges: with 'SAME' padding, divide by the number of real inputs in each window
         instead of the window size (as ``jax.example_libraries.stax.AvgPool``).
-      batch_axis, channel_axis: only the default layout (batch first, channels last).
+      batch_axis, channel_axis: the inputs' batch and channel axes (any layout).
 
     The kernel map is ``A K A^T`` per axis pair (arXiv:1810.05148); it needs the covariances
     between positions, so ``kernel_fn(..., diagonal_spatial=True)`` raises.
@@ -183,7 +198,11 @@ def SumPool(window_shape, strides=None, padding: str = "VALID", batch_axis: int 
 
 
 def _GlobalPool(name, average, batch_axis, channel_axis) -> Layer:
-    _check_axes(batch_axis, channel_axis, name)
+    batch_axis, channel_axis = _check_axes(batch_axis, channel_axis, name)
+
+    def out_axes(ndim):  # the batch and channel axes keep their order, as in neural-tangents
+        b, c = batch_axis % ndim, channel_axis % ndim
+        return (0, 1) if b < c else (1, 0)
 
     def check_input(shape):  # (N, C) inputs have no positions to pool: the identity
         check_shape(shape, name)
@@ -214,8 +233,9 @@ def _GlobalPool(name, average, batch_axis, channel_axis) -> Layer:
         return k.replace(diagonal_spatial=False, **map_covariances(k, pool))
 
     # a parameterless map, linear in each channel: its kernel map is apply_fn on features
-    return make_layer(name, init_fn, apply_fn, kernel_map, shape_fn, family="linear",
-                      hparams={"apply_fn": apply_fn})
+    return _make_pool_layer(name, init_fn, apply_fn, kernel_map, shape_fn, batch_axis,
+                            channel_axis, out_axes, family="linear",
+                            hparams={"apply_fn": apply_fn})
 
 
 def GlobalAvgPool(batch_axis: int = 0, channel_axis: int = -1) -> Layer:

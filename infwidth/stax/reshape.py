@@ -7,6 +7,7 @@ import math
 import jax.numpy as jnp
 
 from ._layer import Layer, check_kernel_input, check_shape, make_layer
+from ._layouts import axis_index
 
 
 def _position_mean(cov, lead: int, diagonal_spatial: bool):
@@ -28,7 +29,8 @@ def Flatten(batch_axis: int = 0, batch_axis_out: int = 0) -> Layer:
     evaluated with ``kernel_fn(..., diagonal_spatial=True)``, at a fraction of the cost.
 
     Args:
-      batch_axis, batch_axis_out: only 0 (batch first) is supported.
+      batch_axis: the inputs' batch axis; every other axis is flattened (in order).
+      batch_axis_out: 0 for ``(N, features)`` outputs, 1 for ``(features, N)``.
 
     Example:
       >>> import jax.numpy as jnp
@@ -41,25 +43,41 @@ def Flatten(batch_axis: int = 0, batch_axis_out: int = 0) -> Layer:
       (17.5, 17.5)
     """
     name = "Flatten"
-    if batch_axis != 0 or batch_axis_out not in (0, -2):
-        raise ValueError(f"{name}(batch_axis={batch_axis}, batch_axis_out={batch_axis_out}): "
-                         f"infwidth keeps the batch first; move it with jnp.moveaxis.")
+    for arg, v in (("batch_axis", batch_axis), ("batch_axis_out", batch_axis_out)):
+        if isinstance(v, bool) or not isinstance(v, int):
+            raise TypeError(f"{name}({arg}={v!r}): expected an int axis.")
+    if batch_axis_out not in (0, 1, -1, -2):
+        raise ValueError(f"{name}(batch_axis_out={batch_axis_out}): the output is (N, features) "
+                         f"or (features, N): batch_axis_out must be 0 or 1 (or -2, -1).")
+    out_b = batch_axis_out % 2
 
-    def shape_fn(input_shape):
-        return (input_shape[0], math.prod(input_shape[1:]))
+    def shape_fn(input_shape, b=None):
+        ndim = len(input_shape)
+        b = axis_index(batch_axis if b is None else b, ndim, "batch_axis", name)
+        n = input_shape[b]
+        f = math.prod(s for i, s in enumerate(input_shape) if i != b)
+        return (n, f) if out_b == 0 else (f, n)
 
     def init_fn(key, input_shape):
         check_shape(input_shape, name, min_ndim=1)
         return shape_fn(input_shape), ()
 
     def apply_fn(params, x, **kwargs):
-        return x.reshape(shape_fn(x.shape))
+        b = axis_index(batch_axis, x.ndim, "batch_axis", name)
+        y = jnp.moveaxis(x, b, 0).reshape(x.shape[b], -1)
+        return y if out_b == 0 else y.T
 
     def kernel_map(k, **kwargs):
         k = check_kernel_input(k, name)
         n = k.n_spatial
+        axes = {"batch_axis": out_b, "channel_axis": 1 - out_b}
+        shapes = {"shape1": shape_fn(k.shape1, k.batch_axis),
+                  "shape2": shape_fn(k.shape2, k.batch_axis)}
         if n == 0:
-            return k
+            if len(k.shape1) == 2 and (k.batch_axis % 2, k.channel_axis % 2) == (out_b,
+                                                                                 1 - out_b):
+                return k  # the same object: nothing to flatten
+            return k.replace(**axes, **shapes)
 
         def flat(cov):
             if cov is None:
@@ -68,8 +86,10 @@ def Flatten(batch_axis: int = 0, batch_axis_out: int = 0) -> Layer:
             return _position_mean(cov, lead, k.diagonal_spatial)
 
         return k.replace(nngp=flat(k.nngp), ntk=flat(k.ntk), cov1=flat(k.cov1),
-                         cov2=flat(k.cov2), is_gaussian=False, diagonal_spatial=False)
+                         cov2=flat(k.cov2), is_gaussian=False, diagonal_spatial=False, **axes,
+                         **shapes)
 
-    # parameterless and linear: its kernel map is apply_fn on features (infwidth.features)
-    return make_layer(name, init_fn, apply_fn, kernel_map, shape_fn, family="linear",
-                      hparams={"apply_fn": apply_fn})
+    # parameterless and linear: its kernel map is apply_fn on features (infwidth.features);
+    # the map is that of the kernel's own layout (the channel axis may be anywhere)
+    return make_layer(name, init_fn, apply_fn, kernel_map, None, family="linear",
+                      hparams={"apply_fn": apply_fn}, any_axes=True, sets_axes=True)
