@@ -152,12 +152,12 @@ X4 = jnp.ones((2, 6, 5, 3))
     (lambda: stax.AvgPool((2, 2), padding="full"), r"AvgPool\(padding='full'\)"),
     (lambda: stax.Conv(4, (3, 0)), r"Conv\(filter_shape=\(3, 0\)\)"),
     (lambda: stax.Conv(4, (3, 3), strides=(1,)), r"Conv\(strides=\(1,\)\)"),
-    (lambda: stax.Conv(4, (3, 3), dimension_numbers=("NCHW", "OIHW", "NCHW")),
-     r"Conv\(dimension_numbers=.*channels last"),
+    (lambda: stax.Conv(4, (3, 3), dimension_numbers=("NCHW", "OIHW", "NCW")),
+     r"Conv\(dimension_numbers=.*each with 2 spatial letter"),
     (lambda: stax.ConvLocal(0, (3, 3)), r"ConvLocal\(out_chan=0\)"),
     (lambda: stax.Conv(4, (3, 3), parameterization="mean-field"), r"Conv\(parameterization="),
     (lambda: stax.AvgPool((2, 2), normalize_edges="yes"), r"AvgPool\(normalize_edges"),
-    (lambda: stax.GlobalAvgPool(channel_axis=1), r"GlobalAvgPool\(batch_axis=0, channel_axis"),
+    (lambda: stax.GlobalAvgPool(channel_axis=0), r"GlobalAvgPool\(batch_axis=0, channel_axis"),
 ])
 def test_bad_arguments_raise_at_construction(build, match):
     with pytest.raises(ValueError, match=match):

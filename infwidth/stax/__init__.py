@@ -130,3 +130,35 @@ __all__ += ["MaxPool", "GlobalMaxPool"]
 from .recurrent import SimpleRNN  # noqa: E402
 
 __all__ += ["SimpleRNN"]
+
+
+def _named_after(layer_fn):
+    """``layer_fn`` whose layers' three functions are named after it, as neural-tangents names
+    them (``stax.Relu()[0].__name__ == 'Relu'``)."""
+    @_functools.wraps(layer_fn)
+    def build(*args, **kwargs):
+        out = layer_fn(*args, **kwargs)
+        if isinstance(out, Layer):
+            for fn in out:
+                try:
+                    fn.__name__ = layer_fn.__name__
+                except (AttributeError, TypeError):  # a builtin or a functools.partial
+                    pass
+        return out
+
+    return build
+
+
+def _name_layers():
+    import inspect
+
+    skip = {"layer", "requires", "unmask_fn", "tile_memory", "elementwise"}
+    for _name in __all__:
+        _obj = globals()[_name]
+        if _name not in skip and inspect.isfunction(_obj):
+            globals()[_name] = _named_after(_obj)
+
+
+import functools as _functools  # noqa: E402
+
+_name_layers()
