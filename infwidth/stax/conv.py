@@ -28,6 +28,7 @@ import numpy as np
 from jax import lax
 
 from ..parameterization import affine_rule
+from . import _masking
 from ._layer import (
     Layer,
     check_kernel_input,
@@ -262,7 +263,8 @@ def _Conv(name, out_chan, filter_shape, strides, padding, W_std, b_std, dimensio
 
     return make_layer(name, init_fn, apply_fn, kernel_map, shape_fn,
                       family="Conv" if shared and not transpose else name,
-                      hparams={"rule": rule, "linear": linear, "filter_shape": filter_shape})
+                      hparams={"rule": rule, "linear": linear, "filter_shape": filter_shape},
+                      mask_fn=_masking.sweep(filter_shape, strides, padding, transpose))
 
 
 def _pointwise(name, out_chan, strides, padding, W_std, b_std, dimension_numbers,
@@ -301,7 +303,8 @@ def _pointwise(name, out_chan, strides, padding, W_std, b_std, dimension_numbers
         check(k.shape1, "inputs")
         return dense.kernel_fn(k, **kwargs)
 
-    return make_layer(name, init_fn, apply_fn, kernel_map, shape_fn=None)
+    return make_layer(name, init_fn, apply_fn, kernel_map, shape_fn=None,
+                      mask_fn=_masking.reduce_channels(-1))
 
 
 _ARGS_DOC = """

@@ -16,6 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from . import _masking
 from ._layer import Layer, check_kernel_input, check_shape, make_layer
 from ._spatial import (
     check_fits,
@@ -131,7 +132,8 @@ def _Pool(name, window_shape, strides, padding, normalize_edges, average, batch_
 
     # a parameterless map, linear in each channel: its kernel map is apply_fn on features
     return make_layer(name, init_fn, apply_fn, kernel_map, shape_fn, family="linear",
-                      hparams={"apply_fn": apply_fn})
+                      hparams={"apply_fn": apply_fn},
+                      mask_fn=None if no_axes else _masking.sweep(window_shape, strides, padding))
 
 
 def AvgPool(window_shape, strides=None, padding: str = "VALID", normalize_edges: bool = False,
@@ -195,9 +197,11 @@ def _GlobalPool(name, average, batch_axis, channel_axis) -> Layer:
         check_input(input_shape)
         return shape_fn(input_shape), ()
 
-    def apply_fn(params, x, **kwargs):
+    def apply_fn(params, x, mask=None, **kwargs):
         check_input(x.shape)
         axes = tuple(range(1, x.ndim - 1))
+        if average and mask is not None and axes:  # the mean over the present positions
+            return _masking.masked_mean(x, _masking.reduce_channels(-1)(mask, x.shape), axes)
         return jnp.mean(x, axes) if average else jnp.sum(x, axes)
 
     def kernel_map(k, **kwargs):
@@ -207,15 +211,25 @@ def _GlobalPool(name, average, batch_axis, channel_axis) -> Layer:
             return k
         no_diagonal_spatial(k, name)
 
-        def pool(cov, lead):
+        def pool(cov, lead, absent=None):
             axes = tuple(range(lead, cov.ndim))
+            if average and absent is not None:  # the mean over pairs of present positions
+                return _masking.masked_mean(cov, absent, axes)
             return jnp.mean(cov, axes) if average else jnp.sum(cov, axes)
 
+        if _masking.has_masks(k):
+            m11, m12, m22 = _masking.kernel_pair_masks(k)
+            lead = 1 if k.diagonal_batch else 2
+            return k.replace(
+                diagonal_spatial=False, nngp=pool(k.nngp, 2, m12),
+                ntk=None if k.ntk is None else pool(k.ntk, 2, m12), cov1=pool(k.cov1, lead, m11),
+                cov2=None if k.cov2 is None else pool(k.cov2, lead, m22))
         return k.replace(diagonal_spatial=False, **map_covariances(k, pool))
 
     # a parameterless map, linear in each channel: its kernel map is apply_fn on features
     return make_layer(name, init_fn, apply_fn, kernel_map, shape_fn, family="linear",
-                      hparams={"apply_fn": apply_fn})
+                      hparams={"apply_fn": apply_fn}, mask_fn=_masking.global_pool,
+                      uses_mask=True)
 
 
 def GlobalAvgPool(batch_axis: int = 0, channel_axis: int = -1) -> Layer:

@@ -29,13 +29,13 @@ import dataclasses
 import enum
 import functools
 from collections.abc import Callable
-from typing import Any
 
 import jax
 import jax.numpy as jnp
 
 from ..kernel import Kernel
 from ._layer import make_layer
+from ._masking import MaskedArray
 
 
 class Bool(enum.IntEnum):
@@ -165,7 +165,9 @@ def layer(layer_fn: Callable) -> Callable:
     `Kernel`; the decorated layer's ``kernel_fn`` also accepts input arrays and the standard
     ``get``, ``diagonal_batch`` and ``diagonal_spatial`` arguments. Your ``kernel_fn`` sets the
     output's ``shape1``/``shape2`` when it changes them. A fourth returned element (a
-    neural-tangents ``mask_fn``) is ignored. See the module docstring for an example.
+    neural-tangents ``mask_fn(mask, input_shape)``) maps the mask of masked inputs
+    (``mask_constant``); without it the mask passes through unchanged. See the module
+    docstring for an example.
 
     >>> import jax.numpy as jnp
     >>> from infwidth import stax
@@ -183,25 +185,10 @@ def layer(layer_fn: Callable) -> Callable:
             raise ValueError(f"stax.layer({name}): the decorated function must return "
                              f"(init_fn, apply_fn, kernel_fn); it returned {len(fns)} items.")
         init_fn, apply_fn, kernel_fn = fns[:3]
-        return make_layer(name, init_fn, apply_fn, kernel_fn, None)
+        return make_layer(name, init_fn, apply_fn, kernel_fn, None,
+                          mask_fn=fns[3] if len(fns) == 4 else None)
 
     return build
-
-
-@jax.tree_util.register_dataclass
-@dataclasses.dataclass
-class MaskedArray:
-    """An array (or pytree) with a boolean ``mask`` of the same shape; ``True`` marks entries
-    that are masked out. neural-tangents' container for variable-length inputs.
-
-    >>> import jax.numpy as jnp
-    >>> from infwidth.stax import MaskedArray
-    >>> MaskedArray(jnp.ones(2), jnp.array([False, True])).mask.tolist()
-    [False, True]
-    """
-
-    masked_value: Any
-    mask: Any
 
 
 def unmask_fn(fn: Callable) -> Callable:

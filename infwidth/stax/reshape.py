@@ -6,6 +6,7 @@ import math
 
 import jax.numpy as jnp
 
+from . import _masking
 from ._layer import Layer, check_kernel_input, check_shape, make_layer
 
 
@@ -72,4 +73,4 @@ def Flatten(batch_axis: int = 0, batch_axis_out: int = 0) -> Layer:
 
     # parameterless and linear: its kernel map is apply_fn on features (infwidth.features)
     return make_layer(name, init_fn, apply_fn, kernel_map, shape_fn, family="linear",
-                      hparams={"apply_fn": apply_fn})
+                      hparams={"apply_fn": apply_fn}, mask_fn=_masking.flatten)
