@@ -7,6 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .._numerics import safe_divide
+from . import _masking
 from ._layer import Layer, check_kernel_input, make_layer
 from ._layout import expand as _expand
 from ._layout import variances
@@ -74,8 +75,13 @@ def LayerNorm(axis=-1, eps: float = 1e-12, batch_axis: int = 0, channel_axis: in
         norm_axes(len(input_shape))
         return tuple(input_shape), ()
 
-    def apply_fn(params, x, **kwargs):
+    def apply_fn(params, x, mask=None, **kwargs):
         axes = norm_axes(x.ndim)
+        if mask is not None:  # statistics of the present entries only (masked inputs)
+            absent = jnp.broadcast_to(mask, x.shape)
+            mean = _masking.masked_mean(x, absent, axes, keepdims=True)
+            var = _masking.masked_mean((x - mean) ** 2, absent, axes, keepdims=True)
+            return (x - mean) / jnp.sqrt(eps + var)
         mean = jnp.mean(x, axes, keepdims=True)
         var = jnp.var(x, axes, keepdims=True)
         return (x - mean) / jnp.sqrt(eps + var)
@@ -86,12 +92,16 @@ def LayerNorm(axis=-1, eps: float = 1e-12, batch_axis: int = 0, channel_axis: in
         # axes of the per-position variances (N, *spatial) to average over
         avg = tuple(a for a in axes if a < len(k.shape1) - 1)
 
-        def var(cov):
+        p1, p2 = _masking.position_masks(k)  # absent positions of masked inputs, or None
+
+        def var(cov, absent):
             v = variances(cov, k) + eps
+            if avg and absent is not None:  # average over the present positions only
+                return _masking.masked_mean(v, absent, avg, keepdims=True)
             return jnp.mean(v, avg, keepdims=True) if avg else v
 
-        v1 = var(k.cov1)
-        v2 = v1 if k.cov2 is None else var(k.cov2)
+        v1 = var(k.cov1, p1)
+        v2 = v1 if k.cov2 is None else var(k.cov2, p2)
 
         def normalise(cov, a, b, n_lead):
             if cov is None:
@@ -105,7 +115,8 @@ def LayerNorm(axis=-1, eps: float = 1e-12, batch_axis: int = 0, channel_axis: in
                          cov1=normalise(k.cov1, v1, v1, n_cov),
                          cov2=None if k.cov2 is None else normalise(k.cov2, v2, v2, n_cov))
 
-    return make_layer("LayerNorm", init_fn, apply_fn, kernel_map, shape_fn=lambda s: s)
+    return make_layer("LayerNorm", init_fn, apply_fn, kernel_map, shape_fn=lambda s: s,
+                      uses_mask=True)
 
 
 def _diagonal_mask(shape, n_lead: int, diagonal_spatial: bool):
