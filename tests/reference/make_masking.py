@@ -1,5 +1,7 @@
 """Writes masking.npz: neural-tangents 0.6.5's kernels of catalogue_masking.CATALOGUE on padded
-inputs (``kernel_fn(..., mask_constant=...)``), in float64, for tests/test_masking.py."""
+inputs (``kernel_fn(..., mask_constant=...)``), in float64, for tests/test_masking.py, and the
+NNGP of the same inputs padded with zeros and no mask (which the masked kernels must differ
+from)."""
 
 import os
 import sys
@@ -38,6 +40,10 @@ for name, build in CATALOGUE.items():
             print(f"{name}: neural-tangents raises {type(e).__name__}: {str(e)[:200]}")
             break
         out[f"{name}/nngp{tag}"], out[f"{name}/ntk{tag}"] = np.asarray(k.nngp), np.asarray(k.ntk)
+    # the same inputs padded with zeros and no mask: the tests check the masks matter
+    kw = {"pattern": (jnp.asarray(p1), jnp.asarray(p2))} if name == "aggregate" else {}
+    z1, z2 = (jnp.where((v == MASK) | jnp.isnan(v), 0.0, v) for v in (x1, x2))
+    out[f"{name}/zero_padded_nngp12"] = np.asarray(layer[2](z1, z2, "nngp", **kw))
 
 np.savez_compressed(os.path.join(here, "masking.npz"), **out)
 print(f"wrote {len(out)} arrays")
