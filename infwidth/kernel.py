@@ -45,7 +45,10 @@ class Kernel:
       is_reversed, is_input, batch_axis, channel_axis, mask1, mask2: neural-tangents' fields,
         for code that reads or sets them. infwidth keeps position pairs in input order, so
         ``is_reversed`` is always False, and so is ``is_input``; the axes are those of the
-        inputs (batch first, channels last); masks are ``None`` (masking is not supported).
+        inputs (batch first, channels last). ``mask1``/``mask2`` are ``None`` unless
+        ``kernel_fn`` was called with ``mask_constant``: then boolean masks of the absent
+        entries of the activations (``True`` where absent; the channel axis has size 1 after
+        a layer that mixes channels), ``mask2`` ``None`` when ``x2`` is ``x1``.
 
     Example:
       >>> import jax.numpy as jnp

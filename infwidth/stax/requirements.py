@@ -186,9 +186,47 @@ def layer(layer_fn: Callable) -> Callable:
                              f"(init_fn, apply_fn, kernel_fn); it returned {len(fns)} items.")
         init_fn, apply_fn, kernel_fn = fns[:3]
         return make_layer(name, init_fn, apply_fn, kernel_fn, None,
-                          mask_fn=fns[3] if len(fns) == 4 else None)
+                          mask_fn=fns[3] if len(fns) == 4 else None,
+                          uses_mask=getattr(layer_fn, "_uses_mask", False))
 
     return build
+
+
+def supports_masking(remask_kernel: bool) -> Callable:
+    """neural-tangents' decorator for layers that handle masked inputs (``mask_constant``).
+
+    Every infwidth layer carries masks, so a custom `layer` needs this only for its
+    ``apply_fn`` to receive ``mask=`` (the boolean mask of its input, ``True`` where absent)
+    when the input is masked; a fourth returned element ``mask_fn(mask, input_shape)`` maps the
+    mask as in neural-tangents. Covariances of absent positions are always zeroed after the
+    layer (the finite network zeroes every layer's masked inputs, so the kernel must too);
+    ``remask_kernel`` is checked and kept for neural-tangents' code.
+
+    >>> import jax.numpy as jnp
+    >>> from infwidth import stax
+    >>> @stax.layer
+    ... @stax.supports_masking(remask_kernel=True)
+    ... def CountPresent():
+    ...     def apply_fn(params, x, mask=None, **kwargs):
+    ...         return jnp.sum(~mask, axis=(1, 2)) if mask is not None else x
+    ...     return (lambda key, s: (s, ()), apply_fn, lambda k, **kw: k)
+    >>> x = jnp.array([[[1.], [2.], [0.]]])
+    >>> CountPresent().apply_fn((), x, mask_constant=0.).masked_value.tolist()
+    [2]
+    """
+    if not isinstance(remask_kernel, bool):
+        raise TypeError(f"supports_masking(remask_kernel={remask_kernel!r}): expected True or "
+                        f"False.")
+
+    def decorate(layer_fn: Callable) -> Callable:
+        @functools.wraps(layer_fn)
+        def masked_layer_fn(*args, **kwargs):
+            return layer_fn(*args, **kwargs)
+
+        masked_layer_fn._uses_mask = True  # type: ignore[attr-defined]
+        return masked_layer_fn
+
+    return decorate
 
 
 def unmask_fn(fn: Callable) -> Callable:
