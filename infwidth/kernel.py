@@ -82,6 +82,22 @@ class Kernel:
         """A copy with the given fields changed."""
         return dataclasses.replace(self, **changes)
 
+    def mask(self, mask1, mask2) -> Kernel:
+        """A copy with masks ``mask1``/``mask2`` (booleans in the activations' layout, ``True``
+        where absent) and every covariance entry that involves an absent position set to zero,
+        as neural-tangents' ``Kernel.mask``.
+
+        >>> import jax.numpy as jnp
+        >>> from infwidth import stax
+        >>> k = stax.Dense(4).kernel_fn(jnp.ones((2, 3, 1)))  # 2 sequences of length 3
+        >>> absent = jnp.array([[False, False, True], [False, True, True]])[..., None]
+        >>> k.mask(absent, None).nngp[0, 1].tolist()
+        [[1.0, 0.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 0.0]]
+        """
+        from .stax._masking import apply_masks
+
+        return apply_masks(self, mask1, mask2)
+
     @property
     def n_spatial(self) -> int:
         """Number of spatial dimensions (0 for flat inputs)."""
