@@ -223,7 +223,7 @@ def supports_masking(remask_kernel: bool) -> Callable:
         def masked_layer_fn(*args, **kwargs):
             return layer_fn(*args, **kwargs)
 
-        masked_layer_fn._uses_mask = True  # type: ignore[attr-defined]
+        masked_layer_fn._uses_mask = True
         return masked_layer_fn
 
     return decorate
