@@ -216,3 +216,43 @@ def test_fully_masked_input_has_zero_kernel_not_nan():
     k = net.kernel_fn(jnp.asarray(x), None, mask_constant=MASK)
     assert np.isfinite(np.asarray(k.nngp)).all() and math.isclose(float(k.nngp[1, 1]), 0.0)
     assert bool(k.mask1[1].all())
+
+
+def test_diagonal_layouts_agree_under_masks():
+    """diagonal_spatial=True (per-position covariances) and diagonal_batch=False (full cov1)
+    give the kernel of the default layout on masked inputs."""
+    with x64():
+        layer, which = CATALOGUE["conv_valid_strided_flatten"](stax)
+        x1, x2 = (jnp.asarray(REF[f"x/{which}/{i}"]) for i in (1, 2))
+        flat = stax.serial(stax.Dense(3, b_std=0.2), stax.Relu(), stax.Flatten(), stax.Dense(1))
+        diag, full_batch = jax.jit(lambda a, b: (
+            flat.kernel_fn(a, b, "ntk", diagonal_spatial=True, mask_constant=MASK),
+            layer.kernel_fn(a, None, "ntk", diagonal_batch=False, mask_constant=MASK)))(x1, x2)
+        default = flat.kernel_fn(x1, x2, "ntk", mask_constant=MASK)
+        assert_close(diag, default, tol("exact", "float64"), "diagonal_spatial")
+        assert_close(full_batch, REF["conv_valid_strided_flatten/ntk11"], tol("nt", "float64"),
+                      "diagonal_batch")
+
+
+def test_custom_layer_mask_fn_is_used():
+    """A `stax.layer` returning a fourth element, neural-tangents' mask_fn: reversing the
+    positions must reverse the mask, or the padding would be counted after it."""
+
+    @stax.layer
+    def Reverse():
+        def kernel_fn(k, **kwargs):
+            flip = lambda c: None if c is None else c[..., ::-1, ::-1]  # noqa: E731
+            return k.replace(nngp=flip(k.nngp), ntk=flip(k.ntk), cov1=flip(k.cov1),
+                             cov2=flip(k.cov2))
+
+        return (lambda key, s: (s, ()), lambda p, x, **kw: x[:, ::-1], kernel_fn,
+                lambda mask, shape: mask[:, ::-1])
+
+    with x64():
+        x1, x2 = (jnp.asarray(REF[f"x/seq/{i}"]) for i in (1, 2))
+        head = stax.serial(stax.Dense(3, b_std=0.5), stax.Relu(), stax.Dense(2, b_std=0.5))
+        plain = stax.serial(head, stax.GlobalAvgPool())
+        reversed_ = stax.serial(head, Reverse(), stax.GlobalAvgPool())
+        assert_close(reversed_.kernel_fn(x1, x2, "ntk", mask_constant=MASK),
+                     plain.kernel_fn(x1, x2, "ntk", mask_constant=MASK), tol("exact", "float64"),
+                     "ntk")
