@@ -256,3 +256,19 @@ def test_custom_layer_mask_fn_is_used():
         assert_close(reversed_.kernel_fn(x1, x2, "ntk", mask_constant=MASK),
                      plain.kernel_fn(x1, x2, "ntk", mask_constant=MASK), tol("exact", "float64"),
                      "ntk")
+
+
+def test_tiled_masked_call_is_the_untiled_one():
+    with x64():
+        layer, which = CATALOGUE["conv_pool_dense"](stax)
+        x1, x2 = (jnp.asarray(REF[f"x/{which}/{i}"]) for i in (1, 2))
+        old = stax.tile_memory()
+        try:
+            stax.tile_memory(64)  # bytes: tiles of 2 x 2 inputs
+            k12 = layer.kernel_fn(x1, x2, mask_constant=MASK)
+            k11 = layer.kernel_fn(x1, None, mask_constant=MASK)
+        finally:
+            stax.tile_memory(old)
+        for tag, k in (("12", k12), ("11", k11)):
+            assert_close(k.ntk, REF[f"conv_pool_dense/ntk{tag}"], tol("nt", "float64"), tag)
+        assert k12.mask1.shape == (3, 1) and k12.mask2.shape == (2, 1) and k11.mask2 is None

@@ -174,8 +174,7 @@ def make_layer(name: str, init_fn: Callable, apply_fn: Callable, kernel_map: Cal
             x1 = jax.tree_util.tree_map(lambda a: _float(a, "x1"), x1)  # type errors first
             x2t = None if x2t is None else jax.tree_util.tree_map(lambda a: _float(a, "x2"), x2t)
             x2 = x1 if x2t is None and x2 is not None else x2t
-        # masked calls are not tiled: the masks of the result are not assembled from tiles
-        tiles = (not info.mixes_batch and axes == (0, -1) and mask_constant is None
+        tiles = (not info.mixes_batch and axes == (0, -1)
                  and _tiling.may_tile(x1, x2t, diagonal_batch, diagonal_spatial, kwargs))
         if traced and not tiles:  # under jit, tracing raises every error before any work
             return _select(untiled(x1, x2), get, "AnalyticKernel")
