@@ -45,7 +45,10 @@ class Kernel:
       is_reversed, is_input, batch_axis, channel_axis, mask1, mask2: neural-tangents' fields,
         for code that reads or sets them. infwidth keeps position pairs in input order, so
         ``is_reversed`` is always False, and so is ``is_input``; the axes are those of the
-        inputs (batch first, channels last); masks are ``None`` (masking is not supported).
+        inputs (batch first, channels last). ``mask1``/``mask2`` are ``None`` unless
+        ``kernel_fn`` was called with ``mask_constant``: then boolean masks of the absent
+        entries of the activations (``True`` where absent; the channel axis has size 1 after
+        a layer that mixes channels), ``mask2`` ``None`` when ``x2`` is ``x1``.
 
     Example:
       >>> import jax.numpy as jnp
@@ -78,6 +81,22 @@ class Kernel:
     def replace(self, **changes) -> Kernel:
         """A copy with the given fields changed."""
         return dataclasses.replace(self, **changes)
+
+    def mask(self, mask1, mask2) -> Kernel:
+        """A copy with masks ``mask1``/``mask2`` (booleans in the activations' layout, ``True``
+        where absent) and every covariance entry that involves an absent position set to zero,
+        as neural-tangents' ``Kernel.mask``.
+
+        >>> import jax.numpy as jnp
+        >>> from infwidth import stax
+        >>> k = stax.Dense(4).kernel_fn(jnp.ones((2, 3, 1)))  # 2 sequences of length 3
+        >>> absent = jnp.array([[False, False, True], [False, True, True]])[..., None]
+        >>> k.mask(absent, None).nngp[0, 1].tolist()
+        [[1.0, 0.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 0.0]]
+        """
+        from .stax._masking import apply_masks
+
+        return apply_masks(self, mask1, mask2)
 
     @property
     def n_spatial(self) -> int:

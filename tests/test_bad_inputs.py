@@ -72,7 +72,11 @@ CATALOGUE = {
     "Relu on raw inputs": (lambda: stax.serial(stax.Relu())[2](X), ValueError, "Gaussian"),
     "mup has no kernel": (lambda: stax.serial(stax.Dense(3, parameterization="mup"))[2](X),
                           NotImplementedError, "mup"),
-    "mask_constant": (lambda: KF(X, mask_constant=0.0), NotImplementedError, "mask_constant"),
+    "mask_constant str": (lambda: KF(X, mask_constant="pad"), TypeError, "mask_constant"),
+    "mask_constant list": (lambda: KF(X, mask_constant=[0.0]), TypeError, "mask_constant"),
+    "apply_fn mask_constant bool": (lambda: stax.Dense(2).apply_fn(
+        stax.Dense(2).init_fn(jax.random.PRNGKey(0), X.shape)[1], X, mask_constant=True),
+        TypeError, "mask_constant"),
     # batch
     "batch batch_size -1": (lambda: infwidth.batch(KF, -1), ValueError, "batch_size"),
     "batch device_count": (lambda: infwidth.batch(KF, 2, device_count=-5), ValueError,

@@ -28,12 +28,10 @@ OURS = {"neural_tangents": "infwidth", "neural_tangents.stax": "infwidth.stax",
 NOT_PROVIDED = {("neural_tangents", "experimental")}
 
 # Differences that wait on the core: neural-tangents' Kernel constructor takes its fields in
-# another order (infwidth appends is_reversed ... mask2 after its own, as keywords); masking.
+# another order (infwidth appends is_reversed ... mask2 after its own, as keywords).
 PENDING_CORE = {
     ("neural_tangents", "Kernel"): "Kernel fields is_reversed/is_input/batch_axis/channel_axis/"
                                    "mask1/mask2 and their order wait on the core Kernel rewrite",
-    ("neural_tangents.stax", "supports_masking"): "masking (Kernel.mask1/mask2 through every "
-                                                  "layer) waits on the core rewrite",
 }
 
 

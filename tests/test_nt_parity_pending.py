@@ -18,9 +18,6 @@ def pending(reason):
     return pytest.mark.xfail(reason=reason, strict=True)
 
 
-@pending("masking: kernel_fn(..., mask_constant=c) must treat entries equal to c as absent "
-         "(Kernel.mask1/mask2 carried through every layer, covariances of masked positions "
-         "zeroed, pooling averaging over unmasked positions only)")
 def test_masked_inputs_through_conv_pool_dense():
     with x64():
         net = stax.serial(stax.Conv(3, (2,), padding="SAME"), stax.Relu(), stax.GlobalAvgPool(),

@@ -113,11 +113,19 @@ from .options import (  # noqa: E402
     Padding,
     PositionalEmbedding,
 )
-from .requirements import Bool, Diagonal, MaskedArray, layer, requires, unmask_fn  # noqa: E402
+from .requirements import (  # noqa: E402
+    Bool,
+    Diagonal,
+    MaskedArray,
+    layer,
+    requires,
+    supports_masking,
+    unmask_fn,
+)
 
 __all__ += ["DotGeneral", "ImageResize", "Padding", "PositionalEmbedding", "AttentionMechanism",
             "AggregateImplementation", "Bool", "Diagonal", "MaskedArray", "layer", "requires",
-            "unmask_fn"]
+            "supports_masking", "unmask_fn"]
 
 from .branching_dependent import DependentFanIn  # noqa: E402
 

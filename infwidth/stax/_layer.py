@@ -30,7 +30,7 @@ from .._get import select as _select
 from .._numerics import value_with_derivatives_of
 from .._random import classic_stream
 from ..kernel import DATA_FIELDS, STATIC_FIELDS, Kernel
-from . import _layout, _memory, _tiling
+from . import _layout, _masking, _memory, _tiling
 
 GET_NAMES = DATA_FIELDS + STATIC_FIELDS
 _HIGHEST = jax.lax.Precision.HIGHEST
@@ -96,7 +96,8 @@ def make_layer(name: str, init_fn: Callable, apply_fn: Callable, kernel_map: Cal
                input_axes: tuple[int, int] | None = None, any_axes: bool = False,
                children: Sequence[Callable] = (), smoothness: float = math.inf,
                family: str | None = None, hparams: Mapping[str, Any] | None = None,
-               sets_axes: bool = False) -> Layer:
+               mask_fn: Callable | None = None, uses_mask: bool = False,
+               sets_axes: bool = False, passes_masks: bool = False) -> Layer:
     """Assembles a `Layer` whose ``kernel_fn`` has the standard calling convention.
 
     ``kernel_map(kernel, **kwargs) -> kernel`` is the layer's map on Kernels; ``children`` are
@@ -105,6 +106,15 @@ def make_layer(name: str, init_fn: Callable, apply_fn: Callable, kernel_map: Cal
     declares them, and is as smooth as its roughest child). ``mixes_batch``, ``input_axes``,
     ``any_axes`` and ``smoothness`` (the layer's own): see `LayerInfo`. ``family`` (default
     ``name``) and ``hparams`` are metadata for `infwidth.features`.
+
+    Masking (``mask_constant``, see `infwidth.stax._masking`): ``mask_fn(mask, input_shape)``
+    maps the mask of the layer's input to that of its output (default: unchanged; lists of
+    masks for multi-input layers, where the default keeps a position present in any input);
+    the machinery then zeroes the output covariances of absent positions, so a layer's
+    ``kernel_map`` only reads ``kernel.mask1``/``mask2`` where it mixes positions. With
+    ``uses_mask`` the layer's ``apply_fn`` receives ``mask=`` (the input's mask) whenever the
+    input is masked. Combinators (``children``) and layers that run another layer inside
+    (``passes_masks``: layers on any layout, `_layouts`) leave masks to their sub-layers.
     """
     infos = [LayerInfo.of(c) for c in children]
     if input_axes is None:
@@ -117,6 +127,24 @@ def make_layer(name: str, init_fn: Callable, apply_fn: Callable, kernel_map: Cal
                      family=family or name, hparams=dict(hparams or {}),
                      children=tuple(children))
 
+    def masked_apply_fn(params, x, **kwargs):
+        c = _masking.check_mask_constant(kwargs.pop("mask_constant", None), f"{name}.apply_fn")
+        if c is None and not _has_masked_array(x):
+            return apply_fn(params, x, **kwargs)
+        x, mask = _masking.masked_inputs(x, c)
+        if mask is None:
+            return apply_fn(params, x, **kwargs)
+        if children or passes_masks:  # the sub-layers carry the mask
+            return apply_fn(params, _wrap(x, mask), **kwargs)
+        y = apply_fn(params, x, mask=mask, **kwargs) if uses_mask else apply_fn(params, x,
+                                                                                  **kwargs)
+        if isinstance(mask, list):
+            fn = _masking.all_of if mask_fn is None else mask_fn
+            out_mask = fn(mask, [a.shape for a in x])
+        else:
+            out_mask = mask if mask_fn is None else mask_fn(mask, x.shape)
+        return _wrap(y, out_mask)
+
     def kernel_fn(x1, x2=None, get=None, *, diagonal_batch: bool | None = None,
                   diagonal_spatial: bool | None = None, **kwargs):
         names = parse_get(get, GET_NAMES, "kernel_fn")
@@ -127,17 +155,23 @@ def make_layer(name: str, init_fn: Callable, apply_fn: Callable, kernel_map: Cal
         _check_keywords(kwargs)
         axes = _input_axes(info, kwargs)
         compute_ntk = names is None or "ntk" in names
+        mask_constant = kwargs.get("mask_constant")
 
         def untiled(a, b):
             k = as_kernel(a, b, diagonal_batch=diagonal_batch,
-                          diagonal_spatial=diagonal_spatial, compute_ntk=compute_ntk, axes=axes)
+                          diagonal_spatial=diagonal_spatial, compute_ntk=compute_ntk, axes=axes,
+                          mask_constant=mask_constant)
             if not info.any_axes:
                 _check_default_axes(k, name)
             out = kernel_map(k, **kwargs)
             if shape_fn is not None:
                 out = out.replace(shape1=shape_fn(out.shape1), shape2=shape_fn(out.shape2))
             # combinators pass on the axes their last layer set
-            return out if sets_axes else _normalized_axes(out, k, keep_rank_axes=bool(children))
+            if not sets_axes:
+                out = _normalized_axes(out, k, keep_rank_axes=bool(children))
+            if children or passes_masks:  # the sub-layers carried the masks
+                return out
+            return _masking.propagate(out, k, mask_fn, name)
 
         if _is_kernel(x1):  # inside a recursion
             return _select(untiled(x1, x2), get, "AnalyticKernel")
@@ -165,8 +199,26 @@ def make_layer(name: str, init_fn: Callable, apply_fn: Callable, kernel_map: Cal
     kernel_fn.__name__ = f"{name}.kernel_fn"
     kernel_fn.__qualname__ = kernel_fn.__name__
     kernel_fn.info = info  # type: ignore[attr-defined]
+    masked_apply_fn.__name__ = getattr(apply_fn, "__name__", "apply_fn")
+    masked_apply_fn.__doc__ = apply_fn.__doc__
     # neural-tangents' random stream: the same key gives its parameters (see infwidth._random)
-    return Layer(classic_stream(init_fn), classic_stream(apply_fn), kernel_fn)
+    return Layer(classic_stream(init_fn), classic_stream(masked_apply_fn), kernel_fn)
+
+
+def _has_masked_array(x) -> bool:
+    return isinstance(x, _masking.MaskedArray) or (
+        isinstance(x, (list, tuple)) and any(isinstance(a, _masking.MaskedArray) for a in x))
+
+
+def _wrap(y, mask):
+    """Outputs (one array or a list) as `MaskedArray`s carrying ``mask`` (one mask, or one
+    per output)."""
+    if mask is None:
+        return y
+    if isinstance(y, (list, tuple)):
+        masks = mask if isinstance(mask, list) else [mask] * len(y)
+        return [a if m is None else _masking.MaskedArray(a, m) for a, m in zip(y, masks)]
+    return _masking.MaskedArray(y, mask)
 
 
 def _is_kernel(x) -> bool:
@@ -225,11 +277,7 @@ def _check_keywords(kwargs):
             f"kernel_fn(): unexpected keyword argument {unknown[0]!r}. kernel_fn(x1, x2=None, "
             f"get=None, *, diagonal_batch=None, diagonal_spatial=None, pattern=None, "
             f"mask_constant=None) takes no other keywords; check the spelling.")
-    if kwargs.get("mask_constant") is not None:
-        raise NotImplementedError(
-            f"kernel_fn(mask_constant={kwargs['mask_constant']!r}): masked inputs are not "
-            f"supported by infwidth's kernels yet; remove the masked entries from the inputs "
-            f"(or pad them with zeros and pass mask_constant=None).")
+    _masking.check_mask_constant(kwargs.get("mask_constant"))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -255,7 +303,7 @@ def _is_array(x) -> bool:
 
 
 def as_kernel(x1, x2=None, *, diagonal_batch=True, diagonal_spatial=False, compute_ntk=True,
-              axes=(0, -1)):
+              axes=(0, -1), mask_constant=None):
     """Returns ``x1`` if it is already a Kernel, else the Kernel of the inputs ``x1``, ``x2``
     (whose batch and channel axes are ``axes``).
 
@@ -274,9 +322,11 @@ def as_kernel(x1, x2=None, *, diagonal_batch=True, diagonal_spatial=False, compu
             raise ValueError(f"kernel_fn: x1 is a list of {len(x1)} inputs, so x2 must be None "
                              f"or a list of as many inputs.")
         return [as_kernel(a, b, diagonal_batch=diagonal_batch, diagonal_spatial=diagonal_spatial,
-                          compute_ntk=compute_ntk, axes=axes) for a, b in zip(x1, x2s)]
+                          compute_ntk=compute_ntk, axes=axes, mask_constant=mask_constant)
+                for a, b in zip(x1, x2s)]
     return inputs_to_kernel(x1, x2, diagonal_batch=diagonal_batch,
-                            diagonal_spatial=diagonal_spatial, compute_ntk=compute_ntk, axes=axes)
+                            diagonal_spatial=diagonal_spatial, compute_ntk=compute_ntk, axes=axes,
+                            mask_constant=mask_constant)
 
 
 def _float(x, name):
@@ -368,8 +418,11 @@ def _identical_pairs_exact(nngp, x1, x2, cov1):
 
 
 def inputs_to_kernel(x1, x2=None, *, diagonal_batch=True, diagonal_spatial=False,
-                     compute_ntk=True, axes=(0, -1)) -> Kernel:
+                     compute_ntk=True, axes=(0, -1), mask_constant=None) -> Kernel:
     """The Kernel of raw inputs: channel-averaged inner products, and a zero NTK.
+
+    With ``mask_constant``, the entries equal to it (NaN entries if it is NaN) are replaced by
+    zeros and recorded in ``mask1``/``mask2`` (in the inputs' own layout).
 
     ``axes = (batch_axis, channel_axis)`` of the inputs; the kernel's arrays are always
     batch-first with the other (spatial) axes in their order, and the Kernel records the axes.
@@ -379,6 +432,8 @@ def inputs_to_kernel(x1, x2=None, *, diagonal_batch=True, diagonal_spatial=False
     x2 = None if x1_is_x2 else _float(x2, "x2")
     raw_shape1 = tuple(x1.shape)
     raw_shape2 = raw_shape1 if x2 is None else tuple(x2.shape)
+    x1, mask1 = _masking.masked_input(x1, mask_constant)
+    x2, mask2 = _masking.masked_input(x2, mask_constant)
     batch_axis, channel_axis = _check_axes(axes, x1.ndim)
     if x1.ndim >= 2 and (batch_axis, channel_axis) != (0, x1.ndim - 1):
         x1 = jnp.moveaxis(x1, (batch_axis, channel_axis), (0, -1))
@@ -414,6 +469,8 @@ def inputs_to_kernel(x1, x2=None, *, diagonal_batch=True, diagonal_spatial=False
         diagonal_spatial=diagonal_spatial,
         batch_axis=batch_axis,
         channel_axis=channel_axis,
+        mask1=mask1,
+        mask2=mask2,
     )
 
 

@@ -106,26 +106,47 @@ def reorder_spatial(k: Kernel, spatial_order: Sequence[int] | None) -> Kernel:
                      shape1=shape(k.shape1), shape2=shape(k.shape2))
 
 
+def _move_mask(mask, ndim, batch_axis, channel_axis, layer, to_last=True, spatial_order=None):
+    """A mask (masking: the activations' shape, size-1 axes where reduced) moved like them."""
+    if mask is None:
+        return None
+    mask = jnp.reshape(mask, (1,) * (ndim - mask.ndim) + mask.shape) if mask.ndim < ndim \
+        else mask
+    if to_last:
+        return array_to_channels_last(mask, batch_axis, channel_axis, layer)
+    return array_from_channels_last(mask, batch_axis, channel_axis, spatial_order, layer)
+
+
 def kernel_to_channels_last(k: Kernel, layer: str) -> Kernel:
-    """The same arrays, read as the kernel of channel-last inputs."""
+    """The same arrays, read as the kernel of channel-last inputs (masks moved too)."""
     ndim = len(k.shape1)
     b, c = k.batch_axis % ndim, k.channel_axis % ndim
     if (b, c) == (0, ndim - 1):
         return k
     return k.replace(shape1=to_channels_last(k.shape1, b, c, layer),
                      shape2=to_channels_last(k.shape2, b, c, layer), batch_axis=0,
-                     channel_axis=ndim - 1)
+                     channel_axis=ndim - 1, mask1=_move_mask(k.mask1, ndim, b, c, layer),
+                     mask2=_move_mask(k.mask2, ndim, b, c, layer))
 
 
 def kernel_from_channels_last(k: Kernel, batch_axis: int, channel_axis: int,
                               spatial_order: Sequence[int] | None = None,
                               layer: str = "") -> Kernel:
     """A channel-last layer's output kernel in the layout ``(batch_axis, channel_axis)``."""
-    k = reorder_spatial(k, spatial_order)
     ndim = len(k.shape1)
+    masks = {"mask1": _move_mask(k.mask1, ndim, 0, -1, layer, False, spatial_order)
+             if k.mask1 is not None else None,
+             "mask2": _move_mask(k.mask2, ndim, 0, -1, layer, False, spatial_order)
+             if k.mask2 is not None else None}
+    k = reorder_spatial(k, spatial_order)
     b, c = _axes(ndim, batch_axis, channel_axis, layer)
     if (b, c) == (0, ndim - 1):
-        return k
+        return k.replace(**masks) if spatial_order is not None else k
+    k = k.replace(**masks)
+    if k.mask1 is not None:
+        k = k.replace(mask1=jnp.moveaxis(k.mask1, (0, ndim - 1), (b, c)))
+    if k.mask2 is not None:
+        k = k.replace(mask2=jnp.moveaxis(k.mask2, (0, ndim - 1), (b, c)))
     return k.replace(shape1=from_channels_last(k.shape1, b, c, layer=layer),
                      shape2=from_channels_last(k.shape2, b, c, layer=layer), batch_axis=b,
                      channel_axis=c)
@@ -177,6 +198,19 @@ def relaid_layer(init_fn: Callable, apply_fn: Callable, kernel_map: Callable,
                                   layer), params
 
     def apply(params, x, **kwargs):
+        from ._masking import MaskedArray
+
+        if isinstance(x, MaskedArray):  # masked inputs: the mask moves with the activations
+            value, ndim = x.masked_value, x.masked_value.ndim
+            moved = MaskedArray(array_to_channels_last(value, batch_axis, channel_axis, layer),
+                                _move_mask(x.mask, ndim, batch_axis, channel_axis, layer))
+            y = apply_fn(params, moved, **kwargs)
+            if not isinstance(y, MaskedArray):
+                return array_from_channels_last(y, *out(ndim), spatial_order, layer)
+            return MaskedArray(
+                array_from_channels_last(y.masked_value, *out(ndim), spatial_order, layer),
+                _move_mask(y.mask, y.masked_value.ndim, *out(ndim), layer, False,
+                           spatial_order))
         y = apply_fn(params, array_to_channels_last(x, batch_axis, channel_axis, layer),
                      **kwargs)
         return array_from_channels_last(y, *out(x.ndim), spatial_order, layer)
@@ -187,6 +221,31 @@ def relaid_layer(init_fn: Callable, apply_fn: Callable, kernel_map: Callable,
 
     return init, apply, relaid_kernel_map(with_shapes, batch_axis, channel_axis, layer, out,
                                           spatial_order)
+
+
+def relaid(name: str, canonical, batch_axis: int, channel_axis: int, out_axes=None,
+           spatial_order: Sequence[int] | None = None):
+    """The layer ``canonical`` (a channel-last `Layer`, or a function of the input rank
+    returning one) on inputs whose batch and channel axes are ``batch_axis`` and
+    ``channel_axis``; its outputs have the axes ``out_axes`` (default: the same; a function of
+    the input rank for layers that change the rank) and their spatial axes in
+    ``spatial_order``. The channel-last layer does the work, masks included, on moved inputs."""
+    from ._layer import make_layer
+
+    layer_of = canonical if callable(canonical) and not hasattr(canonical, "kernel_fn") \
+        else (lambda ndim: canonical)
+    init_fn, apply_fn, kernel_map = relaid_layer(
+        lambda key, shape: layer_of(len(shape)).init_fn(key, shape),
+        lambda params, x, **kw: layer_of(
+            (x.masked_value if hasattr(x, "masked_value") else x).ndim).apply_fn(params, x,
+                                                                                 **kw),
+        lambda k, **kw: layer_of(len(k.shape1)).kernel_fn(k, **kw), lambda shape: shape,
+        batch_axis, channel_axis, name, out_axes, spatial_order)
+    example = canonical if hasattr(canonical, "kernel_fn") else None
+    return make_layer(name, init_fn, apply_fn, kernel_map, None,
+                      input_axes=(batch_axis, channel_axis), any_axes=True, sets_axes=True,
+                      children=(example.kernel_fn,) if example is not None else (),
+                      passes_masks=True, family=name)
 
 
 def is_default_layout(batch_axis, channel_axis, out_axes=None, spatial_order=None) -> bool:

@@ -112,7 +112,7 @@ def tiled(untiled, x1, x2, out: Kernel, sides) -> Kernel:
     b1, b2 = sides
     full = {f: None if getattr(out, f) is None else jnp.zeros(getattr(out, f).shape,
                                                                 getattr(out, f).dtype)
-            for f in ("nngp", "ntk", "cov1", "cov2")}
+            for f in ("nngp", "ntk", "cov1", "cov2", "mask1", "mask2")}
     cut = lambda x, start, b: jax.lax.dynamic_slice_in_dim(x, start, b, axis=0)
 
     def write(acc, k: Kernel, r, c, mirror: bool):
@@ -125,6 +125,11 @@ def tiled(untiled, x1, x2, out: Kernel, sides) -> Kernel:
         acc["cov1"] = _put(acc["cov1"], k.cov1, (r,))
         if acc["cov2"] is not None:
             acc["cov2"] = _put(acc["cov2"], k.cov2, (c,))
+        # masks of masked inputs (batch first, as every tiled call): rows of x1 and of x2
+        if acc["mask1"] is not None:
+            acc["mask1"] = _put(acc["mask1"], k.mask1, (r,))
+        if acc["mask2"] is not None:
+            acc["mask2"] = _put(acc["mask2"], k.mask2, (c,))
         return acc
 
     if x2 is None:

@@ -27,6 +27,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from . import _masking
 from ._layer import Layer, check_nonnegative, check_positive_int, make_layer
 
 MECHANISMS = {
@@ -36,6 +37,14 @@ MECHANISMS = {
     "RELU": lambda g: jnp.maximum(g, 0),
 }
 POS_EMB_TYPES = ("NONE", "SUM", "CONCAT")
+_NEG_INF = -1e20  # the logit of an absent key (masked inputs): finite, so softmax stays defined
+
+
+def _mask_keys(logits, absent, mechanism: str):
+    """Logits ``(..., P, P')`` with the absent keys ``P'`` (``absent`` broadcasting to them)
+    removed from the attention: -inf before a softmax, 0 for the other mechanisms."""
+    fill = _NEG_INF if mechanism == "SOFTMAX" else 0.0
+    return jnp.where(absent, jnp.asarray(fill, logits.dtype), logits)
 
 
 def _flatten_pairs(mat, n_batch: int):
@@ -176,10 +185,11 @@ def GlobalSelfAttention(n_chan_out: int, n_chan_key: int, n_chan_val: int, n_hea
         W_q = None if linear_scaling else jax.random.normal(k_q, (n_heads, n_keys, n_chan_key))
         return input_shape[:-1] + (n_chan_out,), (W_q, W_k, W_v, W_o, b, pos_emb)
 
-    def apply_fn(params, x, **kwargs):
+    def apply_fn(params, x, mask=None, **kwargs):
         check_sequence(x.shape, "the input")
         W_q, W_k, W_v, W_o, b, pos_emb = params
         n, sizes = x.shape[0], x.shape[1:-1]
+        absent = None if mask is None else _masking.reduce_channels(-1)(mask, x.shape)
         x_val = None
         if pos_type != "NONE":
             if pos_emb_decay_fn is not None:  # correlate the embeddings: L @ pe, R = L L^T
@@ -187,6 +197,8 @@ def GlobalSelfAttention(n_chan_out: int, n_chan_key: int, n_chan_val: int, n_hea
                 pe = pos_emb.reshape(-1, pos_emb.shape[-1])
                 pos_emb = (chol.astype(pe.dtype) @ pe).reshape(pos_emb.shape)
             pos_emb = W_pos_emb_std * pos_emb
+            if absent is not None:  # absent positions carry no embedding either
+                pos_emb = jnp.where(absent, jnp.zeros((), pos_emb.dtype), pos_emb)
             x_val = None if val_pos_emb else x
             if pos_type == "SUM":
                 x = x + pos_emb
@@ -200,6 +212,8 @@ def GlobalSelfAttention(n_chan_out: int, n_chan_key: int, n_chan_val: int, n_hea
         values = jnp.einsum("npc,hcv->hnpv", x_val, W_v)
         norm = x.shape[-1] * (n_chan_key if linear_scaling else n_chan_key**0.5)
         logits = jnp.einsum("hnpk,hnqk->hnpq", queries, keys) * (QK_std / norm)
+        if absent is not None:
+            logits = _mask_keys(logits, absent.reshape(1, n, 1, -1), mechanism)
         heads = jnp.einsum("hnpq,hnqv->npvh", attn(logits), values)  # v-major, as nt concatenates
         heads = heads.reshape(heads.shape[:2] + (-1,))
         out = heads @ W_o * (OV_std / (n_chan_val * n_heads * x_val.shape[-1]) ** 0.5)
@@ -232,26 +246,48 @@ def GlobalSelfAttention(n_chan_out: int, n_chan_key: int, n_chan_val: int, n_hea
             if pos_type == "CONCAT":
                 w_in, w_pe = n_in / (n_in + n_pe), w_pe * n_pe / (n_in + n_pe)
 
-        def interp(mat):  # covariance of the (embedding-augmented) keys' inputs
+        # absent positions (masked inputs), flattened: (N, P)
+        p1, p2 = _masking.position_masks(k)
+        p1 = None if p1 is None else p1.reshape(p1.shape[0], -1)
+        p2 = None if p2 is None else p2.reshape(p2.shape[0], -1)
+
+        def pair_absent(a, b, lead):  # entries of a covariance (lead..., P, P') to drop
+            if a is None:
+                return None
+            if lead == 1:
+                return a[:, :, None] | b[:, None, :]
+            return a[:, None, :, None] | b[None, :, None, :]
+
+        def interp(mat, absent=None):  # covariance of the (embedding-augmented) keys' inputs
             if mat is None or R is None:
                 return mat
-            return w_in * mat + w_pe * R.reshape((1,) * (mat.ndim - R.ndim) + R.shape)
+            r = R.reshape((1,) * (mat.ndim - R.ndim) + R.shape)
+            if absent is not None:
+                r = jnp.where(absent, jnp.zeros((), r.dtype), r)
+            return w_in * mat + w_pe * r
 
         def affine(mat, std):
             return None if mat is None else std**2 * mat + (0.0 if b_std is None else b_std**2)
 
-        cov1_i, cov2_i, nngp_i, ntk_i = interp(cov1), interp(cov2), interp(nngp), interp(ntk)
+        a11 = pair_absent(p1, p1, n_cov)
+        a22 = None if cov2 is None else pair_absent(p2, p2, n_cov)
+        a12 = pair_absent(p1, p1 if p2 is None else p2, 2)
+        cov1_i, cov2_i = interp(cov1, a11), interp(cov2, a22)
+        nngp_i, ntk_i = interp(nngp, a12), interp(ntk, a12)
 
         if linear_scaling:
-            def weights(cov_i):
+            def weights(cov_i, absent):
                 if cov_i is None:
                     return None
                 if not k.diagonal_batch:
                     cov_i = jnp.moveaxis(jnp.diagonal(cov_i, axis1=0, axis2=1), -1, 0)
-                return attn(QK_std * cov_i)  # (N, P, P'), softmax over keys P'
+                logits = QK_std * cov_i
+                if absent is not None:  # absent keys get no attention
+                    logits = _mask_keys(logits, absent[:, None, :], mechanism)
+                return attn(logits)  # (N, P, P'), softmax over keys P'
 
-            G1 = weights(cov1_i)
-            G2 = G1 if cov2 is None else weights(cov2_i)
+            G1 = weights(cov1_i, p1)
+            G2 = G1 if cov2 is None else weights(cov2_i, p2)
 
             def weigh(mat, Ga, Gb, same_batch):
                 if mat is None:
@@ -295,4 +331,5 @@ def GlobalSelfAttention(n_chan_out: int, n_chan_key: int, n_chan_val: int, n_hea
                          is_gaussian=True)
 
     return make_layer(name, init_fn, apply_fn, kernel_map,
-                      shape_fn=lambda s: tuple(s[:-1]) + (n_chan_out,))
+                      shape_fn=lambda s: tuple(s[:-1]) + (n_chan_out,),
+                      mask_fn=_masking.reduce_channels(-1), uses_mask=True)

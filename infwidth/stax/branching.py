@@ -25,6 +25,7 @@ import functools
 import jax.numpy as jnp
 
 from ..kernel import Kernel
+from . import _masking
 from ._layer import Layer, check_positive_int, make_layer
 from .activations_poly import Monomial
 from .output_scale import Scale  # noqa: F401  (its historical import path)
@@ -341,4 +342,4 @@ def FanInConcat(axis: int = -1) -> Layer:
                           is_gaussian=is_gaussian)
 
     return make_layer(name, init_fn, apply_fn, kernel_map, shape_fn=None, family="FanInConcat",
-                      hparams={"axis": axis})
+                      hparams={"axis": axis}, mask_fn=_masking.concatenate(axis))

@@ -7,6 +7,7 @@ import jax
 from .._checks import check_nonnegative_int
 from ..kernel import STATIC_FIELDS, Kernel
 from ._layer import Layer, make_layer
+from ._masking import MaskedArray
 
 
 def _check_layers(layers, combinator):
@@ -195,6 +196,12 @@ def repeat(layer: Layer, n: int) -> Layer:
             p, r = p_rng
             return (apply(p, x, **kwargs) if r is None else apply(p, x, rng=r, **kwargs)), None
 
+        if isinstance(x, MaskedArray) and n > 1:
+            # the first application may reduce the mask's channels: only then is the carry's
+            # structure fixed
+            x = body(x, jax.tree_util.tree_map(lambda a: a[0], (params, rngs)))[0]
+            rest = jax.tree_util.tree_map(lambda a: a[1:], (params, rngs))
+            return jax.lax.scan(body, x, rest, length=n - 1)[0]
         return jax.lax.scan(body, x, (params, rngs), length=n)[0]
 
     def kernel_map(k, **kwargs):

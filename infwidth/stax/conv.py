@@ -28,6 +28,7 @@ import numpy as np
 from jax import lax
 
 from ..parameterization import affine_rule
+from . import _masking
 from ._layer import (
     Layer,
     check_kernel_input,
@@ -36,7 +37,7 @@ from ._layer import (
     check_shape,
     make_layer,
 )
-from ._layouts import relaid_layer
+from ._layouts import relaid
 from ._spatial import (
     apply_matrix,
     check_dimension_numbers,
@@ -266,7 +267,8 @@ def _Conv(name, out_chan, filter_shape, strides, padding, W_std, b_std, dimensio
 
     return make_layer(name, init_fn, apply_fn, kernel_map, shape_fn,
                       family="Conv" if shared and not transpose else name,
-                      hparams={"rule": rule, "linear": linear, "filter_shape": filter_shape})
+                      hparams={"rule": rule, "linear": linear, "filter_shape": filter_shape},
+                      mask_fn=_masking.sweep(filter_shape, strides, padding, transpose))
 
 
 def _relaid_conv(name, out_chan, filter_shape, strides, padding, W_std, b_std, parameterization,
@@ -279,11 +281,7 @@ def _relaid_conv(name, out_chan, filter_shape, strides, padding, W_std, b_std, p
     strides_c = tuple(strides[i] for i in filter_order)
     canonical = _Conv(name, out_chan, filter_c, strides_c, padding, W_std, b_std, None,
                       parameterization, s, transpose, shared)
-    init_fn, apply_fn, kernel_map = relaid_layer(
-        canonical.init_fn, canonical.apply_fn, canonical.kernel_fn, lambda shape: shape,
-        *input_axes, name, output_axes, spatial_order)
-    return make_layer(name, init_fn, apply_fn, kernel_map, None, input_axes=input_axes,
-                      any_axes=True, sets_axes=True, children=(canonical.kernel_fn,))
+    return relaid(name, canonical, *input_axes, output_axes, spatial_order)
 
 
 def _pointwise(name, out_chan, strides, padding, W_std, b_std, dimension_numbers,
@@ -322,7 +320,8 @@ def _pointwise(name, out_chan, strides, padding, W_std, b_std, dimension_numbers
         check(k.shape1, "inputs")
         return dense.kernel_fn(k, **kwargs)
 
-    return make_layer(name, init_fn, apply_fn, kernel_map, shape_fn=None)
+    return make_layer(name, init_fn, apply_fn, kernel_map, shape_fn=None,
+                      mask_fn=_masking.reduce_channels(-1))
 
 
 _ARGS_DOC = """

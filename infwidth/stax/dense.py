@@ -8,6 +8,7 @@ import jax
 import jax.numpy as jnp
 
 from ..parameterization import ABC, affine_rule
+from . import _masking
 from ._layer import (
     Layer,
     check_kernel_input,
@@ -124,4 +125,5 @@ def Dense(out_dim: int, W_std: float = 1.0, b_std: float | None = None, batch_ax
 
     declared = None if (batch_axis, channel_axis) == (0, -1) else (batch_axis, channel_axis)
     return make_layer(name, init_fn, apply_fn, kernel_map, shape_fn, input_axes=declared,
-                      any_axes=True, family="Dense", hparams={"rule": rule})
+                      any_axes=True, family="Dense", hparams={"rule": rule},
+                      mask_fn=_masking.reduce_channels(channel_axis))

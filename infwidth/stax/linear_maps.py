@@ -17,6 +17,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from . import _masking
 from ._layer import Layer, check_kernel_input, make_layer
 from ._spatial import n_lead, no_diagonal_spatial
 
@@ -75,7 +76,12 @@ def _linear_position_layer(name: str, fn, shape_fn, scale=None) -> Layer:
                             cov2=one(k.cov2))
         return out.replace(shape1=shape_fn(k.shape1), shape2=shape_fn(k.shape2))
 
-    return make_layer(name, init_fn, apply_fn, kernel_map, shape_fn=None)
+    def mask_fn(mask, input_shape):  # an output is present if a present input reaches it
+        present = ~_masking.reduce_channels(-1)(mask, input_shape)
+        return fn(present.astype(jnp.result_type(float))) == 0
+
+    return make_layer(name, init_fn, apply_fn, kernel_map, shape_fn=None,
+                      mask_fn=None if scale is not None else mask_fn)
 
 
 def DotGeneral(*, lhs=None, rhs=None, dimension_numbers=(((), ()), ((), ())), precision=None,

@@ -7,10 +7,11 @@ import jax.numpy as jnp
 import numpy as np
 
 from .._numerics import safe_divide
+from . import _masking
 from ._layer import Layer, check_kernel_input, make_layer
 from ._layout import expand as _expand
 from ._layout import variances
-from ._layouts import axis_index, is_default_layout, relaid_layer
+from ._layouts import axis_index, is_default_layout, relaid
 
 
 def _canonical_axes(axis, ndim: int, name: str) -> tuple[int, ...]:
@@ -40,13 +41,7 @@ def _relaid_layer_norm(axis, eps, batch_axis, channel_axis) -> Layer:
             layers[ndim] = LayerNorm(moved, eps)
         return layers[ndim]
 
-    init_fn, apply_fn, kernel_map = relaid_layer(
-        lambda key, shape: canonical(len(shape)).init_fn(key, shape),
-        lambda params, x, **kw: canonical(x.ndim).apply_fn(params, x, **kw),
-        lambda k, **kw: canonical(len(k.shape1)).kernel_fn(k, **kw), lambda shape: shape,
-        batch_axis, channel_axis, name)
-    return make_layer(name, init_fn, apply_fn, kernel_map, None,
-                      input_axes=(batch_axis, channel_axis), any_axes=True, sets_axes=True)
+    return relaid(name, canonical, batch_axis, channel_axis)
 
 
 def LayerNorm(axis=-1, eps: float = 1e-12, batch_axis: int = 0, channel_axis: int = -1) -> Layer:
@@ -95,8 +90,13 @@ def LayerNorm(axis=-1, eps: float = 1e-12, batch_axis: int = 0, channel_axis: in
         norm_axes(len(input_shape))
         return tuple(input_shape), ()
 
-    def apply_fn(params, x, **kwargs):
+    def apply_fn(params, x, mask=None, **kwargs):
         axes = norm_axes(x.ndim)
+        if mask is not None:  # statistics of the present entries only (masked inputs)
+            absent = jnp.broadcast_to(mask, x.shape)
+            mean = _masking.masked_mean(x, absent, axes, keepdims=True)
+            var = _masking.masked_mean((x - mean) ** 2, absent, axes, keepdims=True)
+            return (x - mean) / jnp.sqrt(eps + var)
         mean = jnp.mean(x, axes, keepdims=True)
         var = jnp.var(x, axes, keepdims=True)
         return (x - mean) / jnp.sqrt(eps + var)
@@ -107,12 +107,16 @@ def LayerNorm(axis=-1, eps: float = 1e-12, batch_axis: int = 0, channel_axis: in
         # axes of the per-position variances (N, *spatial) to average over
         avg = tuple(a for a in axes if a < len(k.shape1) - 1)
 
-        def var(cov):
+        p1, p2 = _masking.position_masks(k)  # absent positions of masked inputs, or None
+
+        def var(cov, absent):
             v = variances(cov, k) + eps
+            if avg and absent is not None:  # average over the present positions only
+                return _masking.masked_mean(v, absent, avg, keepdims=True)
             return jnp.mean(v, avg, keepdims=True) if avg else v
 
-        v1 = var(k.cov1)
-        v2 = v1 if k.cov2 is None else var(k.cov2)
+        v1 = var(k.cov1, p1)
+        v2 = v1 if k.cov2 is None else var(k.cov2, p2)
 
         def normalise(cov, a, b, n_lead):
             if cov is None:
@@ -126,7 +130,8 @@ def LayerNorm(axis=-1, eps: float = 1e-12, batch_axis: int = 0, channel_axis: in
                          cov1=normalise(k.cov1, v1, v1, n_cov),
                          cov2=None if k.cov2 is None else normalise(k.cov2, v2, v2, n_cov))
 
-    return make_layer("LayerNorm", init_fn, apply_fn, kernel_map, shape_fn=lambda s: s)
+    return make_layer("LayerNorm", init_fn, apply_fn, kernel_map, shape_fn=lambda s: s,
+                      uses_mask=True)
 
 
 def _diagonal_mask(shape, n_lead: int, diagonal_spatial: bool):

@@ -16,8 +16,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from . import _masking
 from ._layer import Layer, check_kernel_input, check_shape, make_layer
-from ._layouts import is_default_layout, relaid_layer
+from ._layouts import is_default_layout, relaid
 from ._spatial import (
     check_fits,
     check_input_rank,
@@ -45,43 +46,10 @@ def _check_axes(batch_axis, channel_axis, layer):
 def _make_pool_layer(name, init_fn, apply_fn, kernel_map, shape_fn, batch_axis, channel_axis,
                      out_axes=None, **kwargs) -> Layer:
     """`make_layer` for a channel-last pooling layer, on inputs of any layout (`_layouts`)."""
+    canonical = make_layer(name, init_fn, apply_fn, kernel_map, shape_fn, **kwargs)
     if is_default_layout(batch_axis, channel_axis):
-        return make_layer(name, init_fn, apply_fn, kernel_map, shape_fn, **kwargs)
-    init_fn, apply_fn, kernel_map = relaid_layer(init_fn, apply_fn, kernel_map, shape_fn,
-                                                 batch_axis, channel_axis, name, out_axes)
-    return make_layer(name, init_fn, apply_fn, kernel_map, None,
-                      input_axes=(batch_axis, channel_axis), any_axes=True, sets_axes=True,
-                      **kwargs)
-
-
-def _window_counts(size, window, stride, padding):
-    """How many real (not padded) inputs each output window covers."""
-    lo, _ = same_pads(size, window, stride) if padding == "SAME" else (0, 0)
-    n_out = out_size(size, window, stride, padding)
-    starts = np.arange(n_out) * stride - lo
-    return np.minimum(starts + window, size) - np.maximum(starts, 0)
-
-
-def _pool_axis(x, axis, pads, w, st, n_out, norm, circular):
-    x = shift_sum(x, (axis,), w, st, n_out, pads, circular)
-    norm = np.asarray(norm)
-    if np.all(norm == 1.0):
-        return x
-    if np.all(norm == norm[0]):
-        return x * norm[0]
-    shape = [1] * x.ndim
-    shape[axis] = n_out
-    return x * jnp.asarray(norm.reshape(shape), x.dtype)
-
-
-@functools.partial(jax.jit, static_argnums=(1, 2, 3, 4))
-def _pool(x, lead: int, info, circular: bool, pairs: bool):
-    """Window pooling of every spatial axis (of both members of each pair if ``pairs``),
-    compiled as one program per geometry."""
-    for i, ax in enumerate(info):
-        for axis in ((lead + 2 * i, lead + 2 * i + 1) if pairs else (lead + i,)):
-            x = _pool_axis(x, axis, *ax, circular)
-    return x
+        return canonical
+    return relaid(name, canonical, batch_axis, channel_axis, out_axes)
 
 
 def _Pool(name, window_shape, strides, padding, normalize_edges, average, batch_axis,
@@ -146,7 +114,9 @@ def _Pool(name, window_shape, strides, padding, normalize_edges, average, batch_
 
     # a parameterless map, linear in each channel: its kernel map is apply_fn on features
     return _make_pool_layer(name, init_fn, apply_fn, kernel_map, shape_fn, batch_axis,
-                            channel_axis, family="linear", hparams={"apply_fn": apply_fn})
+                            channel_axis, family="linear", hparams={"apply_fn": apply_fn},
+                            mask_fn=None if no_axes else _masking.sweep(window_shape, strides,
+                                                                        padding))
 
 
 def AvgPool(window_shape, strides=None, padding: str = "VALID", normalize_edges: bool = False,
@@ -214,9 +184,11 @@ def _GlobalPool(name, average, batch_axis, channel_axis) -> Layer:
         check_input(input_shape)
         return shape_fn(input_shape), ()
 
-    def apply_fn(params, x, **kwargs):
+    def apply_fn(params, x, mask=None, **kwargs):
         check_input(x.shape)
         axes = tuple(range(1, x.ndim - 1))
+        if average and mask is not None and axes:  # the mean over the present positions
+            return _masking.masked_mean(x, _masking.reduce_channels(-1)(mask, x.shape), axes)
         return jnp.mean(x, axes) if average else jnp.sum(x, axes)
 
     def kernel_map(k, **kwargs):
@@ -226,16 +198,26 @@ def _GlobalPool(name, average, batch_axis, channel_axis) -> Layer:
             return k
         no_diagonal_spatial(k, name)
 
-        def pool(cov, lead):
+        def pool(cov, lead, absent=None):
             axes = tuple(range(lead, cov.ndim))
+            if average and absent is not None:  # the mean over pairs of present positions
+                return _masking.masked_mean(cov, absent, axes)
             return jnp.mean(cov, axes) if average else jnp.sum(cov, axes)
 
+        if _masking.has_masks(k):
+            m11, m12, m22 = _masking.kernel_pair_masks(k)
+            lead = 1 if k.diagonal_batch else 2
+            return k.replace(
+                diagonal_spatial=False, nngp=pool(k.nngp, 2, m12),
+                ntk=None if k.ntk is None else pool(k.ntk, 2, m12), cov1=pool(k.cov1, lead, m11),
+                cov2=None if k.cov2 is None else pool(k.cov2, lead, m22))
         return k.replace(diagonal_spatial=False, **map_covariances(k, pool))
 
     # a parameterless map, linear in each channel: its kernel map is apply_fn on features
     return _make_pool_layer(name, init_fn, apply_fn, kernel_map, shape_fn, batch_axis,
                             channel_axis, out_axes, family="linear",
-                            hparams={"apply_fn": apply_fn})
+                            hparams={"apply_fn": apply_fn}, mask_fn=_masking.global_pool,
+                            uses_mask=True)
 
 
 def GlobalAvgPool(batch_axis: int = 0, channel_axis: int = -1) -> Layer:

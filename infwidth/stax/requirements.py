@@ -29,13 +29,13 @@ import dataclasses
 import enum
 import functools
 from collections.abc import Callable
-from typing import Any
 
 import jax
 import jax.numpy as jnp
 
 from ..kernel import Kernel
 from ._layer import make_layer
+from ._masking import MaskedArray
 
 
 class Bool(enum.IntEnum):
@@ -165,7 +165,9 @@ def layer(layer_fn: Callable) -> Callable:
     `Kernel`; the decorated layer's ``kernel_fn`` also accepts input arrays and the standard
     ``get``, ``diagonal_batch`` and ``diagonal_spatial`` arguments. Your ``kernel_fn`` sets the
     output's ``shape1``/``shape2`` when it changes them. A fourth returned element (a
-    neural-tangents ``mask_fn``) is ignored. See the module docstring for an example.
+    neural-tangents ``mask_fn(mask, input_shape)``) maps the mask of masked inputs
+    (``mask_constant``); without it the mask passes through unchanged. See the module
+    docstring for an example.
 
     >>> import jax.numpy as jnp
     >>> from infwidth import stax
@@ -183,25 +185,48 @@ def layer(layer_fn: Callable) -> Callable:
             raise ValueError(f"stax.layer({name}): the decorated function must return "
                              f"(init_fn, apply_fn, kernel_fn); it returned {len(fns)} items.")
         init_fn, apply_fn, kernel_fn = fns[:3]
-        return make_layer(name, init_fn, apply_fn, kernel_fn, None)
+        return make_layer(name, init_fn, apply_fn, kernel_fn, None,
+                          mask_fn=fns[3] if len(fns) == 4 else None,
+                          uses_mask=getattr(layer_fn, "_uses_mask", False))
 
     return build
 
 
-@jax.tree_util.register_dataclass
-@dataclasses.dataclass
-class MaskedArray:
-    """An array (or pytree) with a boolean ``mask`` of the same shape; ``True`` marks entries
-    that are masked out. neural-tangents' container for variable-length inputs.
+def supports_masking(remask_kernel: bool) -> Callable:
+    """neural-tangents' decorator for layers that handle masked inputs (``mask_constant``).
+
+    Every infwidth layer carries masks, so a custom `layer` needs this only for its
+    ``apply_fn`` to receive ``mask=`` (the boolean mask of its input, ``True`` where absent)
+    when the input is masked; a fourth returned element ``mask_fn(mask, input_shape)`` maps the
+    mask as in neural-tangents. Covariances of absent positions are always zeroed after the
+    layer (the finite network zeroes every layer's masked inputs, so the kernel must too);
+    ``remask_kernel`` is checked and kept for neural-tangents' code.
 
     >>> import jax.numpy as jnp
-    >>> from infwidth.stax import MaskedArray
-    >>> MaskedArray(jnp.ones(2), jnp.array([False, True])).mask.tolist()
-    [False, True]
+    >>> from infwidth import stax
+    >>> @stax.layer
+    ... @stax.supports_masking(remask_kernel=True)
+    ... def CountPresent():
+    ...     def apply_fn(params, x, mask=None, **kwargs):
+    ...         return jnp.sum(~mask, axis=(1, 2)) if mask is not None else x
+    ...     return (lambda key, s: (s, ()), apply_fn, lambda k, **kw: k)
+    >>> x = jnp.array([[[1.], [2.], [0.]]])
+    >>> CountPresent().apply_fn((), x, mask_constant=0.).masked_value.tolist()
+    [2]
     """
+    if not isinstance(remask_kernel, bool):
+        raise TypeError(f"supports_masking(remask_kernel={remask_kernel!r}): expected True or "
+                        f"False.")
 
-    masked_value: Any
-    mask: Any
+    def decorate(layer_fn: Callable) -> Callable:
+        @functools.wraps(layer_fn)
+        def masked_layer_fn(*args, **kwargs):
+            return layer_fn(*args, **kwargs)
+
+        masked_layer_fn._uses_mask = True
+        return masked_layer_fn
+
+    return decorate
 
 
 def unmask_fn(fn: Callable) -> Callable:

@@ -91,5 +91,12 @@ def Flatten(batch_axis: int = 0, batch_axis_out: int = 0) -> Layer:
 
     # parameterless and linear: its kernel map is apply_fn on features (infwidth.features);
     # the map is that of the kernel's own layout (the channel axis may be anywhere)
+    def mask_fn(mask, input_shape):  # masking: the mask of every (position, channel) feature
+        b = axis_index(batch_axis, len(input_shape), "batch_axis", name)
+        m = jnp.broadcast_to(mask, tuple(input_shape))
+        m = jnp.moveaxis(m, b, 0).reshape(input_shape[b], -1)
+        return m if out_b == 0 else m.T
+
     return make_layer(name, init_fn, apply_fn, kernel_map, None, family="linear",
-                      hparams={"apply_fn": apply_fn}, any_axes=True, sets_axes=True)
+                      hparams={"apply_fn": apply_fn}, any_axes=True, sets_axes=True,
+                      mask_fn=mask_fn)
