@@ -52,6 +52,36 @@ def _make_pool_layer(name, init_fn, apply_fn, kernel_map, shape_fn, batch_axis, 
     return relaid(name, canonical, batch_axis, channel_axis, out_axes)
 
 
+def _window_counts(size, window, stride, padding):
+    """How many real (not padded) inputs each output window covers."""
+    lo, _ = same_pads(size, window, stride) if padding == "SAME" else (0, 0)
+    n_out = out_size(size, window, stride, padding)
+    starts = np.arange(n_out) * stride - lo
+    return np.minimum(starts + window, size) - np.maximum(starts, 0)
+
+
+def _pool_axis(x, axis, pads, w, st, n_out, norm, circular):
+    x = shift_sum(x, (axis,), w, st, n_out, pads, circular)
+    norm = np.asarray(norm)
+    if np.all(norm == 1.0):
+        return x
+    if np.all(norm == norm[0]):
+        return x * norm[0]
+    shape = [1] * x.ndim
+    shape[axis] = n_out
+    return x * jnp.asarray(norm.reshape(shape), x.dtype)
+
+
+@functools.partial(jax.jit, static_argnums=(1, 2, 3, 4))
+def _pool(x, lead: int, info, circular: bool, pairs: bool):
+    """Window pooling of every spatial axis (of both members of each pair if ``pairs``),
+    compiled as one program per geometry."""
+    for i, ax in enumerate(info):
+        for axis in ((lead + 2 * i, lead + 2 * i + 1) if pairs else (lead + i,)):
+            x = _pool_axis(x, axis, *ax, circular)
+    return x
+
+
 def _Pool(name, window_shape, strides, padding, normalize_edges, average, batch_axis,
           channel_axis) -> Layer:
     no_axes = isinstance(window_shape, (tuple, list)) and len(window_shape) == 0
