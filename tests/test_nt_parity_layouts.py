@@ -14,7 +14,13 @@ from helpers import REFERENCE_DIR, assert_close, load_reference, tol, x64
 from infwidth import stax
 
 sys.path.insert(0, REFERENCE_DIR)
-from catalogue_layouts import CATALOGUE, inputs  # noqa: E402
+from catalogue_layouts import (  # noqa: E402
+    CATALOGUE,
+    MASKED,
+    _conv_pool_flatten,
+    inputs,
+    masked_inputs,
+)
 
 REF = load_reference("layouts")
 
@@ -29,6 +35,38 @@ def test_kernels_match_neural_tangents(name):
             k = kernel_fn(x1, b, ("nngp", "ntk"))
             assert_close(k.nngp, REF[f"{name}/nngp{tag}"], tol("nt", "float64"), f"nngp{tag}")
             assert_close(k.ntk, REF[f"{name}/ntk{tag}"], tol("nt", "float64"), f"ntk{tag}")
+
+
+@pytest.mark.parametrize("name", sorted(MASKED))
+def test_masked_inputs_in_other_layouts_match_neural_tangents(name):
+    """Masks move with the activations: padded inputs in NCHW, masked."""
+    spec, filter_spec, build = MASKED[name]
+    x1, x2 = (jnp.asarray(a) for a in masked_inputs(spec))
+    with x64():
+        kernel_fn = build(stax, spec, filter_spec).kernel_fn
+        for tag, b in (("12", x2), ("11", None)):
+            k = kernel_fn(x1, b, ("nngp", "ntk"), mask_constant=-1e9)
+            assert_close(k.nngp, REF[f"{name}/nngp{tag}"], tol("nt", "float64"), f"nngp{tag}")
+            assert_close(k.ntk, REF[f"{name}/ntk{tag}"], tol("nt", "float64"), f"ntk{tag}")
+            unmasked = kernel_fn(jnp.where(x1 == -1e9, 0.0, x1),
+                                 None if b is None else jnp.where(b == -1e9, 0.0, b), "nngp")
+            assert float(jnp.max(jnp.abs(unmasked - k.nngp))) > 1e-3  # the mask matters
+
+
+def test_masks_with_the_batch_axis_last_are_the_moved_masks():
+    """neural-tangents fails on masked inputs whose batch axis is not first; infwidth gives
+    the kernel of the same inputs in NCHW (checked against neural-tangents above)."""
+    with x64():
+        ref_spec, spec = "NCHW", "HWCN"
+        x1, x2 = masked_inputs(spec)
+        perm = [spec.index(c) for c in ref_spec]
+        k = _conv_pool_flatten(stax, spec, "IWHO").kernel_fn(
+            jnp.asarray(x1), jnp.asarray(x2), "ntk", mask_constant=-1e9)
+        k_ref = _conv_pool_flatten(stax, ref_spec, "IWHO").kernel_fn(
+            jnp.asarray(np.transpose(x1, perm)), jnp.asarray(np.transpose(x2, perm)), "ntk",
+            mask_constant=-1e9)
+        # the output of the batch-last network is (features, N): the same kernel
+        assert_close(k, k_ref, 1e-12, "ntk")
 
 
 @pytest.mark.parametrize("name", sorted(CATALOGUE))

@@ -14,7 +14,7 @@ import numpy as np  # noqa: E402
 
 here = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, here)
-from catalogue_layouts import CATALOGUE, inputs  # noqa: E402
+from catalogue_layouts import CATALOGUE, MASKED, inputs, masked_inputs  # noqa: E402
 
 out = {}
 for name, (spec, filter_spec, build) in CATALOGUE.items():
@@ -22,6 +22,12 @@ for name, (spec, filter_spec, build) in CATALOGUE.items():
     kernel_fn = build(nt.stax, spec, filter_spec)[2]
     for tag, b in (("12", x2), ("11", None)):
         k = kernel_fn(x1, b, ("nngp", "ntk"))
+        out[f"{name}/nngp{tag}"], out[f"{name}/ntk{tag}"] = np.asarray(k.nngp), np.asarray(k.ntk)
+for name, (spec, filter_spec, build) in MASKED.items():
+    x1, x2 = masked_inputs(spec)
+    kernel_fn = build(nt.stax, spec, filter_spec)[2]
+    for tag, b in (("12", x2), ("11", None)):
+        k = kernel_fn(x1, b, ("nngp", "ntk"), mask_constant=-1e9)
         out[f"{name}/nngp{tag}"], out[f"{name}/ntk{tag}"] = np.asarray(k.nngp), np.asarray(k.ntk)
 np.savez_compressed(os.path.join(here, "layouts.npz"), **out)
 print(f"wrote {len(out)} arrays")
