@@ -19,6 +19,7 @@ from catalogue_layouts import (  # noqa: E402
     MASKED,
     _conv_pool_flatten,
     inputs,
+    kernel_kwargs,
     masked_inputs,
 )
 
@@ -31,8 +32,11 @@ def test_kernels_match_neural_tangents(name):
     x1, x2 = (jnp.asarray(a) for a in inputs(spec))
     with x64():
         kernel_fn = build(stax, spec, filter_spec).kernel_fn
+        kw = kernel_kwargs(name)
         for tag, b in (("12", x2), ("11", None)):
-            k = kernel_fn(x1, b, ("nngp", "ntk"))
+            if tag == "11" and "pattern" in kw:
+                kw = {"pattern": (kw["pattern"][0], kw["pattern"][0])}
+            k = kernel_fn(x1, b, ("nngp", "ntk"), **kw)
             assert_close(k.nngp, REF[f"{name}/nngp{tag}"], tol("nt", "float64"), f"nngp{tag}")
             assert_close(k.ntk, REF[f"{name}/ntk{tag}"], tol("nt", "float64"), f"ntk{tag}")
 
@@ -75,7 +79,9 @@ def test_finite_network_shapes_follow_the_layout(name):
     x1, _ = inputs(spec)
     net = build(stax, spec, filter_spec)
     out_shape, params = net.init_fn(jax.random.PRNGKey(0), x1.shape)
-    y = net.apply_fn(params, jnp.asarray(x1, jnp.float32))
+    kw = kernel_kwargs(name)
+    kw = {"pattern": jnp.asarray(kw["pattern"][0], jnp.float32)} if kw else {}
+    y = net.apply_fn(params, jnp.asarray(x1, jnp.float32), **kw)
     assert y.shape == out_shape
     b, c = spec.index("N"), spec.index("C")
     assert y.shape[int(b > c)] == x1.shape[b]  # the batch axis keeps its order with channels

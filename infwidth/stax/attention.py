@@ -29,6 +29,7 @@ import numpy as np
 
 from . import _masking
 from ._layer import Layer, check_nonnegative, check_positive_int, make_layer
+from ._layouts import is_default_layout, relaid
 
 MECHANISMS = {
     "SOFTMAX": lambda g: jax.nn.softmax(g, axis=-1),
@@ -111,7 +112,7 @@ def GlobalSelfAttention(n_chan_out: int, n_chan_key: int, n_chan_val: int, n_hea
       n_chan_pos_emb: embedding channels for 'CONCAT' (default: the input's).
       W_pos_emb_std: embedding standard deviation.
       val_pos_emb: whether values see the embeddings too.
-      batch_axis, channel_axis: only (0, -1).
+      batch_axis, channel_axis: the inputs' batch and channel axes (any layout).
 
     Example:
       >>> import jax, jax.numpy as jnp
@@ -144,10 +145,14 @@ def GlobalSelfAttention(n_chan_out: int, n_chan_key: int, n_chan_val: int, n_hea
                          f"{', '.join(repr(p) for p in POS_EMB_TYPES)}.")
     if n_chan_pos_emb is not None:
         check_positive_int(n_chan_pos_emb, "n_chan_pos_emb", name)
-    if batch_axis != 0 or channel_axis != -1:
-        raise ValueError(f"{name}(batch_axis={batch_axis}, channel_axis={channel_axis}): infwidth "
-                         f"keeps the batch first and channels last; move the axes of your inputs "
-                         f"with jnp.moveaxis.")
+    if not is_default_layout(batch_axis, channel_axis):  # the channel-last layer, moved
+        return relaid(name, GlobalSelfAttention(
+            n_chan_out, n_chan_key, n_chan_val, n_heads, linear_scaling=linear_scaling,
+            W_key_std=W_key_std, W_value_std=W_value_std, W_query_std=W_query_std,
+            W_out_std=W_out_std, b_std=b_std, attention_mechanism=attention_mechanism,
+            pos_emb_type=pos_emb_type, pos_emb_p_norm=pos_emb_p_norm,
+            pos_emb_decay_fn=pos_emb_decay_fn, n_chan_pos_emb=n_chan_pos_emb,
+            W_pos_emb_std=W_pos_emb_std, val_pos_emb=val_pos_emb), batch_axis, channel_axis)
     QK_std = W_query_std * W_key_std
     OV_std = W_out_std * W_value_std
     attn = MECHANISMS[mechanism]

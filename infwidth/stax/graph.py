@@ -16,12 +16,39 @@ import jax.numpy as jnp
 import numpy as np
 
 from ._layer import Layer, make_layer
+from ._layouts import axis_index, is_default_layout, relaid
 
 _LETTERS = "abcdefghijklopqrstuvwxyz"  # no n, m (batch)
 
 
 def _identity(p):
     return p
+
+
+def _relaid_aggregate(aggregate_axis, batch_axis, channel_axis, to_dense, impl) -> Layer:
+    """`Aggregate` on inputs of any layout: the channel-last layer aggregating the same vertex
+    axes of the moved inputs (`_layouts`; the patterns keep their layout, batch first)."""
+    layers: dict = {}
+
+    def canonical(ndim) -> Layer:
+        if ndim not in layers:
+            b = axis_index(batch_axis, ndim, "batch_axis", "Aggregate")
+            c = axis_index(channel_axis, ndim, "channel_axis", "Aggregate")
+            spatial = [i for i in range(ndim) if i not in (b, c)]
+            if aggregate_axis is None:
+                moved = None
+            else:
+                axes = (aggregate_axis,) if isinstance(aggregate_axis, int) else aggregate_axis
+                idx = [axis_index(a, ndim, "aggregate_axis", "Aggregate") for a in axes]
+                if any(a in (b, c) for a in idx):
+                    raise ValueError(f"Aggregate(aggregate_axis={aggregate_axis!r}): aggregate "
+                                     f"axes must be vertex axes, not the batch axis {b} or the "
+                                     f"channel axis {c}.")
+                moved = tuple(1 + spatial.index(a) for a in idx)
+            layers[ndim] = Aggregate(moved, 0, -1, to_dense, impl)
+        return layers[ndim]
+
+    return relaid("Aggregate", canonical, batch_axis, channel_axis)
 
 
 def Aggregate(aggregate_axis=None, batch_axis: int = 0, channel_axis: int = -1,
@@ -57,10 +84,8 @@ def Aggregate(aggregate_axis=None, batch_axis: int = 0, channel_axis: int = -1,
     if impl not in ("DENSE", "SPARSE"):
         raise ValueError(f"{name}(implementation={implementation!r}): must be 'DENSE' or "
                          f"'SPARSE'.")
-    if batch_axis != 0 or channel_axis != -1:
-        raise ValueError(f"{name}(batch_axis={batch_axis}, channel_axis={channel_axis}): infwidth "
-                         f"keeps the batch first and channels last; move the axes of your inputs "
-                         f"with jnp.moveaxis.")
+    if not is_default_layout(batch_axis, channel_axis):
+        return _relaid_aggregate(aggregate_axis, batch_axis, channel_axis, to_dense, impl)
     to_dense = _identity if to_dense is None else to_dense
 
     def agg_axes(ndim):

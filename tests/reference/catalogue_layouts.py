@@ -49,7 +49,28 @@ def _layer_norm_gap(stax, spec, filter_spec):
         stax.Dense(1, batch_axis=int(b > c), channel_axis=int(b < c)))
 
 
+def _attention_graph(stax, spec, filter_spec):
+    b, c = spec.index("N"), spec.index("C")
+    return stax.serial(
+        stax.Conv(4, (1, 1), W_std=1.2, b_std=0.1, dimension_numbers=(spec, filter_spec, spec)),
+        stax.Aggregate(aggregate_axis=spec.index("W"), batch_axis=b, channel_axis=c),
+        stax.Relu(),
+        stax.GlobalSelfAttention(4, 3, 3, 2, attention_mechanism="IDENTITY", W_key_std=1.1,
+                                 batch_axis=b, channel_axis=c),
+        stax.GlobalAvgPool(b, c))
+
+
+def kernel_kwargs(name):
+    """Keyword arguments of ``kernel_fn``: the graphs (over the W axis) of the graph networks."""
+    if "graph" not in name:
+        return {}
+    rng = np.random.RandomState(3)
+    return {"pattern": (rng.rand(BASE[0], BASE[2], BASE[2]), rng.rand(2, BASE[2], BASE[2]))}
+
+
 CATALOGUE = {
+    "nchw_oihw/attention_graph": ("NCHW", "OIHW", _attention_graph),
+    "nwch_iohw/attention_graph": ("NWCH", "IOHW", _attention_graph),
     "nchw_oihw/conv_pool_flatten": ("NCHW", "OIHW", _conv_pool_flatten),
     "hwcn_iwho/conv_pool_flatten": ("HWCN", "IWHO", _conv_pool_flatten),
     "cnwh_hwio/conv_pool_flatten": ("CNWH", "HWIO", _conv_pool_flatten),

@@ -14,14 +14,17 @@ import numpy as np  # noqa: E402
 
 here = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, here)
-from catalogue_layouts import CATALOGUE, MASKED, inputs, masked_inputs  # noqa: E402
+from catalogue_layouts import CATALOGUE, MASKED, inputs, kernel_kwargs, masked_inputs  # noqa: E402
 
 out = {}
 for name, (spec, filter_spec, build) in CATALOGUE.items():
     x1, x2 = inputs(spec)
     kernel_fn = build(nt.stax, spec, filter_spec)[2]
+    kw = kernel_kwargs(name)
     for tag, b in (("12", x2), ("11", None)):
-        k = kernel_fn(x1, b, ("nngp", "ntk"))
+        if tag == "11" and "pattern" in kw:
+            kw = {"pattern": (kw["pattern"][0], kw["pattern"][0])}
+        k = kernel_fn(x1, b, ("nngp", "ntk"), **kw)
         out[f"{name}/nngp{tag}"], out[f"{name}/ntk{tag}"] = np.asarray(k.nngp), np.asarray(k.ntk)
 for name, (spec, filter_spec, build) in MASKED.items():
     x1, x2 = masked_inputs(spec)
