@@ -76,3 +76,11 @@ def check_default_layout(batch_axis, channel_axis, caller: str):
             f"{caller}(batch_axis={batch_axis!r}, channel_axis={channel_axis!r}): this layer "
             f"keeps the batch first and channels last; move the axes of your inputs with "
             f"jnp.moveaxis.")
+
+
+def none_if_all_none(x):
+    """``None`` for ``None`` or a (nested) list/tuple of ``None`` (neural-tangents' ``x2`` of a
+    multi-input network evaluated on ``x1`` alone), else ``x``."""
+    if isinstance(x, (list, tuple)) and not jax.tree_util.tree_leaves(x):
+        return None
+    return x

@@ -32,7 +32,10 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from ._checks import check_bool
+from ._checks import (
+    check_bool,
+    none_if_all_none,
+)
 from ._tiles import padded_rows, tile_pairs
 from .kernel import Kernel
 
@@ -123,6 +126,7 @@ def batch(kernel_fn: Callable, batch_size: int = 0, device_count: int = -1,
     cache: dict = {}
 
     def batched_kernel_fn(x1, x2=None, *args, **kwargs):
+        x2 = none_if_all_none(x2)
         # A mesh of jax.make_mesh has Explicit axes (sharding in types); batch manages its
         # shardings itself, on the same devices with Auto axes.
         run_mesh = (Mesh(mesh.devices, mesh.axis_names) if mesh is not None

@@ -14,6 +14,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from .._checks import none_if_all_none
 from .._random import classic_stream
 from .._tiles import tile_starts
 from ._axes import check_axes, resolve_axes
@@ -182,7 +183,7 @@ def monte_carlo_kernel_fn(init_fn, apply_fn, key, n_samples, batch_size: int = 0
             yield _result(total, total_sq, count, names, single, standard_error)
 
     def kernel_fn(x1, x2=None, get=None, **apply_fn_kwargs):
-        gen = running(x1, x2, get, apply_fn_kwargs)
+        gen = running(x1, none_if_all_none(x2), get, apply_fn_kwargs)
         return gen if as_generator else next(gen)
 
     return kernel_fn

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import jax
 
+from .._checks import none_if_all_none
 from .._get import namedtuple_of, parse_get
 from ._axes import Letters, check_axes, resolve_axes, split_kwargs, subscripts, trace_size
 from ._contract import einsum
@@ -37,6 +38,7 @@ def empirical_nngp_fn(f, trace_axes=(-1,), diagonal_axes=()):
     trace_axes, diagonal_axes = check_axes(trace_axes, diagonal_axes, caller)
 
     def nngp_fn(x1, x2, params, **apply_fn_kwargs):
+        x2 = none_if_all_none(x2)
         kw1, kw2 = split_kwargs(apply_fn_kwargs, x1, x2)
         _check_params(f, params, x1, kw1, caller)
         out1 = f(params, x1, **kw1)
@@ -92,6 +94,7 @@ def empirical_kernel_fn(f, trace_axes=(-1,), diagonal_axes=(), vmap_axes=None,
     }
 
     def kernel_fn(x1, x2, get, params, **apply_fn_kwargs):
+        x2 = none_if_all_none(x2)
         names, single = canonicalize_get(get)
         out = {n: fns[n](x1, x2, params, **apply_fn_kwargs) for n in names}
         if single:

@@ -22,6 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from .._checks import none_if_all_none
 from . import _chunks as ch
 from . import _structured as sd
 from ._axes import (
@@ -351,6 +352,7 @@ def empirical_ntk_fn(f, trace_axes=(-1,), diagonal_axes=(), vmap_axes=None,
         return compute(x1, x2, params, {**dyn1, **dict(static1)}, {**dyn2, **dict(static2)})
 
     def ntk_fn(x1, x2, params, **apply_fn_kwargs):
+        x2 = none_if_all_none(x2)
         kw1, kw2 = split_kwargs(apply_fn_kwargs, x1, x2)
         prepare(x1, x2, params, kw1, kw2)  # errors are raised here, before any tracing
         dyn = [k for k in kw1 if _is_array(kw1[k]) and _is_array(kw2[k])]

@@ -24,7 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .._checks import check_bool, check_nonnegative, check_positive_int  # noqa: F401
+from .._checks import check_bool, check_nonnegative, check_positive_int, none_if_all_none  # noqa: F401
 from .._get import parse_get
 from .._get import select as _select
 from .._numerics import value_with_derivatives_of
@@ -148,6 +148,7 @@ def make_layer(name: str, init_fn: Callable, apply_fn: Callable, kernel_map: Cal
     def kernel_fn(x1, x2=None, get=None, *, diagonal_batch: bool | None = None,
                   diagonal_spatial: bool | None = None, **kwargs):
         names = parse_get(get, GET_NAMES, "kernel_fn")
+        x2 = none_if_all_none(x2)
         diagonal_batch = True if diagonal_batch is None else check_bool(
             diagonal_batch, "diagonal_batch", "kernel_fn")
         diagonal_spatial = False if diagonal_spatial is None else check_bool(
@@ -211,13 +212,13 @@ def _has_masked_array(x) -> bool:
 
 
 def _wrap(y, mask):
-    """Outputs (one array or a list) as `MaskedArray`s carrying ``mask`` (one mask, or one
-    per output)."""
+    """Outputs (one array or a nested list) as `MaskedArray`s carrying ``mask`` (one mask, or
+    a list mirroring the outputs)."""
     if mask is None:
         return y
     if isinstance(y, (list, tuple)):
         masks = mask if isinstance(mask, list) else [mask] * len(y)
-        return [a if m is None else _masking.MaskedArray(a, m) for a, m in zip(y, masks)]
+        return [_wrap(a, m) for a, m in zip(y, masks)]
     return _masking.MaskedArray(y, mask)
 
 

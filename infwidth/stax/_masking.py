@@ -97,9 +97,10 @@ def masked_input(x, mask_constant):
 
 
 def masked_inputs(x, mask_constant):
-    """`masked_input` of one input or of each of a list of them (multi-input layers)."""
+    """`masked_input` of one input or of each of a (nested) list of them (multi-input layers,
+    nested `parallel`s): the masks mirror the structure."""
     if isinstance(x, (list, tuple)) and not isinstance(x, MaskedArray):
-        pairs = [masked_input(a, mask_constant) for a in x]
+        pairs = [masked_inputs(a, mask_constant) for a in x]
         masks = [m for _, m in pairs]
         return [a for a, _ in pairs], (None if all(m is None for m in masks) else masks)
     return masked_input(x, mask_constant)
