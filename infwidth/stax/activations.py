@@ -17,8 +17,8 @@ from .._numerics import (
     arccos,
     clipped_correlation,
     normalized_quadratic,
-    ratio,
     pair_norm,
+    ratio,
     safe_sqrt,
     value_with_derivatives_of,
 )
@@ -370,15 +370,23 @@ def RectifiedMonomial(degree: int) -> Layer:
     name = f"RectifiedMonomial({degree})"
     degree = _as_degree(degree, "RectifiedMonomial")
 
-    def nngp_fn(cov12, var1, var2):
+    def scaled_moment(cov12, var1, var2, n):
+        # norm**n * J_n: where the network's covariances outgrew the float range (deep
+        # networks: the variance map is var -> c var**degree), an infinite covariance has lost
+        # its correlation, but J_n > 0 for any correlation above -1, so the value is inf; and
+        # J_n = 0 (correlation -1) is exactly 0 however large the norm (not inf * 0 = NaN)
         norm, corr = _correlation(cov12, var1, var2)
-        return norm**degree * _rectified_moments(corr, degree)
+        corr = jnp.where(jnp.isposinf(cov12), 1.0, corr).astype(corr.dtype)
+        moment = _rectified_moments(corr, n)
+        return jnp.where(moment == 0, 0.0, norm**n * moment).astype(moment.dtype)
+
+    def nngp_fn(cov12, var1, var2):
+        return scaled_moment(cov12, var1, var2, degree)
 
     def d_nngp_fn(cov12, var1, var2):
         if degree == 0:
             return jnp.zeros_like(cov12 * var1 * var2)
-        norm, corr = _correlation(cov12, var1, var2)
-        return degree**2 * norm ** (degree - 1) * _rectified_moments(corr, degree - 1)
+        return degree**2 * scaled_moment(cov12, var1, var2, degree - 1)
 
     def diag_fn(var):
         return math.prod(range(2 * degree - 1, 0, -2)) * var**degree / 2
