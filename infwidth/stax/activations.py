@@ -20,7 +20,6 @@ from .._numerics import (
     pair_norm,
     ratio,
     safe_sqrt,
-    value_with_derivatives_of,
 )
 from ._layer import Layer
 from .elementwise import elementwise
@@ -60,17 +59,6 @@ def _correlation(cov12, var1, var2):
     1e30 neither underflow nor overflow in float32 (see `infwidth._numerics`).
     """
     return pair_norm(var1, var2), clipped_correlation(cov12, var1, var2)
-
-
-def _det_gap(cov12, var1, var2):
-    """``var1 var2 - cov12**2 >= 0`` as ``(n - |cov12|)(n + |cov12|)`` with ``n = sqrt(var1
-    var2)``: no cancellation between two large products, and exactly 0 for an input paired with
-    itself. No clamp at 0: `elementwise` keeps ``|cov12| <= n``, and a clamp would halve the
-    derivative autodiff takes at ``|cov12| = n`` (Gabor's NTK map)."""
-    norm, abs_cov = pair_norm(var1, var2), jnp.abs(cov12)
-    # derivatives of every order are those of norm**2 - cov12**2 (|cov12| has none at 0)
-    return value_with_derivatives_of((norm - abs_cov) * (norm + abs_cov),
-                                     norm * norm - cov12 * cov12)
 
 
 def ABRelu(a: float, b: float, do_stabilize: bool = False) -> Layer:
