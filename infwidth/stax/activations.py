@@ -171,19 +171,21 @@ def Erf(a: float = 1.0, b: float = 1.0, c: float = 0.0) -> Layer:
     b2 = b**2
 
     def parts(cov12, var1, var2):
-        # in units of sqrt((1 + 2 b^2 var1)(1 + 2 b^2 var2)) (`normalized_quadratic`): the
-        # arcsine's argument is rho sqrt(t1 t2), and sqrt(w) its cosine, at every scale; for
-        # huge variances t -> 1 and the kernel tends to Sign's, exactly
-        e1, e2, t1, t2, w = normalized_quadratic(cov12, var1, var2, 2 * b2)
-        return e1, e2, safe_sqrt(t1) * safe_sqrt(t2), safe_sqrt(w)
+        # in units of sqrt(P) = sqrt((1 + 2 b^2 var1)(1 + 2 b^2 var2)) (`normalized_quadratic`):
+        # sqrt(w) is the arcsine's cosine at every scale; for huge variances the kernel tends
+        # to Sign's
+        e1, e2, _, _, w = normalized_quadratic(cov12, var1, var2, 2 * b2)
+        return e1, e2, safe_sqrt(w)
 
     def nngp_fn(cov12, var1, var2):
-        _, _, tt, root = parts(cov12, var1, var2)
-        angle = jnp.arctan2(clipped_correlation(cov12, var1, var2) * tt, root)
+        # the argument 2 b^2 cov12 / sqrt(P) = rho sqrt(t1 t2), written with cov12 itself so
+        # that the derivative in cov12 is right at a zero input too
+        e1, e2, root = parts(cov12, var1, var2)
+        angle = jnp.arctan2(2 * b2 * cov12 * safe_sqrt(e1) * safe_sqrt(e2), root)
         return a**2 * (2 / math.pi) * angle + c**2
 
     def d_nngp_fn(cov12, var1, var2):
-        e1, e2, _, root = parts(cov12, var1, var2)
+        e1, e2, root = parts(cov12, var1, var2)
         return ratio(a**2 * b2 * (4 / math.pi) * safe_sqrt(e1) * safe_sqrt(e2), root)
 
     def fn(x):
