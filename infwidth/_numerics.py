@@ -68,6 +68,27 @@ def safe_arctan2(y, x, fill_zero=0.0):
     return jnp.where(both_zero, fill_zero, jnp.arctan2(y, x_safe))
 
 
+@jax.custom_jvp
+def ratio(num, den):
+    """``num / den`` whose derivative is ``(d num - ratio d den) / den``.
+
+    The derivative of ``/`` that autodiff uses forms ``num / den**2``: ``den**2`` overflows for
+    ``den`` below 1e-19 in float32 (the normalized determinants of huge variances are 1e-24)
+    and the gradient becomes inf * 0 = NaN although the ratio and its derivative are finite.
+
+    >>> float(jax.grad(ratio, 1)(jnp.float32(1e-24), jnp.float32(1e-24)))
+    -1e+24
+    """
+    return num / den
+
+
+@ratio.defjvp
+def _ratio_jvp(primals, tangents):
+    (num, den), (t_num, t_den) = primals, tangents
+    out = ratio(num, den)  # (ratio again, so that derivatives of every order keep the form)
+    return out, ratio(t_num - out * t_den, den)
+
+
 def safe_divide(num, den, fill=0.0):
     """``num / den`` that returns ``fill`` (with zero gradient) where ``den == 0``."""
     zero = den == 0
@@ -132,6 +153,35 @@ def clipped_correlation(cov12, var1, var2):
     snapped = jnp.where(jnp.abs(corr) >= 1 - tol,
                         jnp.where(corr < 0, -1.0, 1.0).astype(corr.dtype), corr)
     return value_with_derivatives_of(snapped, corr)
+
+
+def normalized_quadratic(cov12, var1, var2, scale):
+    """The determinant ``(1 + s var1)(1 + s var2) - s**2 cov12**2`` of ``I + s Sigma`` (the
+    quadratic form in the dual kernels of Erf, GELU, Gabor and the Gaussian) in units that
+    neither overflow nor cancel: returns ``(e1, e2, t1, t2, w)`` with
+
+        e_i = 1 / (1 + s var_i),   t_i = s var_i e_i = 1 - e_i,
+        w   = det / ((1 + s var1)(1 + s var2)) = (1 - rho**2) t1 t2 + e1 + e2 (1 - e1)
+
+    (``rho`` the clipped correlation). Without forming ``var1 var2`` (1e48 for float32
+    variances of 1e24, beyond the float32 range) or subtracting two such products, ``w`` is
+    exact to rounding at every scale, ``e1 + e2 (1 - e1) > 0`` keeps it positive for ``s > 0``,
+    and as the variances grow the kernels tend to their saturated limits (Erf to Sign).
+
+    >>> e1, e2, t1, t2, w = normalized_quadratic(jnp.float32(1e24), jnp.float32(1e24),
+    ...                                          jnp.float32(1e24), 2.0)
+    >>> float(t1), float(w) > 0
+    (1.0, True)
+    """
+    rho = clipped_correlation(cov12, var1, var2)
+    abs_rho = jnp.abs(rho)
+    gap = value_with_derivatives_of((1 - abs_rho) * (1 + abs_rho), 1 - rho * rho)
+    # t = s var / (1 + s var) rather than s var e: its reverse-mode cotangents stay of the size
+    # of the result (s var e would pass one of size s var through e)
+    sv1, sv2 = scale * var1, scale * var2
+    e1, e2 = ratio(1.0, 1 + sv1), ratio(1.0, 1 + sv2)
+    t1, t2 = ratio(sv1, 1 + sv1), ratio(sv2, 1 + sv2)
+    return e1, e2, t1, t2, gap * t1 * t2 + e1 + e2 * (1 - e1)
 
 
 # Abramowitz & Stegun, Handbook of Mathematical Functions, 4.4.46: on [0, 1],

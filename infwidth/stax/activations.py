@@ -16,9 +16,10 @@ from jax.scipy.special import erf
 from .._numerics import (
     arccos,
     clipped_correlation,
+    normalized_quadratic,
     pair_norm,
+    ratio,
     safe_sqrt,
-    value_with_derivatives_of,
 )
 from ._layer import Layer
 from .elementwise import elementwise
@@ -58,17 +59,6 @@ def _correlation(cov12, var1, var2):
     1e30 neither underflow nor overflow in float32 (see `infwidth._numerics`).
     """
     return pair_norm(var1, var2), clipped_correlation(cov12, var1, var2)
-
-
-def _det_gap(cov12, var1, var2):
-    """``var1 var2 - cov12**2 >= 0`` as ``(n - |cov12|)(n + |cov12|)`` with ``n = sqrt(var1
-    var2)``: no cancellation between two large products, and exactly 0 for an input paired with
-    itself. No clamp at 0: `elementwise` keeps ``|cov12| <= n``, and a clamp would halve the
-    derivative autodiff takes at ``|cov12| = n`` (Gabor's NTK map)."""
-    norm, abs_cov = pair_norm(var1, var2), jnp.abs(cov12)
-    # derivatives of every order are those of norm**2 - cov12**2 (|cov12| has none at 0)
-    return value_with_derivatives_of((norm - abs_cov) * (norm + abs_cov),
-                                     norm * norm - cov12 * cov12)
 
 
 def ABRelu(a: float, b: float, do_stabilize: bool = False) -> Layer:
@@ -180,25 +170,30 @@ def Erf(a: float = 1.0, b: float = 1.0, c: float = 0.0) -> Layer:
     a, b, c = (_as_float(v, n, "Erf") for v, n in ((a, "a"), (b, "b"), (c, "c")))
     b2 = b**2
 
-    def root(cov12, var1, var2):
-        # (1 + 2 b^2 var1)(1 + 2 b^2 var2) - 4 b^4 cov12^2 without cancellation between the two
-        # products (they agree to all digits for an input with itself when var is large)
-        return safe_sqrt(1 + 2 * b2 * (var1 + var2) + 4 * b2**2 * _det_gap(cov12, var1, var2))
+    def parts(cov12, var1, var2):
+        # in units of sqrt(P) = sqrt((1 + 2 b^2 var1)(1 + 2 b^2 var2)) (`normalized_quadratic`):
+        # sqrt(w) is the arcsine's cosine at every scale; for huge variances the kernel tends
+        # to Sign's
+        e1, e2, _, _, w = normalized_quadratic(cov12, var1, var2, 2 * b2)
+        return e1, e2, safe_sqrt(w)
 
     def nngp_fn(cov12, var1, var2):
-        angle = jnp.arctan2(2 * b2 * cov12, root(cov12, var1, var2))
+        # the argument 2 b^2 cov12 / sqrt(P) = rho sqrt(t1 t2), written with cov12 itself so
+        # that the derivative in cov12 is right at a zero input too
+        e1, e2, root = parts(cov12, var1, var2)
+        angle = jnp.arctan2(2 * b2 * cov12 * safe_sqrt(e1) * safe_sqrt(e2), root)
         return a**2 * (2 / math.pi) * angle + c**2
 
     def d_nngp_fn(cov12, var1, var2):
-        return a**2 * b2 * (4 / math.pi) / root(cov12, var1, var2)
-
-    def diag_fn(var):
-        return a**2 * (2 / math.pi) * jnp.arctan2(2 * b2 * var, jnp.sqrt(1 + 4 * b2 * var)) + c**2
+        e1, e2, root = parts(cov12, var1, var2)
+        return ratio(a**2 * b2 * (4 / math.pi) * safe_sqrt(e1) * safe_sqrt(e2), root)
 
     def fn(x):
         return a * erf(b * x) + c
 
-    return elementwise(fn, name, nngp_fn, d_nngp_fn, diag_fn)
+    # the variances map by nngp_fn(var, var, var) (a closed form in var, such as
+    # arctan2(2 b^2 var, sqrt(1 + 4 b^2 var)), squares var in its derivative: 1e48 in float32)
+    return elementwise(fn, name, nngp_fn, d_nngp_fn)
 
 
 def Sign() -> Layer:
@@ -274,32 +269,35 @@ def Gelu(approximate: bool = False) -> Layer:
         raise TypeError(f"Gelu(approximate={approximate!r}): approximate must be True or False.")
 
     def parts(cov12, var1, var2):
-        p = (1 + var1) * (1 + var2)
-        d = 1 + var1 + var2 + _det_gap(cov12, var1, var2)  # p - cov12**2, without cancellation
-        root = safe_sqrt(d)
-        return p, d, root, jnp.arctan2(cov12, root)
+        # in units of sqrt(P) (`normalized_quadratic`, s = 1): D = P w, r = cov12 / sqrt(P),
+        # nothing of the size var1 var2 is formed, and e_i = 1 / (1 + var_i) -> 0 as the
+        # variances grow, where the maps tend to ReLU's
+        e1, e2, t1, t2, w = normalized_quadratic(cov12, var1, var2, 1.0)
+        sqrt_e = safe_sqrt(e1) * safe_sqrt(e2)
+        r = cov12 * safe_sqrt(e1) * safe_sqrt(e2)
+        root = safe_sqrt(w)
+        return e1, e2, t1, t2, w, sqrt_e, r, root, jnp.arctan2(r, root)
 
     def nngp_fn(cov12, var1, var2):
-        p, d, root, angle = parts(cov12, var1, var2)
-        prod = var1 * var2
+        # (var1 var2 D + cov12**2) / (P sqrt(D)) = sqrt(var1 var2) sqrt(t1 t2) sqrt(w)
+        #                                          + r**2 sqrt(e1 e2) / sqrt(w)
+        _, _, t1, t2, w, sqrt_e, r, root, angle = parts(cov12, var1, var2)
+        scale = pair_norm(var1, var2) * safe_sqrt(t1) * safe_sqrt(t2)
         return (cov12 / 4 + cov12 * angle / (2 * math.pi)
-                + (prod * d + cov12 * cov12) / (2 * math.pi * p * root))
+                + (scale * root + ratio(r * r * sqrt_e, root)) / (2 * math.pi))
 
     def d_nngp_fn(cov12, var1, var2):
-        p, d, root, angle = parts(cov12, var1, var2)
-        prod = var1 * var2
-        return (0.25 + angle / (2 * math.pi) + cov12 / (2 * math.pi * root)
-                + cov12 * ((2 - prod) * d + cov12 * cov12) / (2 * math.pi * p * d * root))
-
-    def diag_fn(var):
-        root = jnp.sqrt(1 + 2 * var)
-        return (var / 4 + var * jnp.arctan2(var, root) / (2 * math.pi)
-                + var * var / (math.pi * (1 + var) * root))
+        # cov12 / sqrt(D) = r / sqrt(w); cov12 ((2 - var1 var2) D + cov12**2) / (P D**1.5)
+        #   = r (2 e1 e2 - t1 t2 + r**2 e1 e2 / w) / sqrt(w), with 1 - t1 t2 = e1 + e2 - e1 e2
+        e1, e2, _, _, w, _, r, root, angle = parts(cov12, var1, var2)
+        e12 = e1 * e2
+        return (0.25 + angle / (2 * math.pi)
+                + ratio(r * (e1 + e2 + e12 + ratio(r * r * e12, w)), 2 * math.pi * root))
 
     def fn(x):
         return jax.nn.gelu(x, approximate=approximate)
 
-    return elementwise(fn, "Gelu", nngp_fn, d_nngp_fn, diag_fn)
+    return elementwise(fn, "Gelu", nngp_fn, d_nngp_fn)  # variances by nngp_fn, as Erf
 
 
 def _relu_moment(b: int) -> float:
@@ -362,15 +360,23 @@ def RectifiedMonomial(degree: int) -> Layer:
     name = f"RectifiedMonomial({degree})"
     degree = _as_degree(degree, "RectifiedMonomial")
 
-    def nngp_fn(cov12, var1, var2):
+    def scaled_moment(cov12, var1, var2, n):
+        # norm**n * J_n: where the network's covariances outgrew the float range (deep
+        # networks: the variance map is var -> c var**degree), an infinite covariance has lost
+        # its correlation, but J_n > 0 for any correlation above -1, so the value is inf; and
+        # J_n = 0 (correlation -1) is exactly 0 however large the norm (not inf * 0 = NaN)
         norm, corr = _correlation(cov12, var1, var2)
-        return norm**degree * _rectified_moments(corr, degree)
+        corr = jnp.where(jnp.isposinf(cov12), 1.0, corr).astype(corr.dtype)
+        moment = _rectified_moments(corr, n)
+        return jnp.where(moment == 0, 0.0, norm**n * moment).astype(moment.dtype)
+
+    def nngp_fn(cov12, var1, var2):
+        return scaled_moment(cov12, var1, var2, degree)
 
     def d_nngp_fn(cov12, var1, var2):
         if degree == 0:
             return jnp.zeros_like(cov12 * var1 * var2)
-        norm, corr = _correlation(cov12, var1, var2)
-        return degree**2 * norm ** (degree - 1) * _rectified_moments(corr, degree - 1)
+        return degree**2 * scaled_moment(cov12, var1, var2, degree - 1)
 
     def diag_fn(var):
         return math.prod(range(2 * degree - 1, 0, -2)) * var**degree / 2

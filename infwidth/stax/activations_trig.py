@@ -15,9 +15,9 @@ import math
 import jax
 import jax.numpy as jnp
 
-from .._numerics import safe_sqrt
+from .._numerics import normalized_quadratic, ratio, safe_sqrt
 from ._layer import Layer
-from .activations import _as_float, _correlation, _det_gap
+from .activations import _as_float, _correlation
 from .elementwise import elementwise
 
 
@@ -126,7 +126,7 @@ def Gabor() -> Layer:
                            / (2 sqrt(D)),    Q = var1 + var2 + 4 (var1 var2 - cov12**2)
 
     (the expectation of ``exp(-x.x) exp(i t.x)`` under ``N(0, Sigma)``, with ``t = (1, -+1)``)
-    and the NTK map is its derivative in ``cov12`` by autodiff (Price's theorem).
+    and the NTK map is its derivative in ``cov12`` (Price's theorem), in closed form.
 
     Example:
       >>> import jax.numpy as jnp
@@ -136,13 +136,28 @@ def Gabor() -> Layer:
       0.073719
     """
 
+    def parts(cov12, var1, var2):
+        # the two exponentials are exp(-1/2 + M +- c / D) with M = (1 + var1 + var2) / (2 D):
+        # their difference is 2 exp(M - 1/2) sinh(c / D), written in units of
+        # (1 + 2 var1)(1 + 2 var2) (`normalized_quadratic`, s = 2), so that D = p1 p2 w
+        # neither overflows nor cancels and the sinh keeps digits the difference would lose
+        e1, e2, t1, t2, w = normalized_quadratic(cov12, var1, var2, 2.0)
+        m = ratio(e1 * e2 + (t1 * e2 + t2 * e1) / 2, 2 * w)
+        inv_d = ratio(e1, w) * e2  # 1 / D
+        delta = cov12 * inv_d
+        scale = jnp.exp(m - 0.5) * ratio(safe_sqrt(e1) * safe_sqrt(e2), safe_sqrt(w))
+        return m, inv_d, delta, scale
+
     def nngp_fn(cov12, var1, var2):
-        det_gap = _det_gap(cov12, var1, var2)
-        total = var1 + var2
-        d = 1 + 2 * total + 4 * det_gap
-        q = total + 4 * det_gap
-        return (jnp.exp(-(q - 2 * cov12) / (2 * d))
-                - jnp.exp(-(q + 2 * cov12) / (2 * d))) / (2 * jnp.sqrt(d))
+        _, _, delta, scale = parts(cov12, var1, var2)
+        return scale * jnp.sinh(delta)
+
+    def d_nngp_fn(cov12, var1, var2):
+        # d/dc with dD/dc = -8 c: dM/dc = 8 c M / D, d(c/D)/dc = 1/D + 8 c^2 / D^2,
+        # d(D**-1/2)/dc = 4 c D**-1.5
+        m, inv_d, delta, scale = parts(cov12, var1, var2)
+        return scale * (jnp.sinh(delta) * 4 * delta * (2 * m + 1)
+                        + jnp.cosh(delta) * (inv_d + 8 * delta * delta))
 
     def diag_fn(var):
         d = 1 + 4 * var
@@ -151,7 +166,7 @@ def Gabor() -> Layer:
     def fn(x):
         return jnp.exp(-x * x) * jnp.sin(x)
 
-    return elementwise(fn, "Gabor", nngp_fn, None, diag_fn)
+    return elementwise(fn, "Gabor", nngp_fn, d_nngp_fn, diag_fn)
 
 
 def Gaussian(a: float = 1, b: float = -1) -> Layer:
@@ -173,16 +188,21 @@ def Gaussian(a: float = 1, b: float = -1) -> Layer:
     a, b = _as_float(a, "a", "Gaussian"), _as_float(b, "b", "Gaussian")
     a2 = a**2
 
-    def det(cov12, var1, var2):
-        # (1 - 2 b var1)(1 - 2 b var2) - 4 b^2 cov12^2, without cancellation between products
-        return 1 - 2 * b * (var1 + var2) + 4 * b**2 * _det_gap(cov12, var1, var2)
+    def parts(cov12, var1, var2):
+        # det(I - 2 b Sigma) = q1 q2 w, q_i = 1 - 2 b var_i (`normalized_quadratic`, s = -2 b):
+        # no product of two variances is formed, so float32 variances of 1e24 give the kernel
+        _, _, _, _, w = normalized_quadratic(cov12, var1, var2, -2 * b)
+        return 1 - 2 * b * var1, 1 - 2 * b * var2, w
 
     def nngp_fn(cov12, var1, var2):
-        return a2 / safe_sqrt(det(cov12, var1, var2))
+        q1, q2, w = parts(cov12, var1, var2)
+        return ratio(ratio(a2, safe_sqrt(q1) * safe_sqrt(q2)), safe_sqrt(w))
 
     def d_nngp_fn(cov12, var1, var2):
-        d = det(cov12, var1, var2)
-        return 4 * a2 * b**2 * cov12 / (d * safe_sqrt(d))
+        # 4 a^2 b^2 cov12 / (q1 q2 w)**1.5, divided in an order that stays within range
+        q1, q2, w = parts(cov12, var1, var2)
+        scaled = ratio(ratio(ratio(cov12, q1), q2), w)
+        return ratio(4 * a2 * b**2 * scaled, safe_sqrt(q1) * safe_sqrt(q2) * safe_sqrt(w))
 
     def diag_fn(var):
         return a2 / safe_sqrt(1 - 4 * b * var)

@@ -21,7 +21,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .._numerics import safe_divide, safe_sqrt
+from .._numerics import clipped_correlation, safe_sqrt
 from ._layer import Layer, check_positive_int
 from .activations import _as_float
 from .elementwise import elementwise
@@ -148,9 +148,16 @@ def quadrature_maps(fn: Callable, deg: int, df: Callable | None = None, *,
         dtype = cov12.dtype
         x = jnp.asarray(nodes, dtype)
         w = jnp.asarray(weights / np.sqrt(np.pi), dtype)
-        sd1 = safe_sqrt(var1)
-        slope = safe_divide(cov12, sd1)  # cov12 / sqrt(var1): v's loading on u's node
-        rest = safe_sqrt(var2 - slope * slope)  # the conditional standard deviation of v
+        sd1, sd2 = safe_sqrt(var1), safe_sqrt(var2)
+        # v's loading on u's node, cov12 / sqrt(var1) = rho sqrt(var2), and v's conditional
+        # standard deviation sqrt(var2 (1 - rho**2)): from the clipped correlation, so an input
+        # paired with itself (rho exactly 1) has exactly 0 left over (var2 - slope**2 would
+        # leave sqrt(rounding) ~ 1e-8 sd2, which a kink in fn turns into a visible difference
+        # between x2=None and x2=copy), and nothing overflows for huge variances
+        rho = clipped_correlation(cov12, var1, var2)
+        abs_rho = jnp.abs(rho)
+        slope = rho * sd2
+        rest = sd2 * safe_sqrt((1 - abs_rho) * (1 + abs_rho))
         root2 = 2.0**0.5  # a Python float: weakly typed, keeps float32 under x64
         lead = (1,) * cov12.ndim  # explicit shapes: no rank promotion (NT's tests forbid it)
         xi, xij, xj = x.reshape(lead + (-1,)), x.reshape(lead + (-1, 1)), x.reshape(lead + (1, -1))
