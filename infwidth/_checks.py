@@ -81,6 +81,6 @@ def check_default_layout(batch_axis, channel_axis, caller: str):
 def none_if_all_none(x):
     """``None`` for ``None`` or a (nested) list/tuple of ``None`` (neural-tangents' ``x2`` of a
     multi-input network evaluated on ``x1`` alone), else ``x``."""
-    if isinstance(x, (list, tuple)) and not jax.tree_util.tree_leaves(x):
+    if isinstance(x, (list, tuple, dict)) and not jax.tree_util.tree_leaves(x):
         return None
     return x

@@ -68,3 +68,31 @@ def test_masks_reach_every_branch_of_nested_parallels():
     for layer, xi, ki in zip(branches, flat_x, [k[0][0], k[0][1], k[1]]):
         np.testing.assert_allclose(ki, layer.kernel_fn(xi, None, "nngp", mask_constant=-1.0),
                                    rtol=1e-6)
+
+
+def test_vmap_axes_pytrees_as_neural_tangents_reads_them():
+    """vmap_axes that is not a triple is the axes of both inputs and outputs; tuples match the
+    lists stax returns; axes counted from the end. Each gives the vmap_axes=None kernel (the
+    axes only tell the implementation how to batch) for every implementation."""
+    rng = np.random.RandomState(2)
+    net = stax.serial(stax.parallel(stax.Dense(6, b_std=0.1), stax.Dense(6)),
+                      stax.parallel(stax.Relu(), stax.Erf()),
+                      stax.parallel(stax.Dense(3), stax.Dense(2)))
+    x1 = [jnp.asarray(rng.randn(3, 4)), jnp.asarray(rng.randn(3, 2))]
+    x2 = [jnp.asarray(rng.randn(2, 4)), jnp.asarray(rng.randn(2, 2))]
+    _, params = net.init_fn(jax.random.PRNGKey(0), [a.shape for a in x1])
+    for impl in infwidth.NtkImplementation:
+        ref = infwidth.empirical_ntk_fn(net.apply_fn, implementation=impl)(x1, x2, params)
+        for vmap_axes in [(0, 0), [0, 0], ((0, 0), (-2, -2), {}), 0]:
+            got = infwidth.empirical_ntk_fn(net.apply_fn, implementation=impl,
+                                            vmap_axes=vmap_axes)(x1, x2, params)
+            for g, r in zip(got, ref):
+                np.testing.assert_allclose(g, r, rtol=2e-5, atol=1e-6,
+                                           err_msg=f"{impl} vmap_axes={vmap_axes}")
+        k_none = infwidth.empirical_ntk_fn(net.apply_fn, implementation=impl)(x1, None, params)
+        k_dict = infwidth.empirical_ntk_fn(net.apply_fn, implementation=impl)(
+            x1, [None, None], params)
+        for a, b in zip(k_none, k_dict):
+            np.testing.assert_array_equal(a, b)
+    with pytest.raises(TypeError, match="vmap_axes"):
+        infwidth.empirical_ntk_fn(net.apply_fn, vmap_axes=(0, "a"))

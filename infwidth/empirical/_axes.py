@@ -144,7 +144,8 @@ class VmapAxes(NamedTuple):
 
 
 def resolve_vmap_axes(vmap_axes, caller: str) -> VmapAxes | None:
-    """``None``, an int (batch axis of inputs and outputs) or ``(x_axis, fx_axis, kw_axes)``."""
+    """``None``, an int (batch axis of inputs and outputs), ``(x_axis, fx_axis, kw_axes)``, or
+    any other pytree of axes, used for both inputs and outputs (neural-tangents' rule)."""
     if vmap_axes is None:
         return None
     if isinstance(vmap_axes, (int, np.integer)) and not isinstance(vmap_axes, bool):
@@ -159,19 +160,22 @@ def resolve_vmap_axes(vmap_axes, caller: str) -> VmapAxes | None:
         if x_axis is None and fx_axis is None and not kw_axes:
             return None
         return VmapAxes(x_axis, fx_axis, kw_axes)
+    leaves = jax.tree_util.tree_leaves(vmap_axes)
+    if isinstance(vmap_axes, (list, tuple, dict)) and all(
+            isinstance(a, (int, np.integer)) and not isinstance(a, bool) for a in leaves):
+        # as neural-tangents: anything but a triple is the axes of both inputs and outputs
+        return VmapAxes(vmap_axes, vmap_axes, {})
     raise TypeError(f"{caller}(vmap_axes={vmap_axes!r}): vmap_axes must be None, an int (the batch "
-                    f"axis of inputs and outputs), or a triple (x_axis, fx_axis, kw_axes).")
+                    f"axis of inputs and outputs), a triple (x_axis, fx_axis, kw_axes), or a "
+                    f"pytree of ints (or None) giving the batch axes of both the inputs and the "
+                    f"outputs.")
 
 
 def leaf_axes(axis, tree) -> list:
     """The batch axis of every leaf of ``tree`` (``axis`` is an int, None or a pytree prefix)."""
     leaves = jax.tree_util.tree_leaves(tree)
-    if axis is None or isinstance(axis, (int, np.integer)):
-        return [None if axis is None else int(axis) % max(np.ndim(l), 1) for l in leaves]
-    full = jax.tree_util.tree_map(lambda a, t: jax.tree_util.tree_map(lambda _: a, t), axis, tree,
-                                  is_leaf=lambda a: a is None)
-    return [None if a is None else int(a) % max(np.ndim(l), 1)
-            for a, l in zip(jax.tree_util.tree_leaves(full, is_leaf=lambda a: a is None), leaves)]
+    full = jax.tree_util.tree_leaves(_full_axes(axis, tree), is_leaf=lambda a: a is None)
+    return [None if a is None else int(a) % max(np.ndim(l), 1) for a, l in zip(full, leaves)]
 
 
 def per_example_fn(f, vm: VmapAxes, kwargs: dict):
@@ -200,8 +204,18 @@ def per_example_fn(f, vm: VmapAxes, kwargs: dict):
 
 
 def _full_axes(axis, tree):
+    """``axis`` (an int, None, or a pytree prefix of ``tree``) broadcast to every leaf of
+    ``tree``. Lists and tuples match each other, as in neural-tangents (stax returns lists,
+    users write tuples)."""
     if axis is None or isinstance(axis, (int, np.integer)):
         return jax.tree_util.tree_map(lambda _: axis, tree)
+    if isinstance(axis, (list, tuple)) and isinstance(tree, (list, tuple)) \
+            and len(axis) == len(tree):
+        return type(tree)(_full_axes(a, t) for a, t in zip(axis, tree))
+    if isinstance(axis, dict) and isinstance(tree, dict) and set(axis) == set(tree):
+        return type(tree)((k, _full_axes(axis[k], tree[k])) for k in tree)
+    if tree is None:
+        return None
     return jax.tree_util.tree_map(lambda a, t: jax.tree_util.tree_map(lambda _: a, t), axis, tree,
                                   is_leaf=lambda a: a is None)
 

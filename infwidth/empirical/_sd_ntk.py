@@ -14,6 +14,7 @@ from . import _structured as sd
 from ._axes import (
     Letters,
     _contract_pair,
+    _full_axes,
     _leaves,
     kernel_shape,
     leaf_axes,
@@ -33,8 +34,11 @@ def _structured_derivatives(f, x1, x2, params, kw1, kw2, axes, vm, fx1, fx2):
             g, batched, xs, kws = (lambda p, a: f(p, a, **kw)), [], x, []
         else:
             g, batched = per_example_fn(f, vm, kw)
-            xs = jax.tree_util.tree_map(lambda a: jnp.take(a, 0, vm.x_axis), x)
-            kws = [jnp.take(kw[b], 0, vm.kw_axes[b]) for b in batched]
+            xs = jax.tree_util.tree_map(lambda a, ax: a if ax is None else jnp.take(a, 0, ax), x,
+                                        _full_axes(vm.x_axis, x), is_leaf=lambda a: a is None)
+            kws = [jax.tree_util.tree_map(lambda a, ax: a if ax is None else jnp.take(a, 0, ax),
+                                          kw[b], _full_axes(vm.kw_axes[b], kw[b]),
+                                          is_leaf=lambda a: a is None) for b in batched]
         fn = lambda ls, *a: g(jax.tree_util.tree_unflatten(p_def, ls), *a)
         closed = sd.trace_jaxpr(fn, leaves, xs, *kws)
         sites, by_leaf = sd.analyse(closed.jaxpr, len(leaves))
@@ -60,8 +64,8 @@ def _structured_derivatives(f, x1, x2, params, kw1, kw2, axes, vm, fx1, fx2):
         if vm is None:
             jac, records = derivs(x)
         else:
-            jac, records = jax.vmap(derivs, in_axes=(vm.x_axis, *[vm.kw_axes[b]
-                                                                  for b in batched]))(
+            jac, records = jax.vmap(derivs, in_axes=(
+                _full_axes(vm.x_axis, x), *[_full_axes(vm.kw_axes[b], kw[b]) for b in batched]))(
                 x, *[kw[b] for b in batched])
         return sites, by_leaf, unstructured, jac, records
 

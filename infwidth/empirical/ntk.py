@@ -114,8 +114,9 @@ def _jacobian_contraction(f, x1, x2, params, kw1, kw2, axes, vm, fx1, fx2):
         n = _leaves(x)[0].shape[ax0] if ax0 is not None else out_size
         return jax.vmap(lambda xi, *kwi: _jacobian(lambda p: g(p, xi, *kwi), params,
                                                    out_size // max(n, 1), n_params),
-                        in_axes=(vm.x_axis, *[vm.kw_axes[b] for b in batched]),
-                        out_axes=vm.fx_axis)(x, *[kw[b] for b in batched])
+                        in_axes=(_full_axes(vm.x_axis, x),
+                                 *[_full_axes(vm.kw_axes[b], kw[b]) for b in batched]),
+                        out_axes=_nonnegative_axes(vm.fx_axis, fx))(x, *[kw[b] for b in batched])
 
     j1 = jac(x1, kw1, fx1)
     j2 = j1 if x2 is None else jac(x2, kw2, fx2)
@@ -162,6 +163,13 @@ def _ntvp_full(f1, jvp2, params, fx1):
     return out
 
 
+def _nonnegative_axes(axis, tree):
+    """``axis`` per leaf of ``tree``, counted from the front: a Jacobian appends the parameter
+    axes to each output, so an axis counted from the end would point into them."""
+    leaves, treedef = jax.tree_util.tree_flatten(tree)
+    return jax.tree_util.tree_unflatten(treedef, leaf_axes(axis, tree))
+
+
 _NTVP_STEP = 2**24  # cotangent entries (x parameters) per step of examples: 64 MiB in float32
 _NTVP_TAPE = 2**25  # entries of the JVPs' forward intermediates (x tangents) per step
 _NTVP_UNROLL = 8  # at most this many steps are unrolled; more run in a loop (lax.map)
@@ -176,7 +184,8 @@ def _ntk_vector_products(f, x1, x2, params, kw1, kw2, axes, vm, fx1, fx2):
     else:
         # a block of examples of x1 at a time (their VJPs are per example), JVPs over all of x2
         g1, batched = per_example_fn(f, vm, kw1)
-        first = lambda t, ax: jax.tree_util.tree_map(lambda a: jnp.moveaxis(a, ax, 0), t)
+        first = lambda t, ax: jax.tree_util.tree_map(
+            lambda a, a_ax: jnp.moveaxis(a, a_ax, 0), t, _full_axes(ax, t))
         xs = (first(x1, vm.x_axis), [first(kw1[b], vm.kw_axes[b]) for b in batched])
         fx1_single = jax.eval_shape(lambda a: g1(params, *a[0:1], *a[1]),
                                     jax.tree_util.tree_map(lambda a: a[0], xs))
