@@ -281,7 +281,7 @@ def _relaid_conv(name, out_chan, filter_shape, strides, padding, W_std, b_std, p
     strides_c = tuple(strides[i] for i in filter_order)
     canonical = _Conv(name, out_chan, filter_c, strides_c, padding, W_std, b_std, None,
                       parameterization, s, transpose, shared)
-    return relaid(name, canonical, *input_axes, output_axes, spatial_order)
+    return relaid(name, canonical, input_axes[0], input_axes[1], output_axes, spatial_order)
 
 
 def _pointwise(name, out_chan, strides, padding, W_std, b_std, dimension_numbers,
