@@ -65,7 +65,6 @@ def test_ensembles_remove_the_variance_and_approach_infinite_width():
         assert abs(gap - r.variance[i] * (1 - 1 / 16)) < 0.35 * r.variance[i]
     # wide: the variance over seeds is the infinite-width covariance (16 seeds: ~25% error)
     assert abs(r.variance[1] - r.infinite_variance) < 0.4 * r.infinite_variance
-    assert r.variance[0] > r.variance[1]
     # and the ensemble mean is the infinite-width mean: the bias is small against the error
     assert r.bias_to_infinite[1] < 0.1 * r.infinite_mean_error
     assert abs(r.ensemble_mean_error[1] - r.infinite_mean_error) < 0.25 * r.infinite_mean_error

@@ -130,5 +130,5 @@ def test_errors():
         stax.serial(stax.Dense(4), stax.LayerNorm(axis=(1,)))[2](jnp.ones((2, 3, 4)))
     with pytest.raises(ValueError, match=r"LayerNorm\(axis=-1\): its input is not Gaussian"):
         stax.LayerNorm()[2](x)
-    with pytest.raises(ValueError, match=r"LayerNorm\(batch_axis=1"):
-        stax.LayerNorm(batch_axis=1)
+    with pytest.raises(ValueError, match=r"LayerNorm\(batch_axis=1, channel_axis=1\)"):
+        stax.LayerNorm(batch_axis=1, channel_axis=1)

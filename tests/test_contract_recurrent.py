@@ -59,7 +59,7 @@ def test_simple_rnn_matches_monte_carlo():
     errs = []
     for width in (64, 512):
         init_fn, apply_fn, _ = _net(width)
-        mc = mc_kernels(init_fn, apply_fn, x1, x2, jax.random.PRNGKey(2), 24)
+        mc = mc_kernels(init_fn, apply_fn, x1, x2, jax.random.PRNGKey(2), 64)
         errs.append((rel_err(mc[0], k.nngp), rel_err(mc[1], k.ntk)))
     assert errs[1][0] < tol("mc") and errs[1][1] < tol("mc"), errs
     assert errs[1][1] < errs[0][1], errs

@@ -33,7 +33,7 @@ def test_output_scale_matches_monte_carlo():
     x = _x(4, 3, 3)
     init_fn, apply_fn, kernel_fn = stax.serial(stax.Dense(512, 1.2, 0.1), stax.Relu(),
                                                stax.Dense(32, 1.0, 0.1), stax.OutputScale(3.0))
-    nngp, ntk = mc_kernels(init_fn, apply_fn, x, None, jax.random.PRNGKey(1), n_samples=64)
+    nngp, ntk = mc_kernels(init_fn, apply_fn, x, None, jax.random.PRNGKey(1), n_samples=128)
     k = kernel_fn(x, get=("nngp", "ntk"))
     assert_close(nngp, k.nngp, tol("mc"), "nngp")
     assert_close(ntk, k.ntk, tol("mc"), "ntk")

@@ -270,7 +270,9 @@ def _propagate_one(kernel_fn, w2, b2, q0):
         c = 1 - jnp.exp(t)
         return (w2 * _raw_dual(kernel_fn, c * q, q, q)[0] + b2) / q_next - c
 
-    t_min = jnp.log(jnp.asarray(16 * jnp.finfo(dtype).eps, dtype))
+    # 1 - c = sqrt(eps): close enough to 1 that c_map(c) - c = -(chi_1 - 1)(1 - c) to first
+    # order, far enough that rounding of the map (~eps) does not decide the sign
+    t_min = jnp.log(jnp.sqrt(jnp.asarray(jnp.finfo(dtype).eps, dtype)))
     chaotic = (chi_1 > 1) & (gc(t_min) < 0)
     t = _bisect(gc, jnp.zeros((), dtype), t_min, n_bisect)
     c = jnp.where(chaotic, jnp.where(gc(jnp.zeros((), dtype)) <= 0, 0.0, 1 - jnp.exp(t)), 1.0)

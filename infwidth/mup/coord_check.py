@@ -88,7 +88,7 @@ def coord_check(make_layers: Callable[[int], Sequence], x, y, widths: Sequence[i
       >>> x = jax.random.normal(jax.random.PRNGKey(0), (8, 4)); y = jnp.ones((8, 1))
       >>> res = coord_check(layers, x, y, [64, 256], lambda p: mup.sgd(0.5, p), steps=2)
       >>> res.update.shape, res.names
-      ((2, 3, 3), ['0:Dense', '1:ABRelu(0.0, 1.0)', '2:Dense'])
+      ((2, 3, 3), ['0:Dense', '1:Relu', '2:Dense'])
       >>> bool(abs(res.width_exponents('update')[-1]) < 0.3)  # readout update: flat in width
       True
     """

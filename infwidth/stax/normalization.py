@@ -28,6 +28,12 @@ def _relaid_layer_norm(axis, eps, batch_axis, channel_axis) -> Layer:
     """`LayerNorm` on inputs of any layout: the channel-last layer normalising the same axes of
     the moved inputs (`_layouts`), one per input rank."""
     name = "LayerNorm"
+    for arg, v in (("batch_axis", batch_axis), ("channel_axis", channel_axis)):
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
+            raise TypeError(f"{name}({arg}={v!r}): expected an int axis of the inputs.")
+    if batch_axis == channel_axis:
+        raise ValueError(f"{name}(batch_axis={batch_axis}, channel_axis={channel_axis}): the "
+                         f"batch and channel axes must differ.")
     layers: dict = {}
 
     def canonical(ndim) -> Layer:
