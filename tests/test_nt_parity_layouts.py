@@ -26,6 +26,11 @@ from catalogue_layouts import (  # noqa: E402
 REF = load_reference("layouts")
 
 
+def _assert_matches_reference(k, name, tag):
+    assert_close(k.nngp, REF[f"{name}/nngp{tag}"], tol("nt", "float64"), f"nngp{tag}")
+    assert_close(k.ntk, REF[f"{name}/ntk{tag}"], tol("nt", "float64"), f"ntk{tag}")
+
+
 @pytest.mark.parametrize("name", sorted(CATALOGUE))
 def test_kernels_match_neural_tangents(name):
     spec, filter_spec, build = CATALOGUE[name]
@@ -36,9 +41,7 @@ def test_kernels_match_neural_tangents(name):
         for tag, b in (("12", x2), ("11", None)):
             if tag == "11" and "pattern" in kw:
                 kw = {"pattern": (kw["pattern"][0], kw["pattern"][0])}
-            k = kernel_fn(x1, b, ("nngp", "ntk"), **kw)
-            assert_close(k.nngp, REF[f"{name}/nngp{tag}"], tol("nt", "float64"), f"nngp{tag}")
-            assert_close(k.ntk, REF[f"{name}/ntk{tag}"], tol("nt", "float64"), f"ntk{tag}")
+            _assert_matches_reference(kernel_fn(x1, b, ("nngp", "ntk"), **kw), name, tag)
 
 
 @pytest.mark.parametrize("name", sorted(MASKED))
@@ -50,8 +53,7 @@ def test_masked_inputs_in_other_layouts_match_neural_tangents(name):
         kernel_fn = build(stax, spec, filter_spec).kernel_fn
         for tag, b in (("12", x2), ("11", None)):
             k = kernel_fn(x1, b, ("nngp", "ntk"), mask_constant=-1e9)
-            assert_close(k.nngp, REF[f"{name}/nngp{tag}"], tol("nt", "float64"), f"nngp{tag}")
-            assert_close(k.ntk, REF[f"{name}/ntk{tag}"], tol("nt", "float64"), f"ntk{tag}")
+            _assert_matches_reference(k, name, tag)
             unmasked = kernel_fn(jnp.where(x1 == -1e9, 0.0, x1),
                                  None if b is None else jnp.where(b == -1e9, 0.0, b), "nngp")
             assert float(jnp.max(jnp.abs(unmasked - k.nngp))) > 1e-3  # the mask matters

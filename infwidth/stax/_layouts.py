@@ -24,11 +24,12 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 import jax.numpy as jnp
+import numpy as np
 
 from ..kernel import Kernel
 
-__all__ = ["to_channels_last", "from_channels_last", "reorder_spatial", "kernel_to_channels_last",
-           "kernel_from_channels_last", "axis_index"]
+__all__ = ["check_layout", "to_channels_last", "from_channels_last", "reorder_spatial",
+           "kernel_to_channels_last", "kernel_from_channels_last", "axis_index"]
 
 
 def axis_index(axis: int, ndim: int, arg: str, layer: str) -> int:
@@ -37,6 +38,18 @@ def axis_index(axis: int, ndim: int, arg: str, layer: str) -> int:
         raise ValueError(f"{layer}({arg}={axis!r}): must be an int axis of the {ndim}-axis "
                          f"inputs (between {-ndim} and {ndim - 1}).")
     return axis % ndim
+
+
+def check_layout(batch_axis, channel_axis, layer: str) -> tuple[int, int]:
+    """The ``batch_axis``/``channel_axis`` arguments of a layer: ints that differ (checked when
+    the layer is built; their range is checked against each input's rank)."""
+    for arg, v in (("batch_axis", batch_axis), ("channel_axis", channel_axis)):
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
+            raise TypeError(f"{layer}({arg}={v!r}): expected an int axis of the inputs.")
+    if batch_axis == channel_axis:
+        raise ValueError(f"{layer}(batch_axis={batch_axis}, channel_axis={channel_axis}): the "
+                         f"batch and channel axes must differ.")
+    return int(batch_axis), int(channel_axis)
 
 
 def _axes(ndim: int, batch_axis: int, channel_axis: int, layer: str) -> tuple[int, int]:
@@ -134,22 +147,15 @@ def kernel_from_channels_last(k: Kernel, batch_axis: int, channel_axis: int,
                               layer: str = "") -> Kernel:
     """A channel-last layer's output kernel in the layout ``(batch_axis, channel_axis)``."""
     ndim = len(k.shape1)
-    masks = {"mask1": _move_mask(k.mask1, ndim, 0, -1, layer, False, spatial_order)
-             if k.mask1 is not None else None,
-             "mask2": _move_mask(k.mask2, ndim, 0, -1, layer, False, spatial_order)
-             if k.mask2 is not None else None}
-    k = reorder_spatial(k, spatial_order)
     b, c = _axes(ndim, batch_axis, channel_axis, layer)
-    if (b, c) == (0, ndim - 1):
-        return k.replace(**masks) if spatial_order is not None else k
-    k = k.replace(**masks)
-    if k.mask1 is not None:
-        k = k.replace(mask1=jnp.moveaxis(k.mask1, (0, ndim - 1), (b, c)))
-    if k.mask2 is not None:
-        k = k.replace(mask2=jnp.moveaxis(k.mask2, (0, ndim - 1), (b, c)))
+    if (b, c) == (0, ndim - 1) and spatial_order is None:
+        return k
+    masks = {f: _move_mask(getattr(k, f), ndim, b, c, layer, False, spatial_order)
+             for f in ("mask1", "mask2")}
+    k = reorder_spatial(k, spatial_order)
     return k.replace(shape1=from_channels_last(k.shape1, b, c, layer=layer),
                      shape2=from_channels_last(k.shape2, b, c, layer=layer), batch_axis=b,
-                     channel_axis=c)
+                     channel_axis=c, **masks)
 
 
 def relaid_kernel_map(kernel_map: Callable, batch_axis: int, channel_axis: int, layer: str,
@@ -159,8 +165,6 @@ def relaid_kernel_map(kernel_map: Callable, batch_axis: int, channel_axis: int, 
     has the layout ``out_axes`` (default: the input's; a function of the input rank if the
     layer changes the rank)."""
     def relaid(k, **kwargs):
-        if not isinstance(k, Kernel):
-            return kernel_map(k, **kwargs)
         ndim = len(k.shape1)
         axes = (k.batch_axis % ndim, k.channel_axis % ndim)
         expected = _axes(ndim, batch_axis, channel_axis, layer)

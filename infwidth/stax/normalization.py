@@ -11,7 +11,7 @@ from . import _masking
 from ._layer import Layer, check_kernel_input, make_layer
 from ._layout import expand as _expand
 from ._layout import variances
-from ._layouts import axis_index, is_default_layout, relaid
+from ._layouts import axis_index, check_layout, is_default_layout, relaid
 
 
 def _canonical_axes(axis, ndim: int, name: str) -> tuple[int, ...]:
@@ -28,12 +28,7 @@ def _relaid_layer_norm(axis, eps, batch_axis, channel_axis) -> Layer:
     """`LayerNorm` on inputs of any layout: the channel-last layer normalising the same axes of
     the moved inputs (`_layouts`), one per input rank."""
     name = "LayerNorm"
-    for arg, v in (("batch_axis", batch_axis), ("channel_axis", channel_axis)):
-        if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
-            raise TypeError(f"{name}({arg}={v!r}): expected an int axis of the inputs.")
-    if batch_axis == channel_axis:
-        raise ValueError(f"{name}(batch_axis={batch_axis}, channel_axis={channel_axis}): the "
-                         f"batch and channel axes must differ.")
+    batch_axis, channel_axis = check_layout(batch_axis, channel_axis, name)
     layers: dict = {}
 
     def canonical(ndim) -> Layer:

@@ -18,7 +18,7 @@ import numpy as np
 
 from . import _masking
 from ._layer import Layer, check_kernel_input, check_shape, make_layer
-from ._layouts import is_default_layout, relaid
+from ._layouts import check_layout, is_default_layout, relaid
 from ._spatial import (
     check_fits,
     check_input_rank,
@@ -31,16 +31,6 @@ from ._spatial import (
     same_pads,
     shift_sum,
 )
-
-
-def _check_axes(batch_axis, channel_axis, layer):
-    for arg, v in (("batch_axis", batch_axis), ("channel_axis", channel_axis)):
-        if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
-            raise TypeError(f"{layer}({arg}={v!r}): expected an int axis of the inputs.")
-    if batch_axis == channel_axis:
-        raise ValueError(f"{layer}(batch_axis={batch_axis}, channel_axis={channel_axis}): the "
-                         f"batch and channel axes must differ.")
-    return int(batch_axis), int(channel_axis)
 
 
 def _make_pool_layer(name, init_fn, apply_fn, kernel_map, shape_fn, batch_axis, channel_axis,
@@ -93,7 +83,7 @@ def _Pool(name, window_shape, strides, padding, normalize_edges, average, batch_
     padding = resolve_padding(padding, name)
     if not isinstance(normalize_edges, (bool, np.bool_)):
         raise ValueError(f"{name}(normalize_edges={normalize_edges!r}): must be True or False.")
-    batch_axis, channel_axis = _check_axes(batch_axis, channel_axis, name)
+    batch_axis, channel_axis = check_layout(batch_axis, channel_axis, name)
 
     def check_input(shape):
         check_shape(shape, name)
@@ -198,7 +188,7 @@ def SumPool(window_shape, strides=None, padding: str = "VALID", batch_axis: int 
 
 
 def _GlobalPool(name, average, batch_axis, channel_axis) -> Layer:
-    batch_axis, channel_axis = _check_axes(batch_axis, channel_axis, name)
+    batch_axis, channel_axis = check_layout(batch_axis, channel_axis, name)
 
     def out_axes(ndim):  # the batch and channel axes keep their order, as in neural-tangents
         b, c = batch_axis % ndim, channel_axis % ndim
