@@ -157,8 +157,12 @@ def test_requires_refuses_a_diagonal_kernel_it_cannot_use():
 
 @pytest.mark.parametrize("build, match", [
     (lambda: stax.DotGeneral(lhs=1.0, rhs=1.0), r"DotGeneral\(lhs=..., rhs=...\)"),
-    (lambda: stax.DotGeneral(rhs=jnp.ones((2, 3)), dimension_numbers=(((1,), (0,)), ((), ()))),
-     r"DotGeneral: infwidth supports constant factors whose axes are all contracted"),
+    (lambda: stax.DotGeneral(rhs=jnp.ones((2, 3)), dimension_numbers=(((1,), (2,)), ((), ()))),
+     r"DotGeneral\(dimension_numbers=.*axis 2 of the constant rhs is out of range"),
+    (lambda: stax.DotGeneral(rhs=jnp.ones((2, 3)), dimension_numbers=(((1,), (0, 1)), ((), ()))),
+     r"DotGeneral\(dimension_numbers=.*must come in pairs"),
+    (lambda: stax.DotGeneral(rhs=jnp.ones(2), batch_axis=1, channel_axis=1),
+     r"DotGeneral\(batch_axis=1, channel_axis=1\): the batch and channel axes must differ"),
     (lambda: stax.ImageResize((3, 4, -1), "linear"), r"ImageResize\(shape=\(3, 4, -1\)\)"),
     (lambda: stax.ImageResize((-1, 4, -1), "bicubicc"), r"ImageResize\(method='bicubicc'\)"),
     (lambda: stax.Conv(3, (), strides=(2,)), r"Conv\(filter_shape=\(\), strides=\(2,\)\)"),
@@ -169,9 +173,14 @@ def test_bad_arguments_name_the_argument(build, match):
 
 
 def test_bad_inputs_raise_before_work():
-    with pytest.raises(NotImplementedError, match=r"contracts the batch \(0\)"):
-        stax.DotGeneral(rhs=jnp.ones(2), dimension_numbers=(((0,), (0,)), ((), ()))).init_fn(
+    with pytest.raises(ValueError, match=r"contract or batch the channel axis 1.*must stay free"):
+        stax.DotGeneral(rhs=jnp.ones(3), dimension_numbers=(((1,), (0,)), ((), ()))).init_fn(
             None, (2, 3))
+    over_batch = stax.DotGeneral(rhs=jnp.ones(2), dimension_numbers=(((0,), (0,)), ((), ())))
+    with pytest.raises(ValueError, match=r"sum over the batch axis 0.*diagonal_batch=False"):
+        over_batch.kernel_fn(jnp.ones((2, 3)))
+    with pytest.raises(ValueError, match=r"inputs of shape \(5, 3\) do not match the constant"):
+        over_batch.init_fn(None, (5, 3))
     with pytest.raises(ValueError, match=r"Conv\(filter_shape=\(\)\): .*\(N, C\)"):
         stax.Conv(3, ()).kernel_fn(jnp.ones((2, 4, 3)))
     with pytest.raises(ValueError, match="ImageResize: this layer mixes positions"):

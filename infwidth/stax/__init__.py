@@ -106,7 +106,8 @@ from .output_scale import OutputScale  # noqa: E402
 __all__ += ["OutputScale"]
 __all__ += ["tile_memory"]
 
-from .linear_maps import DotGeneral, ImageResize  # noqa: E402
+from .dot_general import DotGeneral  # noqa: E402
+from .linear_maps import ImageResize  # noqa: E402
 from .options import (  # noqa: E402
     AggregateImplementation,
     AttentionMechanism,

@@ -448,15 +448,14 @@ def inputs_to_kernel(x1, x2=None, *, diagonal_batch=True, diagonal_spatial=False
         return gram(x, x, diagonal_spatial=diagonal_spatial, same_batch=diagonal_batch)
 
     nngp = gram(x1, x1 if x2 is None else x2, diagonal_spatial=diagonal_spatial)
-    if x2 is not None:
-        nngp = _identical_pairs_exact(nngp, x1, x2, cov(x1))
-    if x2 is None:
-        # cov1 is then the batch diagonal of nngp: take it from nngp, so that an input paired
-        # with itself has correlation exactly 1 (a separate contraction rounds differently,
-        # which discontinuous activations such as Sign amplify layer after layer).
-        cov1 = _layout.batch_diagonal(nngp) if diagonal_batch else nngp
-    else:
-        cov1 = cov(x1)
+    # pairs of identical inputs (an input with itself, duplicates, a copy of x1 passed as x2)
+    # get cov1 itself, so that they have correlation exactly 1 (two contractions round
+    # differently, which discontinuous activations such as Sign amplify layer after layer) and
+    # x2 = None and x2 = a copy of x1 give the same bits in any layout
+    cov1 = cov(x1)
+    nngp = _identical_pairs_exact(nngp, x1, x1 if x2 is None else x2, cov1)
+    if x2 is None and not diagonal_batch:
+        cov1 = nngp
     return Kernel(
         nngp=nngp,
         ntk=jnp.zeros_like(nngp) if compute_ntk else None,

@@ -1,7 +1,7 @@
-"""Fixed linear maps over positions: `DotGeneral` (a constant ``lax.dot_general`` factor) and
-`ImageResize` (``jax.image.resize``), with neural-tangents' arguments.
+"""A fixed linear map over positions: `ImageResize` (``jax.image.resize``), with
+neural-tangents' arguments (`DotGeneral`, the general constant factor, is in `dot_general`).
 
-Both act on each input ``x`` of shape ``(N, *spatial, C)`` by the same linear map ``T`` of its
+It acts on each input ``x`` of shape ``(N, *spatial, C)`` by the same linear map ``T`` of its
 positions, channel by channel, without parameters. The outputs stay jointly Gaussian, with
 covariance ``T K T^T``: ``T`` is applied to the first and to the second position of every
 position pair of the NNGP, the NTK and ``cov1``/``cov2`` (Novak et al. 2019, arXiv:1810.05148,
@@ -49,11 +49,8 @@ def _map_pairs(cov, lead: int, n_spatial: int, fn):
     return jnp.transpose(c, perm)
 
 
-def _linear_position_layer(name: str, fn, shape_fn, scale=None) -> Layer:
-    """A parameter-free layer applying ``fn`` (positions only) to inputs and covariances.
-
-    ``scale`` (a number) replaces the map when the layer only multiplies by a constant, which
-    also works on diagonal kernels."""
+def _linear_position_layer(name: str, fn, shape_fn) -> Layer:
+    """A parameter-free layer applying ``fn`` (positions only) to inputs and covariances."""
 
     def init_fn(key, input_shape):
         return shape_fn(tuple(input_shape)), ()
@@ -63,102 +60,20 @@ def _linear_position_layer(name: str, fn, shape_fn, scale=None) -> Layer:
 
     def kernel_map(k, **kwargs):
         k = check_kernel_input(k, name)
-        if scale is not None:
-            out = k.scale(scale)
-        else:
-            no_diagonal_spatial(k, name)
-            n = k.n_spatial
+        no_diagonal_spatial(k, name)
+        n = k.n_spatial
 
-            def one(c):
-                return None if c is None else _map_pairs(c, n_lead(c, k, n), n, fn)
+        def one(c):
+            return None if c is None else _map_pairs(c, n_lead(c, k, n), n, fn)
 
-            out = k.replace(nngp=one(k.nngp), ntk=one(k.ntk), cov1=one(k.cov1),
-                            cov2=one(k.cov2))
-        return out.replace(shape1=shape_fn(k.shape1), shape2=shape_fn(k.shape2))
+        return k.replace(nngp=one(k.nngp), ntk=one(k.ntk), cov1=one(k.cov1), cov2=one(k.cov2),
+                         shape1=shape_fn(k.shape1), shape2=shape_fn(k.shape2))
 
     def mask_fn(mask, input_shape):  # an output is present if a present input reaches it
         present = ~_masking.reduce_channels(-1)(mask, input_shape)
         return fn(present.astype(jnp.result_type(float))) == 0
 
-    return make_layer(name, init_fn, apply_fn, kernel_map, shape_fn=None,
-                      mask_fn=None if scale is not None else mask_fn)
-
-
-def DotGeneral(*, lhs=None, rhs=None, dimension_numbers=(((), ()), ((), ())), precision=None,
-               batch_axis: int = 0, channel_axis: int = -1) -> Layer:
-    """Multiplies the inputs by a constant with ``jax.lax.dot_general``, as neural-tangents'
-    `stax.DotGeneral`.
-
-    ``apply_fn`` computes ``lax.dot_general(x, rhs, dimension_numbers, precision)`` (or
-    ``lax.dot_general(lhs, x, ...)``); ``lhs=rhs=None`` is the identity. The kernel is
-    ``T K T^T`` with ``T`` the map on positions (module docstring). infwidth supports the
-    factors that keep the layout batch-first and channels-last: every axis of the constant is
-    contracted with a spatial axis of the inputs (weighting, summing or differencing positions),
-    or the constant is a scalar (a multiplication, which also works with
-    ``diagonal_spatial=True``); other factors raise NotImplementedError.
-
-    Args:
-      lhs, rhs: the constant factor (at most one), an array or a number.
-      dimension_numbers: ``((lhs_contracting, rhs_contracting), (lhs_batch, rhs_batch))``.
-      precision: passed to ``lax.dot_general``.
-      batch_axis, channel_axis: only the default layout (batch first, channels last).
-
-    Example:
-      >>> import jax.numpy as jnp
-      >>> from infwidth import stax
-      >>> # the first minus the second of two stacked series (x: (N, 2, T, C))
-      >>> diff = stax.DotGeneral(rhs=jnp.array([1., -1.]),
-      ...                        dimension_numbers=(((1,), (0,)), ((), ())))
-      >>> x = jnp.ones((3, 2, 5, 4))
-      >>> diff.apply_fn((), x).shape, diff.kernel_fn(x, get='nngp').shape
-      ((3, 5, 4), (3, 3, 5, 5))
-      >>> float(stax.DotGeneral(rhs=2.).kernel_fn(jnp.ones((1, 4)), get='nngp')[0, 0])
-      4.0
-    """
-    name = "DotGeneral"
-    if lhs is not None and rhs is not None:
-        raise ValueError(f"{name}(lhs=..., rhs=...): give at most one constant factor; the "
-                         f"inputs are the other one.")
-    if batch_axis != 0 or channel_axis not in (-1,):
-        raise ValueError(f"{name}(batch_axis={batch_axis}, channel_axis={channel_axis}): "
-                         f"infwidth keeps the batch first and channels last; move the axes of "
-                         f"your inputs with jnp.moveaxis.")
-    if lhs is None and rhs is None:
-        return _linear_position_layer(name, lambda x: x, lambda s: s, scale=1.0)
-    is_lhs = rhs is None
-    other = jnp.asarray(lhs if is_lhs else rhs)
-    try:
-        (lc, rc), (lb, rb) = dimension_numbers
-        lc, rc, lb, rb = (tuple(int(a) for a in d) for d in (lc, rc, lb, rb))
-    except (TypeError, ValueError):
-        raise ValueError(f"{name}(dimension_numbers={dimension_numbers!r}): expected "
-                         f"((lhs_contracting, rhs_contracting), (lhs_batch, rhs_batch)).") from None
-    input_c, other_c = (rc, lc) if is_lhs else (lc, rc)
-    other_b = lb if is_lhs else rb
-    other_c = tuple(a % max(other.ndim, 1) for a in other_c)
-    if other_b or (len(set(other_c)) != other.ndim):
-        raise NotImplementedError(
-            f"{name}: infwidth supports constant factors whose axes are all contracted with "
-            f"spatial axes of the inputs (or scalars), which keep the output batch-first and "
-            f"channels-last; got a factor of shape {other.shape} with "
-            f"dimension_numbers={dimension_numbers!r}. Reshape or transpose around the layer.")
-
-    def fn(x):
-        args = (other.astype(x.dtype), x) if is_lhs else (x, other.astype(x.dtype))
-        return lax.dot_general(*args, dimension_numbers, precision)
-
-    def shape_fn(shape):
-        ndim = len(shape)
-        axes = {a % ndim for a in input_c}
-        if 0 in axes or ndim - 1 in axes:
-            raise NotImplementedError(
-                f"{name}: dimension_numbers={dimension_numbers!r} contracts the batch (0) or "
-                f"channel ({ndim - 1}) axis of inputs of shape {tuple(shape)}; only spatial "
-                f"axes can be contracted.")
-        return jax.eval_shape(fn, jax.ShapeDtypeStruct(tuple(shape), jnp.float32)).shape
-
-    return _linear_position_layer(name, fn, shape_fn,
-                                  scale=other if other.ndim == 0 else None)
+    return make_layer(name, init_fn, apply_fn, kernel_map, shape_fn=None, mask_fn=mask_fn)
 
 
 def ImageResize(shape, method, antialias: bool = True, precision=lax.Precision.HIGHEST,

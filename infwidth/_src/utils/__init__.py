@@ -1,0 +1,1 @@
+"""neural-tangents' ``_src.utils`` (see `infwidth._src`)."""
