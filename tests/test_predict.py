@@ -307,3 +307,82 @@ def test_ensemble_bad_input_errors():
         fn(jnp.array([1 + 1j]), x_test)
     with pytest.raises(ValueError, match="kernel_fn"):  # y_train does not fit x_train
         predict.gradient_descent_mse_ensemble(kernel_fn, x_train, y[:4])(1.0, x_test)
+
+
+def test_singular_kernel_infinite_time_is_the_pseudo_inverse_limit():
+    """t=None on a positive semi-definite singular kernel (an empirical NTK with fewer
+    parameters than outputs) gives the t -> inf limit of the finite-time formula, i.e. the
+    pseudo-inverse solve, with a warning; an indefinite kernel still raises."""
+    with x64():
+        rng = np.random.default_rng(0)
+        a = rng.normal(size=(6, 2))
+        k = jnp.asarray(a @ a.T)          # rank 2 of 6
+        y = jnp.asarray(rng.normal(size=(6, 1)))
+        k_td = jnp.asarray(rng.normal(size=(3, 2)) @ a.T)
+        fn = predict.gradient_descent_mse(k, y)
+        with pytest.warns(UserWarning, match="singular.*rank 2 of 6.*pseudo-inverse"):
+            _, te_inf = fn(None, 0.0, 0.0, k_td)
+        _, te_late = fn(1e6, 0.0, 0.0, k_td)  # every non-zero mode has converged
+        expected = np.asarray(k_td) @ np.linalg.pinv(np.asarray(k)) @ np.asarray(y)
+        assert_close(te_inf, expected, 1e-8, "pseudo-inverse")
+        assert_close(te_late, expected, 1e-8, "late-time limit")
+        bad = jnp.array([[1.0, 2.0], [2.0, 1.0]])
+        with pytest.raises(NotPositiveDefiniteError, match="smallest eigenvalue is -1"):
+            predict.gradient_descent_mse(bad, y[:2])(None, 0.0, 0.0, bad)
+
+
+def test_traced_batch_axis_shares_one_kernel_over_the_inputs():
+    """trace_axes may include the batch axis (as in neural-tangents): the kernel is then over
+    the remaining output axes, shared by every input; each input's outputs evolve as
+    independent copies of that problem."""
+    with x64():
+        rng = np.random.default_rng(1)
+        a = rng.normal(size=(4, 4))
+        k = jnp.asarray(a @ a.T + np.eye(4))      # over the 4 positions of y's axis 1
+        y = jnp.asarray(rng.normal(size=(3, 4)))  # 3 inputs share it
+        t = 0.7
+        out = predict.gradient_descent_mse(k, y, trace_axes=(0,))(t, 0.0)
+        lr_over_size = 1.0 / y.size
+        w, v = np.linalg.eigh(np.asarray(k))
+        decay = v @ np.diag(np.exp(-w * t * lr_over_size)) @ v.T
+        expected = (np.asarray(y) - (decay @ np.asarray(y).T).T)
+        assert_close(out, expected, 1e-10, "independent copies")
+
+
+def test_predictions_work_under_rank_promotion_raise():
+    """neural-tangents' tests run with jax_numpy_rank_promotion='raise': finite-time
+    covariances, several times and traced axes must not rely on implicit rank promotion."""
+    with x64(), jax.numpy_rank_promotion("raise"):
+        rng = np.random.default_rng(2)
+        a = rng.normal(size=(5, 5))
+        k = jnp.asarray(a @ a.T + np.eye(5))
+        k_td = jnp.asarray(rng.normal(size=(2, 5)))
+        y = jnp.asarray(rng.normal(size=(5, 2)))
+        ts = jnp.array([[0.0, 1.0], [2.0, jnp.inf]])
+        tr, te = predict.gradient_descent_mse(k, y)(ts, jnp.zeros((5, 2)), jnp.zeros((2, 2)),
+                                                    k_td)
+        assert tr.shape == (2, 2, 5, 2) and te.shape == (2, 2, 2, 2)
+        assert_close(tr[1, 1], y, 1e-9, "infinite time interpolates")
+        ens = predict.gradient_descent_mse_ensemble(
+            lambda x1, x2, get, **kw: _toy_kernel(x1, x2, get), jnp.asarray(rng.normal(
+                size=(5, 3))), y, diag_reg=1e-3)
+        out = ens(jnp.array([0.5, 2.0]), jnp.asarray(rng.normal(size=(2, 3))), "ntk",
+                  compute_cov=True)
+        assert out.mean.shape == (2, 2, 2) and out.covariance.shape == (2, 2, 2)
+        assert np.all(np.diagonal(np.asarray(out.covariance), axis1=-2, axis2=-1) >= 0)
+
+
+def _toy_kernel(x1, x2, get):
+    """An RBF NNGP and twice it as NTK, as a kernel_fn returning a namedtuple-like object."""
+    x2 = x1 if x2 is None else x2
+    d = jnp.sum((x1[:, None, :] - x2[None, :, :]) ** 2, axis=-1)
+    nngp = jnp.exp(-d / 2)
+
+    class K:
+        pass
+
+    out = K()
+    out.nngp, out.ntk = nngp, 2 * nngp
+    if isinstance(get, str):
+        return getattr(out, get)
+    return out

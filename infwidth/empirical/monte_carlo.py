@@ -11,13 +11,13 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.sharding import Mesh, NamedSharding
+from jax.sharding import Mesh
 from jax.sharding import PartitionSpec as P
 
 from .._checks import none_if_all_none
 from .._random import classic_stream
 from .._tiles import tile_starts
-from ._axes import check_axes, resolve_axes
+from ._axes import check_axes, resolve_axes, split_kwargs
 from .nngp import canonicalize_get, empirical_kernel_fn
 from .ntk import DEFAULT_NTK_IMPLEMENTATION, resolve_implementation
 
@@ -123,9 +123,18 @@ def monte_carlo_kernel_fn(init_fn, apply_fn, key, n_samples, batch_size: int = 0
             extra = {"rng": dropout_key} if takes_rng and "rng" not in kwargs else {}
             return tuple(emp(x1, x2, names, params, **extra, **kwargs))
 
-        if keys.shape[0] == len(devices) > 1:  # one draw per device
-            keys = jax.lax.with_sharding_constraint(keys, NamedSharding(mesh, P(_AXIS)))
-        ks = jax.vmap(single)(keys)  # a kernel per name (a list of them for several outputs)
+        def draws(k):  # a kernel per name (a list of them for several outputs)
+            if k.shape[0] == 1:
+                return jax.tree_util.tree_map(lambda a: a[None], single(k[0]))
+            return jax.vmap(single)(k)
+
+        if keys.shape[0] == len(devices) > 1:  # one draw per device, each on its own device
+            # (no vmap over sharded keys: JAX cannot batch some sharded convolution
+            # transposes, e.g. the Jacobian of a Conv layer in its weights)
+            ks = jax.shard_map(draws, mesh=mesh, in_specs=P(_AXIS), out_specs=P(_AXIS),
+                               check_vma=False)(keys)
+        else:
+            ks = draws(keys)
         return (jax.tree_util.tree_map(lambda a: jnp.sum(a, 0), ks),
                 jax.tree_util.tree_map(lambda a: jnp.sum(a * a, 0), ks))
 
@@ -133,7 +142,10 @@ def monte_carlo_kernel_fn(init_fn, apply_fn, key, n_samples, batch_size: int = 0
         if batch_size == 0:
             return group(keys, x1, x2, names, kwargs)
         _, params = jax.eval_shape(lambda kk: init_fn(kk, _shapes(x1)), keys[0])
-        fx = jax.eval_shape(lambda p: apply_fn(p, x1, **kwargs), params)
+        kw1 = split_kwargs(kwargs, x1, None)[0]  # x1's share of pairs (a, b)
+        if takes_rng and "rng" not in kw1:
+            kw1["rng"] = keys[0]
+        fx = jax.eval_shape(lambda p: apply_fn(p, x1, **kw1), params)
         ax = resolve_axes(t_axes, d_axes, jax.tree_util.tree_leaves(fx)[0].shape,
                           jax.tree_util.tree_leaves(fx)[0].shape, caller)
         xb = x1 if x2 is None else x2
@@ -147,15 +159,32 @@ def monte_carlo_kernel_fn(init_fn, apply_fn, key, n_samples, batch_size: int = 0
         b1, b2 = min(batch_size, n1), min(batch_size, n2)
         starts1, starts2 = tile_starts(n1, b1), tile_starts(n2, b2)
 
+        random_apply = takes_rng or "rng" in kwargs
+
+        def rows(s, b):
+            return lambda v: _rows(v, s, b)
+
         def tile(s1, s2):
             same = x2 is None and s1 == s2 and b1 == b2
+            if x2 is None and not same and random_apply:
+                # dropout draws its mask for the whole call, so a tile and its mirror image
+                # would see different masks: both are read from one symmetric call on the two
+                # row blocks (lower start first), which keeps the kernel symmetric
+                lo, hi = sorted((s1, s2))
+                both = lambda v: jax.tree_util.tree_map(  # noqa: E731
+                    lambda a: jnp.concatenate([a[lo:lo + b1], a[hi:hi + b1]]), v)
+                out = group(keys, both(x1), None, names, _tile_kwargs(kwargs, both, n1, both,
+                                                                      n1))
+                r, c = (slice(0, b1), slice(b1, 2 * b1)) if s1 == lo else \
+                    (slice(b1, 2 * b1), slice(0, b1))
+                return jax.tree_util.tree_map(lambda a: a[r, c], out)
             return group(keys, _rows(x1, s1, b1), None if same else _rows(xb, s2, b2), names,
-                         kwargs)
+                         _tile_kwargs(kwargs, rows(s1, b1), n1, rows(s2, b2), n2))
 
         if 0 in ax.diag:
-            parts = [tile(s, s) if x2 is None else group(keys, _rows(x1, s, b1),
-                                                         _rows(xb, s, b1), names, kwargs)
-                     for s in starts1]
+            parts = [tile(s, s) if x2 is None else group(
+                keys, _rows(x1, s, b1), _rows(xb, s, b1), names,
+                _tile_kwargs(kwargs, rows(s, b1), n1, rows(s, b1), n2)) for s in starts1]
             return _join(parts, starts1, b1, 0)
         rows = [_join([tile(s1, s2) for s2 in starts2], starts2, b2, 1) for s1 in starts1]
         return _join(rows, starts1, b1, 0)
@@ -221,6 +250,25 @@ def _n_inputs(x) -> int:
 
 def _rows(x, start, b):
     return jax.tree_util.tree_map(lambda a: a[start:start + b], x)
+
+
+def _tile_kwargs(kwargs, rows1, n1, rows2, n2):
+    """Keyword arguments of one tile: the halves of pairs ``(a, b)`` whose leading axis runs
+    over the inputs (``N1`` / ``N2``, e.g. `stax.Aggregate`'s ``pattern``) cut with them
+    (``rows1`` / ``rows2`` take a tile's rows), as `infwidth.batch` does."""
+    def per_input(v, n):
+        leaves = jax.tree_util.tree_leaves(v)
+        return bool(leaves) and all(getattr(a, "ndim", 0) >= 1 and a.shape[0] == n
+                                    for a in leaves)
+
+    out = {}
+    for k, v in kwargs.items():
+        if k != "rng" and isinstance(v, tuple) and len(v) == 2:
+            a, b = v
+            out[k] = (rows1(a) if per_input(a, n1) else a, rows2(b) if per_input(b, n2) else b)
+        else:
+            out[k] = v
+    return out
 
 
 def _join(parts, starts, b: int, axis: int):

@@ -167,10 +167,9 @@ class Layout:
             if not isinstance(a, (int, np.integer)) or not -ndim <= a < ndim:
                 raise ValueError(f"{where}(trace_axes={trace_axes!r}): axes must be integers in "
                                  f"[-{ndim}, {ndim}) for y_train of shape {y_train.shape}.")
+        # the batch axis may be traced too (as in neural-tangents): the kernel then has no
+        # batch axis, every input shares it, and test outputs have the training batch size
         axes = sorted({int(a) % ndim for a in axes})
-        if 0 in axes:
-            raise ValueError(f"{where}(trace_axes={trace_axes!r}): the batch axis 0 of y_train "
-                             f"cannot be a trace axis.")
         self.trace_axes = tuple(a - ndim for a in axes)
         self.n_trace = len(axes)
         self.trace_shape = tuple(y_train.shape[a] for a in axes)
@@ -309,8 +308,8 @@ def clip_variances(cov2d, prior2d, where):
                           f"(jax.config.update('jax_enable_x64', True)) or raise diag_reg for "
                           f"accurate small variances.", stacklevel=3)
     m = cov2d.shape[-1]
-    eye = jnp.eye(m, dtype=bool)
-    return jnp.where(eye & (cov2d < 0), 0, cov2d)
+    eye = jnp.eye(m, dtype=bool).reshape((1,) * (cov2d.ndim - 2) + (m, m))
+    return jnp.where(eye & (cov2d < 0), jnp.zeros((), cov2d.dtype), cov2d)
 
 
 def broadcast_output(x, shape, name, where):
@@ -344,6 +343,23 @@ def check_inputs(x, name, where, x_train=None):
                          f"all axes but the first (the batch) must match.")
 
 
+def _same_or_arrays(a, b) -> bool:
+    """Whether two keyword values agree: the same object, equal values, or pytrees of the same
+    structure whose leaves are arrays (per-input data, e.g. ``params`` built twice) or equal."""
+    if a is b:
+        return True
+    la, ta = jax.tree_util.tree_flatten(a)
+    lb, tb = jax.tree_util.tree_flatten(b)
+    if ta != tb:
+        return False
+    for u, v in zip(la, lb):
+        if isinstance(u, (np.ndarray, jax.Array)) or isinstance(v, (np.ndarray, jax.Array)):
+            continue
+        if u is not v and u != v:
+            return False
+    return True
+
+
 def merge_kwargs(train_kwargs, test_kwargs):
     """Keyword arguments of ``kernel_fn`` for the test-train and test-test calls."""
     kw_td, kw_tt = dict(train_kwargs), dict(train_kwargs)
@@ -354,8 +370,7 @@ def merge_kwargs(train_kwargs, test_kwargs):
             v_td = (v_tt[0], v_dd[0])  # (x1 = test, x2 = train) halves
         else:
             v_td = v_tt
-            both_arrays = all(isinstance(v, (np.ndarray, jax.Array)) for v in (v_dd, v_tt))
-            if not both_arrays and v_dd is not v_tt and v_dd != v_tt:
+            if not _same_or_arrays(v_dd, v_tt):
                 raise ValueError(f"gradient_descent_mse_ensemble: kernel_fn argument {key!r} is "
                                  f"{v_dd!r} for the training set but {v_tt!r} for the test set.")
         kw_td[key], kw_tt[key] = v_td, v_tt
@@ -504,12 +519,12 @@ def ens_mean(evals, evecs, y_rows, s, k_td2):
 @functools.partial(jax.jit, static_argnums=0)
 def train_cov(g, evals, evecs, s, nngp_dd):
     """Covariance on the training set at times ``s`` (T,): (T, N, N)."""
-    s = s[:, None]
+    s, ev = s[:, None], evals[None, :]  # (T, 1) and (1, N): explicit ranks throughout
     if g == "nngp":
-        w = evals * jnp.exp(-2 * jnp.where(evals > 0, evals * s, 0))
-        return mm(evecs * w[:, None, :], evecs.T)
-    decay = mm(evecs * jnp.exp(-jnp.where(evals > 0, evals * s, 0))[:, None, :],
-                evecs.T)  # e^{-Θ s}
+        w = ev * jnp.exp(-2 * jnp.where(ev > 0, ev * s, 0))
+        return mm(evecs[None] * w[:, None, :], evecs.T)
+    decay = mm(evecs[None] * jnp.exp(-jnp.where(ev > 0, ev * s, 0))[:, None, :],
+               evecs.T)  # e^{-Θ s}
     return mm(decay, mm(nngp_dd, decay))
 
 
@@ -522,10 +537,11 @@ def test_cov(g, evals, evecs, s, k_td2, nngp_td, nngp_dd, nngp_tt):
     """
     a = mm(k_td2, evecs)
     if g == "nngp":
-        return nngp_tt[None] - mm(a * phi(evals, 2 * s[:, None])[:, None, :], a.T)
+        return nngp_tt[None] - mm(a[None] * phi(evals[None, :], 2 * s[:, None])[:, None, :],
+                                  a.T)
 
     def one(s1):
-        m = mm(a * phi(evals, s1), evecs.T)  # Θ_*d Θ^{-1}(I - e^{-Θ s}): (N*, N)
+        m = mm(a * phi(evals, s1)[None, :], evecs.T)  # Θ_*d Θ^{-1}(I - e^{-Θ s}): (N*, N)
         cross = mm(m, nngp_td.T)
         return mm(mm(m, nngp_dd), m.T) - cross - cross.T + nngp_tt
 

@@ -153,9 +153,11 @@ def gradient_descent_mse(k_train_train, y_train, learning_rate: float = 1.0,
         dfx_train, dfx_test = result
         outs = []
         if fx_train_0 is not None:
-            outs.append(fx_train_0 + layout.from_rows(dfx_train, t_shape))
+            outs.append(fx_train_0[(None,) * len(t_shape)]
+                        + layout.from_rows(dfx_train, t_shape))
         if fx_test_0 is not None:
-            outs.append(fx_test_0 + layout.from_rows(dfx_test, t_shape, test_shape))
+            outs.append(fx_test_0[(None,) * len(t_shape)]
+                        + layout.from_rows(dfx_test, t_shape, test_shape))
         return outs[0] if len(outs) == 1 else tuple(outs)
 
     return predict_fn

@@ -104,9 +104,11 @@ class CholeskyFactor:
         k2d = jnp.asarray(k2d)
         with blas_threads():
             factor = jax.block_until_ready(jnp.linalg.cholesky(k2d))
+        self.pinv = None
         if is_concrete(factor) and not bool(jnp.all(jnp.isfinite(factor))):
             if not repair:
-                raise NotPositiveDefiniteError(not_pd_message(k2d))
+                self.pinv = _pseudo_inverse_if_singular(k2d)
+                factor = None
             mean_diag = jnp.mean(jnp.diag(k2d))
             jitter = 1e-12 if k2d.dtype == jnp.float64 else 1e-6
             while True:
@@ -127,8 +129,10 @@ class CholeskyFactor:
         self.factor = factor
 
     def solve(self, b):
-        """``K^{-1} b`` for ``b`` of shape ``(N, ...)``."""
+        """``K^{-1} b`` for ``b`` of shape ``(N, ...)`` (``K^+ b`` for a singular kernel)."""
         with blas_threads():
+            if self.pinv is not None:
+                return jax.block_until_ready(_pinv_solve(*self.pinv, b))
             return jax.block_until_ready(self._solve(self.factor, b))
 
     @staticmethod
@@ -140,6 +144,35 @@ class CholeskyFactor:
         return x.reshape(b.shape)
 
 
+
+
+def _pseudo_inverse_if_singular(k2d):
+    """``(evecs, 1 / evals)`` of a kernel that is positive semi-definite up to rounding (its
+    eigenvalues at rounding level, ``<= N * eps * max``, and the negative ones set to zero,
+    their inverses to zero), with a warning; `NotPositiveDefiniteError` for a kernel with a
+    negative eigenvalue beyond rounding (``< -1e3 * N * eps * max``, the tolerance `Eigen`
+    warns at). The pseudo-inverse is the infinite-time limit of gradient descent (modes with
+    zero eigenvalue never move) and the minimum-norm interpolant of the GP posterior mean."""
+    with blas_threads():
+        evals, evecs = jnp.linalg.eigh(k2d)
+    n, eps = k2d.shape[0], float(jnp.finfo(k2d.dtype).eps)
+    hi = max(float(evals[-1]), 0.0)
+    if not bool(jnp.all(jnp.isfinite(evals))) or float(evals[0]) < -1e3 * n * eps * hi:
+        raise NotPositiveDefiniteError(not_pd_message(k2d))
+    keep = evals > n * eps * hi
+    rank = int(jnp.sum(keep))
+    warnings.warn(f"The kernel (plus diag_reg) is singular in {k2d.dtype}: numerical rank "
+                  f"{rank} of {n} (smallest eigenvalue {float(evals[0]):.3g}, largest {hi:.3g}). "
+                  f"Solving with its pseudo-inverse (the infinite-time limit of gradient "
+                  f"descent); add diag_reg for a regularized solve.", stacklevel=4)
+    return evecs, jnp.where(keep, 1 / jnp.where(keep, evals, 1), 0)
+
+
+@jax.jit
+def _pinv_solve(evecs, inv_evals, b):
+    b2 = b.reshape(b.shape[0], -1)
+    x = mm(evecs, inv_evals[:, None] * mm(evecs.T, b2))
+    return x.reshape(b.shape)
 
 
 def tiled_matmul(k2d, x, tile_size: int):
