@@ -174,8 +174,8 @@ def test_bad_arguments_name_the_argument(build, match):
 
 def test_bad_inputs_raise_before_work():
     with pytest.raises(ValueError, match=r"contract or batch the channel axis 1.*must stay free"):
-        stax.DotGeneral(rhs=jnp.ones(3), dimension_numbers=(((1,), (0,)), ((), ()))).init_fn(
-            None, (2, 3))
+        stax.DotGeneral(rhs=jnp.ones(3), dimension_numbers=(((1,), (0,)), ((), ()))).kernel_fn(
+            jnp.ones((2, 3)))
     over_batch = stax.DotGeneral(rhs=jnp.ones(2), dimension_numbers=(((0,), (0,)), ((), ())))
     with pytest.raises(ValueError, match=r"sum over the batch axis 0.*diagonal_batch=False"):
         over_batch.kernel_fn(jnp.ones((2, 3)))
