@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from helpers import assert_close, tol, x64
 
-from infwidth import predict, stax
+from infwidth import empirical_kernel_fn, predict, stax
 from infwidth.predict import CG, Cholesky, NotPositiveDefiniteError
 
 
@@ -386,3 +386,19 @@ def _toy_kernel(x1, x2, get):
     if isinstance(get, str):
         return getattr(out, get)
     return out
+
+
+def test_ensemble_keywords_compare_as_pytrees():
+    """Per-call keyword values: pytrees of arrays (params built twice) are accepted, different
+    plain values for the training and test calls raise naming the argument."""
+    net = stax.serial(stax.Dense(4), stax.Relu(), stax.Dense(1))
+    x, y = jnp.ones((3, 2)), jnp.ones((3, 1))
+    emp = empirical_kernel_fn(net.apply_fn)
+    p1 = net.init_fn(jax.random.PRNGKey(0), x.shape)[1]
+    p2 = net.init_fn(jax.random.PRNGKey(0), x.shape)[1]
+    fn = predict.gradient_descent_mse_ensemble(emp, x, y, diag_reg=1e-3, params=p1)
+    assert np.all(np.isfinite(np.asarray(fn(1.0, x, "ntk", params=p2))))
+    fn = predict.gradient_descent_mse_ensemble(net.kernel_fn, x, y, diag_reg=1e-3,
+                                               channel_axis=-1)
+    with pytest.raises(ValueError, match="'channel_axis' is -1 for the training set but 1"):
+        fn(1.0, x, "ntk", channel_axis=1)
