@@ -171,8 +171,11 @@ def monte_carlo_kernel_fn(init_fn, apply_fn, key, n_samples, batch_size: int = 0
                 # would see different masks: both are read from one symmetric call on the two
                 # row blocks (lower start first), which keeps the kernel symmetric
                 lo, hi = sorted((s1, s2))
-                both = lambda v: jax.tree_util.tree_map(  # noqa: E731
-                    lambda a: jnp.concatenate([a[lo:lo + b1], a[hi:hi + b1]]), v)
+
+                def both(v):  # the rows of both blocks, the lower one first
+                    return jax.tree_util.tree_map(
+                        lambda a: jnp.concatenate([a[lo:lo + b1], a[hi:hi + b1]]), v)
+
                 out = group(keys, both(x1), None, names, _tile_kwargs(kwargs, both, n1, both,
                                                                       n1))
                 r, c = (slice(0, b1), slice(b1, 2 * b1)) if s1 == lo else \

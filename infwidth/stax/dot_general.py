@@ -66,12 +66,22 @@ def _parse_dimension_numbers(dimension_numbers, is_lhs: bool, other):
     return in_c, o_c, in_b, o_b
 
 
+def axis_after_dot(axis: int, contracting_dims, batch_dims, lhs_ndim: int | None = None) -> int:
+    """Where input axis ``axis`` lands in the output of ``lax.dot_general`` (batch dimensions
+    first, then the free axes of the left operand, then the right's); ``lhs_ndim`` is the
+    rank of the constant when it is the left operand (neural-tangents' ``axis_after_dot``)."""
+    if axis in batch_dims:
+        return list(batch_dims).index(axis)
+    shift = 0 if lhs_ndim is None else lhs_ndim - len(batch_dims) - len(contracting_dims)
+    return (axis - sum(i < axis for i in contracting_dims) + sum(i > axis for i in batch_dims)
+            + shift)
+
+
 class _Plan:
     """Where every axis of the inputs, of the constant and of the output goes, for inputs of
     a given rank and layout."""
 
-    def __init__(self, ndim, batch_axis, channel_axis, in_c, o_c, in_b, o_b, m, is_lhs):
-        n = ndim
+    def __init__(self, n, batch_axis, channel_axis, in_c, o_c, in_b, o_b, m, is_lhs):
         self.b = axis_index(batch_axis, n, "batch_axis", _NAME)
         self.c = axis_index(channel_axis, n, "channel_axis", _NAME)
         in_c = tuple(axis_index(a, n, "dimension_numbers", _NAME) for a in in_c)
@@ -100,11 +110,10 @@ class _Plan:
 
     def out_batch_axis(self, lhs_ndim):
         """The output's batch axis; where the batch is contracted, neural-tangents' value
-        (``utils.axis_after_dot``), which no later layer reads."""
+        (`axis_after_dot`), which no later layer reads."""
         if self.out_b is not None:
             return self.out_b
-        return (self.b - sum(i < self.b for i in self.in_c) + sum(i > self.b for i in self.in_b)
-                + (0 if lhs_ndim is None else lhs_ndim - len(self.in_b) - len(self.in_c)))
+        return axis_after_dot(self.b, self.in_c, self.in_b, lhs_ndim)
 
     def apply(self, other, cov, lead: int, diagonal_spatial: bool):
         """``T cov T^T`` by one einsum: ``cov`` has ``lead`` batch axes (1: each input with
@@ -196,9 +205,6 @@ def DotGeneral(*, lhs=None, rhs=None, dimension_numbers=(((), ()), ((), ())), pr
         args = (factor, x) if is_lhs else (x, factor)
         return lax.dot_general(*args, dimension_numbers, precision)
 
-    def plan(ndim, b=batch_axis, c=channel_axis):
-        return _Plan(ndim, b, c, in_c, o_c, in_b, o_b, other.ndim, is_lhs)
-
     def out_shape(shape):
         try:
             return tuple(jax.eval_shape(dot_fn, jax.ShapeDtypeStruct(tuple(shape),
@@ -218,7 +224,8 @@ def DotGeneral(*, lhs=None, rhs=None, dimension_numbers=(((), ()), ((), ())), pr
         k = check_kernel_input(k, _NAME)
         # the axes of the kernel (set by the first layer that declares them, or by the call's
         # keywords); the layer's own only set those of raw inputs, as in neural-tangents
-        p = plan(len(k.shape1), k.batch_axis, k.channel_axis)
+        p = _Plan(len(k.shape1), k.batch_axis, k.channel_axis, in_c, o_c, in_b, o_b, other.ndim,
+                  is_lhs)
         if k.diagonal_spatial and any(i != p.b for i in p.in_c):
             raise ValueError(
                 f"{_NAME}: dimension_numbers={dimension_numbers!r} sum over spatial positions, "

@@ -3,23 +3,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import jax.numpy as jnp
 
+from ...stax.dot_general import axis_after_dot
+
 __all__ = ["axis_after_dot", "zip_flat", "zip_axes", "unzip_axes", "canonicalize_idx", "mask"]
-
-
-def axis_after_dot(axis: int, contracting_dims: Sequence[int], batch_dims: Sequence[int],
-                   lhs_ndim: int | None = None) -> int:
-    """Where input axis ``axis`` lands in the output of ``lax.dot_general`` (batch dimensions
-    first, then the free axes of the left operand, then the right's); ``lhs_ndim`` is the
-    rank of the constant when it is the left operand."""
-    if axis in batch_dims:
-        return list(batch_dims).index(axis)
-    shift = 0 if lhs_ndim is None else lhs_ndim - len(batch_dims) - len(contracting_dims)
-    return (axis - sum(i < axis for i in contracting_dims) + sum(i > axis for i in batch_dims)
-            + shift)
 
 
 def zip_flat(x, y) -> tuple:
