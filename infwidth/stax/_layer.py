@@ -408,7 +408,8 @@ def _identical_pairs_exact(nngp, x1, x2, cov1):
     training point, a copy of x1 passed as x2) set to the covariance of the input with itself,
     so they are exactly what ``x2=None`` gives: the two contractions round differently, and
     discontinuous or chaotic maps amplify that difference layer after layer."""
-    (a1, b1), (a2, b2) = _fingerprints(x1), _fingerprints(x2)
+    (a1, b1) = _fingerprints(x1)
+    (a2, b2) = (a1, b1) if x2 is x1 else _fingerprints(x2)
     same = (a1[:, None] == a2[None, :]) & (b1[:, None] == b2[None, :])
     if cov1.ndim == nngp.ndim:  # diagonal_batch=False: cov1 is (N1, N1, ...)
         cov1 = _layout.batch_diagonal(cov1)
