@@ -78,8 +78,12 @@ def test_attention_errors():
         stax.GlobalSelfAttention(4, 4, 4, 1, pos_emb_type="ADD")
     with pytest.raises(ValueError, match=r"GlobalSelfAttention\(n_heads=0\)"):
         stax.GlobalSelfAttention(4, 4, 4, 0)
-    with pytest.raises(NotImplementedError, match="no known closed form"):
-        stax.GlobalSelfAttention(4, 4, 4, 1, linear_scaling=False)[2](jnp.ones((2, 3, 4)))
+    with pytest.raises(ValueError, match=r"n_samples=10\): .* multiple of 4, e.g. n_samples=12"):
+        stax.GlobalSelfAttention(4, 4, 4, 1, linear_scaling=False, n_samples=10)
+    with pytest.raises(ValueError, match=r"GlobalSelfAttention\(n_samples=0\)"):
+        stax.GlobalSelfAttention(4, 4, 4, 1, linear_scaling=False, n_samples=0)
+    with pytest.raises(TypeError, match=r"seed='a'"):
+        stax.GlobalSelfAttention(4, 4, 4, 1, linear_scaling=False, seed="a")
     with pytest.raises(ValueError, match="diagonal_spatial=False"):
         stax.GlobalSelfAttention(4, 4, 4, 1)[2](jnp.ones((2, 3, 4)), diagonal_spatial=True)
     with pytest.raises(ValueError, match=r"pos_emb_type='SUM', n_chan_pos_emb=3"):

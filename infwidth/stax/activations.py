@@ -61,6 +61,30 @@ def _correlation(cov12, var1, var2):
     return pair_norm(var1, var2), clipped_correlation(cov12, var1, var2)
 
 
+def abrelu_dual(a: float, b: float):
+    """``(nngp_fn, d_nngp_fn)``: the dual kernel of ``a * min(x, 0) + b * max(x, 0)``, the
+    arc-cosine formulas of `ABRelu`, as functions of ``(cov12, var1, var2)`` (broadcasting)."""
+    factor = (a - b) ** 2 / (2 * math.pi)
+    mean_sq = (a**2 + b**2) / 2
+
+    def angle_terms(cov12, var1, var2):
+        # var1 and var2 broadcast against cov12 (outer shapes), so the square roots and
+        # reciprocals are taken on the small factors before they are combined.
+        norm, corr = _correlation(cov12, var1, var2)
+        sin_norm = norm * safe_sqrt(1 - corr * corr)
+        theta = arccos(corr)  # pi / 2 where an input is zero, as in neural-tangents
+        return sin_norm, mean_sq - factor * theta
+
+    def nngp_fn(cov12, var1, var2):
+        sin_norm, dot = angle_terms(cov12, var1, var2)
+        return factor * sin_norm + dot * cov12
+
+    def d_nngp_fn(cov12, var1, var2):
+        return angle_terms(cov12, var1, var2)[1]
+
+    return nngp_fn, d_nngp_fn
+
+
 def ABRelu(a: float, b: float, do_stabilize: bool = False) -> Layer:
     """``a * min(x, 0) + b * max(x, 0)``: the family holding ReLU, leaky ReLU and abs.
 
@@ -85,28 +109,12 @@ def ABRelu(a: float, b: float, do_stabilize: bool = False) -> Layer:
     """
     name = f"ABRelu({a}, {b})"
     a, b = _as_float(a, "a", "ABRelu"), _as_float(b, "b", "ABRelu")
-    factor = (a - b) ** 2 / (2 * math.pi)
-    mean_sq = (a**2 + b**2) / 2
-
-    def angle_terms(cov12, var1, var2):
-        # var1 and var2 broadcast against cov12 (outer shapes), so the square roots and
-        # reciprocals are taken on the small factors before they are combined.
-        norm, corr = _correlation(cov12, var1, var2)
-        sin_norm = norm * safe_sqrt(1 - corr * corr)
-        theta = arccos(corr)  # pi / 2 where an input is zero, as in neural-tangents
-        return sin_norm, mean_sq - factor * theta
-
-    def nngp_fn(cov12, var1, var2):
-        sin_norm, dot = angle_terms(cov12, var1, var2)
-        return factor * sin_norm + dot * cov12
-
-    def d_nngp_fn(cov12, var1, var2):
-        return angle_terms(cov12, var1, var2)[1]
+    nngp_fn, d_nngp_fn = abrelu_dual(a, b)
 
     def fn(x):
         return a * jnp.minimum(x, 0) + b * jnp.maximum(x, 0)
 
-    return elementwise(fn, name, nngp_fn, d_nngp_fn, diag_fn=lambda var: mean_sq * var,
+    return elementwise(fn, name, nngp_fn, d_nngp_fn, diag_fn=lambda var: (a**2 + b**2) / 2 * var,
                        smoothness=math.inf if _equal_numbers(a, b) else 0,
                        family="ABRelu", hparams={"a": a, "b": b})
 

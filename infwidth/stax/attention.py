@@ -30,6 +30,7 @@ import numpy as np
 from . import _masking
 from ._layer import Layer, check_nonnegative, check_positive_int, make_layer
 from ._layouts import is_default_layout, relaid
+from .attention_gaussian_logits import gaussian_logit_pairs
 
 MECHANISMS = {
     "SOFTMAX": lambda g: jax.nn.softmax(g, axis=-1),
@@ -86,7 +87,8 @@ def GlobalSelfAttention(n_chan_out: int, n_chan_key: int, n_chan_val: int, n_hea
                         pos_emb_p_norm: float = 2, pos_emb_decay_fn: Callable | None = None,
                         n_chan_pos_emb: int | None = None, W_pos_emb_std: float = 1.0,
                         val_pos_emb: bool = False, batch_axis: int = 0,
-                        channel_axis: int = -1) -> Layer:
+                        channel_axis: int = -1, *, n_samples: int = 1024,
+                        seed: int = 0) -> Layer:
     """Global multi-head self-attention over the positions of ``(N, T, C)`` (or any
     ``(N, spatial..., C)``) inputs, with neural-tangents' signature and semantics.
 
@@ -145,6 +147,15 @@ def GlobalSelfAttention(n_chan_out: int, n_chan_key: int, n_chan_val: int, n_hea
                          f"{', '.join(repr(p) for p in POS_EMB_TYPES)}.")
     if n_chan_pos_emb is not None:
         check_positive_int(n_chan_pos_emb, "n_chan_pos_emb", name)
+    check_positive_int(n_samples, "n_samples", name)
+    if n_samples % 4:
+        raise ValueError(f"{name}(n_samples={n_samples}): the Monte Carlo rule of softmax "
+                         f"attention with linear_scaling=False draws its logits in groups of 4 "
+                         f"(each draw, its negative and both with the inputs exchanged); use a "
+                         f"multiple of 4, e.g. n_samples={4 * (n_samples // 4 + 1)}.")
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+        raise TypeError(f"{name}(seed={seed!r}): the seed of the Monte Carlo rule must be an "
+                        f"integer.")
     if not is_default_layout(batch_axis, channel_axis):  # the channel-last layer, moved
         return relaid(name, GlobalSelfAttention(
             n_chan_out, n_chan_key, n_chan_val, n_heads, linear_scaling=linear_scaling,
@@ -152,7 +163,8 @@ def GlobalSelfAttention(n_chan_out: int, n_chan_key: int, n_chan_val: int, n_hea
             W_out_std=W_out_std, b_std=b_std, attention_mechanism=attention_mechanism,
             pos_emb_type=pos_emb_type, pos_emb_p_norm=pos_emb_p_norm,
             pos_emb_decay_fn=pos_emb_decay_fn, n_chan_pos_emb=n_chan_pos_emb,
-            W_pos_emb_std=W_pos_emb_std, val_pos_emb=val_pos_emb), batch_axis, channel_axis)
+            W_pos_emb_std=W_pos_emb_std, val_pos_emb=val_pos_emb, n_samples=n_samples,
+            seed=seed), batch_axis, channel_axis)
     QK_std = W_query_std * W_key_std
     OV_std = W_out_std * W_value_std
     attn = MECHANISMS[mechanism]
@@ -233,10 +245,6 @@ def GlobalSelfAttention(n_chan_out: int, n_chan_key: int, n_chan_val: int, n_hea
             raise ValueError(f"{name}: the attention kernel mixes positions, so it needs the "
                              f"full position-position covariance; call kernel_fn with "
                              f"diagonal_spatial=False.")
-        if not linear_scaling and mechanism != "IDENTITY":
-            raise NotImplementedError(
-                f"{name}(linear_scaling=False, attention_mechanism={mechanism!r}): there is no "
-                f"known closed form for the kernel; use linear_scaling=True or 'IDENTITY'.")
         n_cov = 1 if k.diagonal_batch else 2
         nngp, sizes = _flatten_pairs(k.nngp, 2)
         ntk = None if k.ntk is None else _flatten_pairs(k.ntk, 2)[0]
@@ -309,7 +317,7 @@ def GlobalSelfAttention(n_chan_out: int, n_chan_key: int, n_chan_val: int, n_hea
             if ntk is not None:
                 out_ntk = (affine(weigh(vals[3], G1, G2, False), OV_std)
                            + 2 * (out_nngp if b_std is None else out_nngp - b_std**2))
-        else:  # IDENTITY mechanism with 1/sqrt(width) logits
+        elif mechanism == "IDENTITY":  # 1/sqrt(width) logits, closed form
             def dot(a, b):
                 """Sum over both position axes of a * b, kept as (batch..., 1, 1)."""
                 return jnp.sum(a * b, axis=(-2, -1), keepdims=True)
@@ -327,6 +335,36 @@ def GlobalSelfAttention(n_chan_out: int, n_chan_key: int, n_chan_val: int, n_hea
                 else:
                     nd = dot(nngp_i, ntk) + dot(nngp, ntk_i)
                 out_ntk = affine(nd * nngp_i + dot12 * (ntk_i + 4 * nngp_i), std)
+
+        else:  # 1/sqrt(width) logits through a nonlinear mechanism: Gaussian logits
+            def own(cov_i):  # each input's own covariance (N, P, P)
+                if cov_i is None or k.diagonal_batch:
+                    return cov_i
+                return jnp.moveaxis(jnp.diagonal(cov_i, axis1=0, axis2=1), -1, 0)
+
+            s1 = own(cov1_i)
+            s2 = s1 if cov2 is None else own(cov2_i)
+            q2 = p1 if cov2 is None else p2
+            v = (cov1_i, cov2_i, nngp_i) if val_pos_emb else (cov1, cov2, nngp)
+
+            def lead(m, side):  # (N, ...) -> pairs of the cross block (N1, N2, ...)
+                return None if m is None else (m[:, None] if side == 1 else m[None])
+
+            def own_group(s, cov_i, val, mask):  # the pairs of one batch with itself
+                if k.diagonal_batch:
+                    return (s, s, cov_i, val, None, None, mask, mask)
+                return (lead(s, 1), lead(s, 2), cov_i, val, None, None, lead(mask, 1),
+                        lead(mask, 2))
+
+            groups = [(lead(s1, 1), lead(s2, 2), nngp_i, v[2],
+                       None if ntk is None else (ntk_i if val_pos_emb else ntk), ntk_i,
+                       lead(p1, 1), lead(q2, 2)), own_group(s1, cov1_i, v[0], p1)]
+            if cov2 is not None:
+                groups.append(own_group(s2, cov2_i, v[1], p2))
+            terms = gaussian_logit_pairs(mechanism, QK_std, n_samples, seed, groups)
+            out_nngp, out_ntk = affine(terms[0][0], OV_std), affine(terms[0][1], OV_std)
+            out_cov1 = affine(terms[1][0], OV_std)
+            out_cov2 = None if cov2 is None else affine(terms[2][0], OV_std)
 
         def unflat(mat, n_batch):
             return None if mat is None else _unflatten_pairs(mat, n_batch, sizes)
