@@ -74,7 +74,9 @@ def batch(kernel_fn: Callable, batch_size: int = 0, device_count: int = -1,
 
     Under `jax.jit` (traced inputs) and on a `Kernel` (the output of earlier layers), the
     batched function is ``kernel_fn`` itself: the call is then one traced program, and the
-    automatic tiling of the layers (`infwidth.stax.tile_memory`) bounds its memory.
+    automatic tiling of the layers (`infwidth.stax.tile_memory`) bounds its memory. A stax
+    ``kernel_fn`` whose kernel of a pair depends on the rest of the batch (``BatchNorm``, an
+    ``Index`` selecting inputs) is evaluated whole, untiled.
 
     Returns:
       ``batched_kernel_fn(x1, x2=None, *args, **kwargs)`` with the outputs of ``kernel_fn``.
@@ -127,6 +129,13 @@ def batch(kernel_fn: Callable, batch_size: int = 0, device_count: int = -1,
 
     def batched_kernel_fn(x1, x2=None, *args, **kwargs):
         x2 = none_if_all_none(x2)
+        if _mixes_batch(kernel_fn):  # e.g. BatchNorm: a pair's kernel needs the whole batch
+            out = kernel_fn(x1, x2, *args, **kwargs)
+            batched_kernel_fn.stats = {"tiles": 1, "untiled": "kernel_fn mixes the batch"}
+            if store_on_host and not to_device:
+                out = jax.tree_util.tree_map(
+                    lambda a: np.asarray(a) if isinstance(a, jax.Array) else a, out)
+            return out
         # A mesh of jax.make_mesh has Explicit axes (sharding in types); batch manages its
         # shardings itself, on the same devices with Auto axes.
         run_mesh = (Mesh(mesh.devices, mesh.axis_names) if mesh is not None
@@ -262,6 +271,14 @@ def _record(trace: _Trace, out):
             parent = None
         trace.diag_spatial.append(parent.diagonal_spatial if isinstance(parent, Kernel)
                                   else None)
+
+
+def _mixes_batch(kernel_fn) -> bool:
+    """Whether a stax ``kernel_fn`` declares that a pair's kernel depends on the rest of the
+    batch (`infwidth.stax._layer.LayerInfo`); such a call is never cut into tiles. Functions
+    that declare nothing are tiled, as in neural-tangents."""
+    info = getattr(kernel_fn, "info", None)
+    return bool(getattr(info, "mixes_batch", False))
 
 
 def _call_fn(kernel_fn, trace: _Trace, static_leaves, arg_tree, per_input=(),

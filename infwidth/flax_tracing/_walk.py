@@ -409,7 +409,8 @@ class Walker:
             raise unsupported(eqn, "sums over the batch axis (BatchNorm in training mode, or "
                               "statistics over the batch)", "Kernels are computed input pair by "
                               "input pair; run BatchNorm with use_running_average=True, or "
-                              "remove it (a BatchNorm layer rule does not exist yet).")
+                              "describe the network with stax (stax.BatchNorm has the "
+                              "batch-statistics kernel; from_flax has no rule for it).")
         if nd - 1 in axes:
             raise unsupported(eqn, "sums over the features axis (LayerNorm, or a mean over "
                               "hidden units)", "This reduction has no infinite-width rule here "

@@ -132,9 +132,10 @@ from .branching_dependent import DependentFanIn  # noqa: E402
 
 __all__ += ["DependentFanIn"]
 
+from .batch_norm import BatchNorm  # noqa: E402
 from .pooling_max import GlobalMaxPool, MaxPool  # noqa: E402
 
-__all__ += ["MaxPool", "GlobalMaxPool"]
+__all__ += ["MaxPool", "GlobalMaxPool", "BatchNorm"]
 
 from .recurrent import SimpleRNN  # noqa: E402
 

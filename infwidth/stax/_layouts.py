@@ -228,12 +228,13 @@ def relaid_layer(init_fn: Callable, apply_fn: Callable, kernel_map: Callable,
 
 
 def relaid(name: str, canonical, batch_axis: int, channel_axis: int, out_axes=None,
-           spatial_order: Sequence[int] | None = None):
+           spatial_order: Sequence[int] | None = None, mixes_batch: bool = False):
     """The layer ``canonical`` (a channel-last `Layer`, or a function of the input rank
     returning one) on inputs whose batch and channel axes are ``batch_axis`` and
     ``channel_axis``; its outputs have the axes ``out_axes`` (default: the same; a function of
     the input rank for layers that change the rank) and their spatial axes in
-    ``spatial_order``. The channel-last layer does the work, masks included, on moved inputs."""
+    ``spatial_order``. The channel-last layer does the work, masks included, on moved inputs.
+    ``mixes_batch``: see `LayerInfo` (a function of the rank has no info to inherit)."""
     from ._layer import make_layer
 
     layer_of = canonical if callable(canonical) and not hasattr(canonical, "kernel_fn") \
@@ -249,7 +250,7 @@ def relaid(name: str, canonical, batch_axis: int, channel_axis: int, out_axes=No
     return make_layer(name, init_fn, apply_fn, kernel_map, None,
                       input_axes=(batch_axis, channel_axis), any_axes=True, sets_axes=True,
                       children=(example.kernel_fn,) if example is not None else (),
-                      passes_masks=True, family=name)
+                      passes_masks=True, family=name, mixes_batch=mixes_batch)
 
 
 def is_default_layout(batch_axis, channel_axis, out_axes=None, spatial_order=None) -> bool:

@@ -1,0 +1,148 @@
+"""Gaussian expectations of batch-normalised vectors, by Laplace integrals and quadrature.
+
+One channel of a Gaussian layer normalised over a group of ``M`` entries (a batch, with its
+positions): ``u = P h`` (``P`` centres), ``y = sqrt(M) u / sqrt(|u|^2 + M eps)``. In the
+orthonormal basis ``Q`` of the centred subspace (``P = Q Q^T``) ``u = Q z`` with
+``z ~ N(0, S)``, ``S = Q^T C Q``. Powers of ``q = |z|^2 + c`` come from the Laplace transform
+``q^-a = Gamma(a)^-1 int_0^inf s^(a-1) exp(-s q) ds`` (Yang et al. 2019, arXiv:1902.08129);
+under the tilt ``exp(-s |z|^2)`` the vector ``z`` stays Gaussian with covariance
+``(S^-1 + 2 s)^-1`` and mass ``det(I + 2 s S)^(-1/2)``, and its fourth moments follow from
+Isserlis' theorem. Everything is written with ``R = (I + 2 s S)^-1`` (bounded for all ``s``).
+
+The ``s`` integrals are trapezoidal sums in ``tau = log(s * scale)`` (exponentially accurate:
+the integrands are analytic in a strip ``|Im tau| < pi``). One batch: step 1/2 on
+``[-40, 60]`` (201 nodes, relative error about 1e-12 in float64). Two batches normalised
+separately need ``1 / (|z1| |z2|)``, a two-dimensional integral over ``(s, t)``: step 1 on
+``[-50, 50]`` in each (101 x 101 nodes, relative error about 1e-8; about 1e-6 for two nearly
+identical batches, whose joint covariance is nearly singular).
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.scipy.linalg import solve_triangular
+
+_HI = jax.lax.Precision.HIGHEST
+_ONE = (np.arange(-40.0, 60.0 + 0.25, 0.5), 0.5)   # (tau nodes, step), one batch
+_TWO = (np.arange(-50.0, 50.0 + 0.5, 1.0), 1.0)    # per axis, two batches
+
+
+@functools.cache
+def helmert(m: int) -> np.ndarray:
+    """An orthonormal basis ``(m, m - 1)`` of the vectors of ``R^m`` with zero sum."""
+    q = np.zeros((m, m - 1))
+    for j in range(1, m):
+        q[:j, j - 1] = 1.0
+        q[j, j - 1] = -j
+        q[:, j - 1] /= np.sqrt(j * (j + 1))
+    return q
+
+
+def _mm(a, b):
+    return jnp.matmul(a, b, precision=_HI)
+
+
+def _jitter(tr, m: int, dtype):
+    """A diagonal shift far above rounding (which could make a low-rank ``S`` indefinite at
+    large ``s``) and far below the results' accuracy: ``8 m`` machine epsilons of the mean
+    eigenvalue."""
+    return 8 * m * jnp.finfo(dtype).eps * tr
+
+
+def _tilt(g):
+    """``(log det G, G^-1)`` of symmetric positive definite ``G`` (batched)."""
+    chol = jnp.linalg.cholesky(g)
+    eye = jnp.broadcast_to(jnp.eye(g.shape[-1], dtype=g.dtype), g.shape)
+    inv_l = solve_triangular(chol, eye, lower=True)
+    logdet = 2 * jnp.sum(jnp.log(jnp.diagonal(chol, axis1=-2, axis2=-1)), -1)
+    return logdet, jnp.einsum("...ki,...kj->...ij", inv_l, inv_l, precision=_HI)
+
+
+def _reduced(c, q):
+    s = _mm(_mm(q.T, c), q)
+    return (s + s.T) / 2
+
+
+def one_batch(c, theta, eps):
+    """``(E[y y^T], E[J theta J^T])`` for one group: ``c`` (M, M) the covariance of ``h``,
+    ``theta`` (M, M) the NTK of ``h`` (or None), ``J = dy/dh``."""
+    big_m = c.shape[0]
+    m = big_m - 1
+    q = jnp.asarray(helmert(big_m), c.dtype)
+    s_mat = _reduced(c, q)
+    tr = jnp.trace(s_mat) / m
+    eye = jnp.eye(m, dtype=c.dtype)
+    s_mat = s_mat + _jitter(tr, m, c.dtype) * eye
+    cc = big_m * eps
+    scale = 2 * tr + cc
+    scale = jnp.where(scale > 0, scale, 1)
+    tau, h = _ONE
+    s = jnp.exp(jnp.asarray(tau, c.dtype)) / scale
+    logdet, r = _tilt(eye + 2 * s[:, None, None] * s_mat)
+    g = h * jnp.exp(-s * cc - logdet / 2)                 # ds / s times the tilt's mass
+    a = (eye - r) / 2                                     # s * (tilted covariance)
+    nngp = big_m * _mm(_mm(q, jnp.einsum("n,nij->ij", g, a, precision=_HI)), q.T)
+    if theta is None:
+        return nngp, None
+    th = _reduced(theta, q)
+    b = (eye + r) / 2                                     # I - s * (tilted covariance)
+    # E[J theta J^T] / M = E[(I - zz^T/q) th (I - zz^T/q) / q]: under the tilt, Isserlis gives
+    # (I - A) th (I - A) + tr(th A) A / 2 per unit of ds
+    tra = jnp.einsum("ij,nji->n", th, a, precision=_HI)
+    per = jnp.einsum("nik,kl,nlj->nij", b, th, b, precision=_HI) + (tra / 2)[:, None,
+                                                                                   None] * a
+    ntk = big_m * _mm(_mm(q, jnp.einsum("n,nij->ij", g * s, per, precision=_HI)), q.T)
+    return nngp, ntk
+
+
+def two_batches(c1, c2, k12, theta12, eps):
+    """``(E[y1 y2^T], E[J1 theta12 J2^T])`` for two groups normalised separately, from their
+    covariances ``c1``, ``c2``, their cross-covariance ``k12`` and cross-NTK ``theta12``."""
+    m1_, m2_ = c1.shape[0], c2.shape[0]
+    m1, m2 = m1_ - 1, m2_ - 1
+    dtype = c1.dtype
+    q1 = jnp.asarray(helmert(m1_), dtype)
+    q2 = jnp.asarray(helmert(m2_), dtype)
+    s11, s22 = _reduced(c1, q1), _reduced(c2, q2)
+    s12 = _mm(_mm(q1.T, k12), q2)
+    tr1, tr2 = jnp.trace(s11) / m1, jnp.trace(s22) / m2
+    m = m1 + m2
+    jit = jnp.concatenate([jnp.full((m1,), _jitter(tr1, m, dtype), dtype),
+                           jnp.full((m2,), _jitter(tr2, m, dtype), dtype)])
+    s_mat = jnp.block([[s11, s12], [s12.T, s22]]) + jnp.diag(jit)
+    c1e, c2e = m1_ * eps, m2_ * eps
+    sc1, sc2 = 2 * tr1 + c1e, 2 * tr2 + c2e
+    sc1, sc2 = jnp.where(sc1 > 0, sc1, 1), jnp.where(sc2 > 0, sc2, 1)
+    tau, h = _TWO
+    base = jnp.exp(jnp.asarray(tau, dtype))
+    ss, ts = base / sc1, base / sc2
+    th = None if theta12 is None else _mm(_mm(q1.T, theta12), q2)
+    eye = jnp.eye(m, dtype=dtype)
+
+    def row(carry, s):
+        d = jnp.concatenate([jnp.broadcast_to(s, (ts.shape[0], m1)),
+                             jnp.broadcast_to(ts[:, None], (ts.shape[0], m2))], 1)
+        root = jnp.sqrt(2 * d)
+        logdet, r = _tilt(eye + root[:, :, None] * s_mat * root[:, None, :])
+        z = h * h * jnp.exp(-s * c1e - ts * c2e - logdet / 2) / np.pi
+        r11, r12, r22 = r[:, :m1, :m1], r[:, :m1, m1:], r[:, m1:, m1:]
+        nngp = carry[0] - jnp.einsum("n,nij->ij", z / 2, r12, precision=_HI)
+        if th is None:
+            return (nngp, carry[1]), None
+        # (1/pi) sqrt(st) Z [R11 th R22 + R12 th^T R12 + R12 tr(th^T R12)] per dtau dsigma
+        tr12 = jnp.einsum("ij,nij->n", th, r12, precision=_HI)
+        per = (jnp.einsum("nik,kl,nlj->nij", r11, th, r22, precision=_HI)
+               + jnp.einsum("nik,lk,nlj->nij", r12, th, r12, precision=_HI)
+               + tr12[:, None, None] * r12)
+        ntk = carry[1] + jnp.einsum("n,nij->ij", z * jnp.sqrt(s * ts), per, precision=_HI)
+        return (nngp, ntk), None
+
+    zero = jnp.zeros((m1, m2), dtype)
+    (nngp, ntk), _ = jax.lax.scan(row, (zero, zero), ss)
+    norm = np.sqrt(m1_ * m2_)
+    nngp = norm * _mm(_mm(q1, nngp), q2.T)
+    return nngp, None if th is None else norm * _mm(_mm(q1, ntk), q2.T)

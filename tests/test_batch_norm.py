@@ -1,0 +1,209 @@
+"""`stax.BatchNorm`: closed forms, brute-force Monte Carlo of the Gaussian formula (numpy,
+float64) and Monte Carlo of the finite network."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from infwidth import batch, stax
+from infwidth.empirical import monte_carlo_kernel_fn
+from infwidth.stax import _batch_norm_quad as quad
+
+
+@pytest.fixture(autouse=True)
+def _x64():
+    with jax.enable_x64(True):
+        yield
+
+
+def _centring(m):
+    return np.eye(m) - 1 / m
+
+
+def _rel(a, b):
+    return float(np.linalg.norm(np.asarray(a) - np.asarray(b)) / np.linalg.norm(np.asarray(b)))
+
+
+def test_isotropic_closed_forms():
+    # h ~ N(0, sigma2 I): z is isotropic in r = M - 1 dims, E[zz^T/|z|^2] = I/r and
+    # E[(I - zz^T/|z|^2)/|z|^2] = (1 - 1/r) / (sigma2 (r - 2)) I
+    m, sigma2 = 7, 1.7
+    r = m - 1
+    c, theta = sigma2 * np.eye(m), np.eye(m)
+    nngp_exact = m / r * _centring(m)
+    ntk_exact = m * (1 - 1 / r) / (sigma2 * (r - 2)) * _centring(m)
+    nngp, ntk = quad.one_batch(jnp.asarray(c), jnp.asarray(theta), 0.0)
+    np.testing.assert_allclose(nngp, nngp_exact, atol=1e-11)
+    np.testing.assert_allclose(ntk, ntk_exact, atol=1e-11)
+    # the two-batch integral on a batch and its copy (perfectly correlated): the same values
+    nngp, ntk = quad.two_batches(*(jnp.asarray(c),) * 3, jnp.asarray(theta), 0.0)
+    np.testing.assert_allclose(nngp, nngp_exact, atol=1e-5)
+    np.testing.assert_allclose(ntk, ntk_exact, atol=1e-5)
+
+
+def test_two_inputs_closed_form():
+    # two entries: y = +-(1, -1) whatever h is (eps = 0; eps = 1e-12 changes it by ~1e-6)
+    _, _, kernel_fn = stax.serial(stax.Dense(8, W_std=1.3, b_std=0.4), stax.BatchNorm(eps=0.))
+    x = np.array([[1.0, 0.3], [-0.2, 1.0]])
+    np.testing.assert_allclose(kernel_fn(x, get="nngp"), [[1, -1], [-1, 1]], atol=1e-12)
+
+
+def _brute_force(c, theta, m1, n=40_000, seed=0):
+    """Samples of y y^T and J theta J^T for the two groups [:m1], [m1:] of h ~ N(0, c)."""
+    rng = np.random.default_rng(seed)
+    w, v = np.linalg.eigh(c)
+    h = rng.standard_normal((n, len(c))) @ (v * np.sqrt(np.clip(w, 0, None))).T
+
+    def parts(x):
+        mm = x.shape[1]
+        u = x - x.mean(1, keepdims=True)
+        q = (u**2).sum(1)
+        y = np.sqrt(mm) * u / np.sqrt(q)[:, None]
+        jac = np.eye(mm) / np.sqrt(q)[:, None, None] - u[:, :, None] * u[:, None] / q[:, None,
+                                                                                      None]**1.5
+        return y, np.sqrt(mm) * jac @ _centring(mm)
+
+    y1, j1 = parts(h[:, :m1])
+    y2, j2 = parts(h[:, m1:])
+    return {"nngp11": np.einsum("ni,nj->nij", y1, y1),
+            "ntk11": np.einsum("nij,jk,nlk->nil", j1, theta[:m1, :m1], j1),
+            "nngp12": np.einsum("ni,nj->nij", y1, y2),
+            "ntk12": np.einsum("nij,jk,nlk->nil", j1, theta[:m1, m1:], j2)}
+
+
+def test_gaussian_formula_vs_brute_force_monte_carlo():
+    rng = np.random.default_rng(3)
+    m1, m2 = 7, 6
+    f = rng.standard_normal((m1 + m2, 14))
+    c = f @ f.T / 14 + 0.2
+    g = rng.standard_normal((m1 + m2, 5))
+    theta = g @ g.T / 5 + c
+    nngp11, ntk11 = quad.one_batch(jnp.asarray(c[:m1, :m1]), jnp.asarray(theta[:m1, :m1]), 0.)
+    nngp12, ntk12 = quad.two_batches(jnp.asarray(c[:m1, :m1]), jnp.asarray(c[m1:, m1:]),
+                                     jnp.asarray(c[:m1, m1:]), jnp.asarray(theta[:m1, m1:]),
+                                     0.)
+    samples = _brute_force(c, theta, m1)
+    for key, value in (("nngp11", nngp11), ("ntk11", ntk11), ("nngp12", nngp12),
+                       ("ntk12", ntk12)):
+        s = samples[key]
+        mean, err = s.mean(0), s.std(0) / np.sqrt(len(s))
+        z = np.abs(np.asarray(value) - mean) / err
+        assert z.max() < 5, (key, z.max())
+        assert _rel(value, mean) < 0.05, key
+
+
+def _net(width, readout=True, **bn):
+    layers = [stax.Dense(width, W_std=1.5, b_std=0.1), stax.Relu(),
+              stax.Dense(width, W_std=1.3, b_std=0.2),
+              stax.BatchNorm(gamma_std=1.1, beta_std=0.4, **bn)]
+    return stax.serial(*layers, *([stax.Dense(1, W_std=1.2, b_std=0.1)] if readout else []))
+
+
+def _shallow(width, readout=True):
+    layers = [stax.Dense(width, W_std=1.5, b_std=0.1), stax.BatchNorm(gamma_std=1.1,
+                                                                      beta_std=0.4)]
+    return stax.serial(*layers, *([stax.Dense(1, W_std=1.2, b_std=0.1)] if readout else []))
+
+
+def test_finite_networks_converge():
+    # two batches, each normalised with its own statistics; the NNGP of the BatchNorm outputs
+    # (averaged over its channels), the NTK of the network read out by Dense(1)
+    x1 = np.random.default_rng(0).standard_normal((6, 8))
+    x2 = np.random.default_rng(1).standard_normal((5, 8))
+    exact_nngp = _shallow(8, readout=False).kernel_fn(x1, x2, get="nngp", diagonal_batch=False)
+    exact_ntk = _shallow(8).kernel_fn(x1, x2, get="ntk", diagonal_batch=False)
+    errors = {}
+    for width in (256, 2048):
+        mc = monte_carlo_kernel_fn(*_shallow(width, readout=False)[:2], jax.random.PRNGKey(2),
+                                   2)
+        mc_ntk = monte_carlo_kernel_fn(*_shallow(width)[:2], jax.random.PRNGKey(2), 4)
+        errors[width] = (_rel(mc(x1, x2, get="nngp"), exact_nngp),
+                         _rel(mc_ntk(x1, x2, get="ntk"), exact_ntk))
+    assert max(errors[2048]) <= 0.05, errors
+    assert errors[2048][0] < errors[256][0] and errors[2048][1] < errors[256][1], errors
+
+
+def test_copy_equals_none_and_batch_does_not_tile():
+    x = np.random.default_rng(0).standard_normal((5, 3))
+    kernel_fn = _net(8)[2]
+    one = kernel_fn(x, None, diagonal_batch=False)
+    copy = kernel_fn(x, np.array(x), diagonal_batch=False)
+    for f in ("nngp", "ntk", "cov1"):
+        np.testing.assert_array_equal(getattr(one, f), getattr(copy, f))
+    batched = batch(kernel_fn, batch_size=2)(x, None, get=("nngp", "ntk"))
+    plain = kernel_fn(x, None, get=("nngp", "ntk"))
+    np.testing.assert_array_equal(batched[0], plain[0])
+    np.testing.assert_array_equal(batched[1], plain[1])
+    np.testing.assert_allclose(jax.jit(lambda a: kernel_fn(a, get="ntk"))(x), plain[1],
+                               rtol=1e-12)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_dtypes_and_grad(dtype):
+    x = np.random.default_rng(0).standard_normal((5, 3)).astype(dtype)
+    with jax.enable_x64(dtype == np.float64):
+        kernel_fn = _net(8)[2]
+        ntk = kernel_fn(jnp.asarray(x), get="ntk")
+        assert ntk.dtype == dtype and np.all(np.isfinite(ntk))
+        # (the kernel's sum is constant: the normalised outputs sum to zero over the batch)
+        def loss(a):
+            return kernel_fn(a, get="ntk")[0, 1]
+
+        # a finite difference of the float64 kernel agrees with the gradient
+        if dtype == np.float64:
+            grad = jax.grad(loss)(jnp.asarray(x))
+            assert np.all(np.isfinite(grad)) and np.abs(grad).max() > 0
+            d = np.zeros_like(x)
+            d[1, 2] = 1e-5
+            fd = (loss(x + d) - loss(x - d)) / 2e-5
+            np.testing.assert_allclose(grad[1, 2], fd, rtol=1e-5)
+    with jax.enable_x64(True):
+        ref = _net(8)[2](x.astype(np.float64), get="ntk")
+    np.testing.assert_allclose(ntk, ref, rtol=1e-3 if dtype == np.float32 else 1e-12)
+
+
+def test_images_and_layouts():
+    # statistics over the batch and the positions; channels first gives the same kernel
+    x = np.random.default_rng(0).standard_normal((3, 4, 2))
+    last = stax.serial(stax.Conv(4, (2,), W_std=1.2), stax.BatchNorm(), stax.Dense(1))
+    first = stax.serial(stax.Conv(4, (2,), W_std=1.2, dimension_numbers=("NCH", "OIH", "NCH")),
+                        stax.BatchNorm(batch_axis=0, channel_axis=1),
+                        stax.Dense(1, batch_axis=0, channel_axis=1))
+    k_last = last.kernel_fn(x, get="nngp")
+    k_first = first.kernel_fn(np.moveaxis(x, -1, 1), get="nngp")
+    np.testing.assert_allclose(k_first, k_last, rtol=1e-12)
+    # each channel's 3 x 3 normalised entries have mean 0 and mean square 1
+    var = np.einsum("aabb->ab", k_last)
+    np.testing.assert_allclose(var.mean(), 1.0, rtol=1e-10)
+    np.testing.assert_allclose(k_last.sum(), 0.0, atol=1e-10)
+
+
+def test_eval_mode_is_affine():
+    x = np.random.default_rng(0).standard_normal((4, 3))
+    net = stax.serial(stax.Dense(1024, W_std=1.4), stax.BatchNorm(mode="eval", mean=0.5,
+                                                                 var=2.0, beta_std=0.3),
+                      stax.Dense(1))
+    exact = net.kernel_fn(x)
+    gram = x @ x.T / 3 * 1.4**2
+    np.testing.assert_allclose(exact.nngp, (gram + 0.25) / (2 + 1e-12), rtol=1e-12)
+    mc = monte_carlo_kernel_fn(net.init_fn, net.apply_fn, jax.random.PRNGKey(0), 4)(x)
+    assert _rel(mc.ntk, exact.ntk) < 0.1
+
+
+def test_bad_inputs():
+    x = np.ones((1, 3))
+    with pytest.raises(ValueError, match="at least 2 entries"):
+        stax.serial(stax.Dense(4), stax.BatchNorm()).kernel_fn(x, get="nngp")
+    with pytest.raises(ValueError, match="NTK of batch normalisation is infinite"):
+        stax.serial(stax.Dense(4), stax.BatchNorm()).kernel_fn(np.eye(3))
+    with pytest.raises(ValueError, match="diagonal_batch=False"):
+        stax.serial(stax.Dense(4), stax.BatchNorm()).kernel_fn(np.eye(4), np.eye(4))
+    with pytest.raises(ValueError, match="batch axis 0"):
+        stax.serial(stax.Dense(4), stax.BatchNorm(axis=-2)).kernel_fn(np.ones((4, 2, 3)))
+    with pytest.raises(ValueError, match="channel axis"):
+        stax.BatchNorm(axis=(0, 1)).init_fn(None, (4, 3))
+    with pytest.raises(ValueError, match="mode must be"):
+        stax.BatchNorm(mode="test")
+    with pytest.raises(ValueError, match="not Gaussian"):
+        stax.serial(stax.Dense(4), stax.BatchNorm(), stax.Relu()).kernel_fn(np.eye(4))
