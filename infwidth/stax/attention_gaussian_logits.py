@@ -40,6 +40,8 @@ covariance above, whatever the rank of ``K``.
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -139,6 +141,7 @@ def logit_draws(n_samples: int, n_pos: int, seed: int, dtype):
     return jnp.concatenate([base, -base, swapped, -swapped])
 
 
+@functools.partial(jax.jit, static_argnums=(0, 1, 2, 3))
 def gaussian_logit_pairs(mechanism: str, qk: float, n_samples: int, seed: int, groups):
     """(nngp, ntk) terms (before ``OV**2`` and the bias) of groups of pairs of inputs
     ``(a, b)``. Each group is ``(ca, cb, cab, vab, tv, tg, absent_a, absent_b)``, stacked over
@@ -150,6 +153,7 @@ def gaussian_logit_pairs(mechanism: str, qk: float, n_samples: int, seed: int, g
     All pairs of all groups go through one map with blocks of a fixed size, so a pair's value
     does not depend on the group or batch it came in: an input paired with itself gets the
     same bits in the cross kernel (``nngp[a, a]``) as in its own covariance (``cov1[a]``).
+    Compiled once per shape (eager calls of ``kernel_fn`` reuse it).
     """
     p = groups[0][2].shape[-1]
     dtype = groups[0][2].dtype
