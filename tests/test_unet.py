@@ -28,8 +28,9 @@ from catalogue_unet import CASES  # noqa: E402
 GET = ("nngp", "ntk")
 
 
-def _images(n, px, seed=0, dtype=np.float32):
-    return jnp.asarray(np.random.RandomState(seed).randn(n, px, px, 3).astype(dtype))
+def _images(n, px, seed=0):
+    """Images in JAX's default float (float64 in the JAX_ENABLE_X64=1 leg)."""
+    return jnp.asarray(np.random.RandomState(seed).randn(n, px, px, 3), jnp.result_type(float))
 
 
 def _random_params(init_fn, shape, seed=0):
@@ -108,6 +109,7 @@ def _exact_4x4():
         return {f: np.asarray(getattr(k, f)) for f in GET}
 
 
+@pytest.mark.float32_stream
 def test_monte_carlo_ntk_error_shrinks_with_width():
     x, exact = _images(2, 4), _exact_4x4()["ntk"]
     errs, ses = [], []
@@ -120,6 +122,7 @@ def test_monte_carlo_ntk_error_shrinks_with_width():
     assert errs[1] < 0.05 and errs[1] < 3 * ses[1], (errs, ses)
 
 
+@pytest.mark.float32_stream
 def test_monte_carlo_nngp():
     """The NNGP estimate averages 64 output channels of 256 draws; its error is the sampling
     noise (the estimated standard error), well below 0.05."""

@@ -97,14 +97,16 @@ def unet(depth: int = 2, width: int = 64, n_conv: int = 2, filter_shape=(3, 3),
     Example:
       >>> import jax, jax.numpy as jnp
       >>> from infwidth.architectures import unet
-      >>> init_fn, apply_fn, kernel_fn = unet(depth=2, width=4)
+      >>> init_fn, apply_fn, kernel_fn = unet(depth=1, width=4, n_conv=1)
       >>> x = jax.random.normal(jax.random.PRNGKey(0), (2, 8, 8, 3))
       >>> out_shape, params = init_fn(jax.random.PRNGKey(1), x.shape)
       >>> out_shape, apply_fn(params, x).shape
       ((2, 8, 8, 1), (2, 8, 8, 1))
+      >>> kernel_fn = jax.jit(kernel_fn, static_argnames=('get', 'diagonal_spatial'))
       >>> kernel_fn(x, get='ntk').shape  # every pixel pair of every image pair
       (2, 2, 8, 8, 8, 8)
-      >>> _, _, kernel_fn = unet(depth=2, downsample='conv')
+      >>> _, _, kernel_fn = unet(depth=1, n_conv=1, downsample='conv')
+      >>> kernel_fn = jax.jit(kernel_fn, static_argnames=('get', 'diagonal_spatial'))
       >>> kernel_fn(x, get='ntk', diagonal_spatial=True).shape  # equal pixels only
       (2, 2, 8, 8)
     """
