@@ -160,5 +160,7 @@ def test_errors():
         init_fn(jax.random.PRNGKey(0), (1, 6, 6, 3))
     with pytest.raises(ValueError, match=r"unet\(depth=2\): x1"):
         kernel_fn(jnp.ones((1, 6, 6, 3)))
-    with pytest.raises(ValueError, match="diagonal_spatial"):  # AvgPool needs pixel pairs
-        kernel_fn(jnp.ones((1, 4, 4, 3)), diagonal_spatial=True)
+    with pytest.raises(ValueError, match=r"unet\(downsample='avgpool'\).*diagonal_spatial"):
+        kernel_fn(jnp.ones((1, 4, 4, 3)), diagonal_spatial=True)  # pooling needs pixel pairs
+    with pytest.raises(ValueError, match=r"unet\(readout='gap'\).*diagonal_spatial"):
+        unet(downsample="conv", readout="gap")[2](jnp.ones((1, 4, 4, 3)), diagonal_spatial=True)

@@ -22,8 +22,9 @@ _DOWNSAMPLE = ("avgpool", "conv")
 _READOUT = ("pixel", "gap")
 
 
-def _check_size(depth: int) -> stax.Layer:
-    """Identity that checks, before any work, that the image sides halve ``depth`` times."""
+def _check_input(depth: int, downsample: str, readout: str) -> stax.Layer:
+    """Identity that checks, before any work, that the image sides halve ``depth`` times and
+    that ``diagonal_spatial=True`` suits the network."""
     factor = 2**depth
 
     def check(shape, arg):
@@ -45,6 +46,13 @@ def _check_size(depth: int) -> stax.Layer:
     def kernel_map(k, **kwargs):
         check(k.shape1, "x1")
         check(k.shape2, "x2")
+        if k.diagonal_spatial and (readout == "gap" or downsample == "avgpool" and depth):
+            arg = "readout='gap'" if readout == "gap" else "downsample='avgpool'"
+            raise ValueError(
+                f"unet({arg}): kernel_fn(..., diagonal_spatial=True) keeps only equal pixels, "
+                f"but {'global' if readout == 'gap' else 'average'} pooling mixes pixels. Use "
+                f"diagonal_spatial=False, or unet(downsample='conv', readout='pixel') for "
+                f"per-pixel kernels.")
         return k
 
     return make_layer("unet_input", init_fn, apply_fn, kernel_map, shape_fn=lambda s: s,
@@ -152,4 +160,4 @@ def unet(depth: int = 2, width: int = 64, n_conv: int = 2, filter_shape=(3, 3),
     else:
         head = [stax.GlobalAvgPool(), stax.Dense(out_dim, W_std=W_std, b_std=b_std,
                                                  parameterization=parameterization)]
-    return stax.serial(_check_size(depth), body, *head)
+    return stax.serial(_check_input(depth, downsample, readout), body, *head)
