@@ -163,6 +163,21 @@ def test_dtypes_and_grad(dtype):
     np.testing.assert_allclose(ntk, ref, rtol=1e-3 if dtype == np.float32 else 1e-12)
 
 
+def test_two_batches_float32():
+    # the (s, t) quadrature of two batches reaches s * t ~ e^100, beyond float32's range;
+    # float32 inputs give float32 results (also with x64 on)
+    rng = np.random.default_rng(3)
+    a = rng.standard_normal((9, 12))
+    b = rng.standard_normal((9, 12))
+    c, theta = a @ a.T / 12, b @ b.T / 12
+    blocks = (c[:5, :5], c[5:, 5:], c[:5, 5:], theta[:5, 5:])
+    ref = quad.two_batches(*(jnp.asarray(b) for b in blocks), 0.0)
+    f32 = quad.two_batches(*(jnp.asarray(b, jnp.float32) for b in blocks), 0.0)
+    for got, want in zip(f32, ref):
+        assert got.dtype == jnp.float32 and np.all(np.isfinite(got))
+        np.testing.assert_allclose(got, want, rtol=1e-3, atol=1e-3 * float(np.abs(want).max()))
+
+
 def test_images_and_layouts():
     # statistics over the batch and the positions; channels first gives the same kernel
     x = np.random.default_rng(0).standard_normal((3, 4, 2))

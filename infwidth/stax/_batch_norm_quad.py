@@ -138,11 +138,12 @@ def two_batches(c1, c2, k12, theta12, eps):
         per = (jnp.einsum("nik,kl,nlj->nij", r11, th, r22, precision=_HI)
                + jnp.einsum("nik,lk,nlj->nij", r12, th, r12, precision=_HI)
                + tr12[:, None, None] * r12)
-        ntk = carry[1] + jnp.einsum("n,nij->ij", z * jnp.sqrt(s * ts), per, precision=_HI)
+        ntk = carry[1] + jnp.einsum("n,nij->ij", z * (jnp.sqrt(s) * jnp.sqrt(ts)), per,
+                                    precision=_HI)  # s * ts overflows float32
         return (nngp, ntk), None
 
     zero = jnp.zeros((m1, m2), dtype)
     (nngp, ntk), _ = jax.lax.scan(row, (zero, zero), ss)
-    norm = np.sqrt(m1_ * m2_)
+    norm = float(np.sqrt(m1_ * m2_))  # a Python float keeps float32 inputs float32
     nngp = norm * _mm(_mm(q1, nngp), q2.T)
     return nngp, None if th is None else norm * _mm(_mm(q1, ntk), q2.T)

@@ -159,7 +159,8 @@ def gaussian_logit_pairs(mechanism: str, qk: float, n_samples: int, seed: int, g
     dtype = groups[0][2].dtype
     with_ntk = any(g[4] is not None for g in groups)
     masked = any(g[6] is not None or g[7] is not None for g in groups)
-    leads, cols = [], [[] for _ in range(8)]
+    leads = []
+    cols: list[list[jax.Array]] = [[] for _ in range(8)]
     for ca, cb, cab, vab, tv, tg, absent_a, absent_b in groups:
         lead = cab.shape[:-2]
         leads.append(lead)
@@ -173,7 +174,7 @@ def gaussian_logit_pairs(mechanism: str, qk: float, n_samples: int, seed: int, g
                 m = jnp.zeros((p,), bool) if m is None else m
                 cols[i].append(jnp.broadcast_to(m, lead + (p,)).reshape((-1, 1, 1, p)))
     xs = [jnp.concatenate(c) if c else None for c in cols]
-    n_pairs = xs[2].shape[0]
+    n_pairs = sum(c.shape[0] for c in cols[2])  # rows of xs[2]
     if mechanism in ELEMENTWISE_DUALS:
         dual = abrelu_dual(*ELEMENTWISE_DUALS[mechanism])
         per_pair = p**4 * (3 if with_ntk else 2)
