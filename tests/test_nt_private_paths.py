@@ -55,9 +55,17 @@ def test_private_batching_and_monte_carlo_are_the_public_functions():
     full = kernel_fn(x, None, "nngp")
     for i, batched in enumerate([batching._serial(kernel_fn, 4), batching._parallel(kernel_fn),
                     batching._parallel(batching._serial(kernel_fn, 2)),
-                    batching._jit_or_pmap_broadcast(kernel_fn)]):
+                    batching._jit_or_pmap_broadcast(kernel_fn, device_count=0)]):
         np.testing.assert_allclose(batched(x, None, "nngp"), full, rtol=1e-5, atol=1e-6,
                                    err_msg=str(i))
+    # mapped over the devices: x1 split along a leading device axis, x2 broadcast to each
+    n_dev = jax.local_device_count()
+    per_device = batching._jit_or_pmap_broadcast(kernel_fn)
+    x1 = jnp.concatenate([x] * n_dev)[: 2 * n_dev].reshape((n_dev, 2, 3))
+    out = per_device(x1, x, "nngp")
+    assert out.shape == (n_dev, 2, 8)
+    for d in range(n_dev):
+        np.testing.assert_allclose(out[d], kernel_fn(x1[d], x, "nngp"), rtol=1e-5, atol=1e-6)
     assert _DEFAULT_TESTING_NTK_IMPLEMENTATION is NtkImplementation.STRUCTURED_DERIVATIVES
     assert callable(monte_carlo.monte_carlo_kernel_fn)
     assert _is_on_cpu(x) == all(d.platform == "cpu" for d in x.devices())
