@@ -145,7 +145,7 @@ def GlobalSelfAttention(n_chan_out: int, n_chan_key: int, n_chan_val: int, n_hea
       >>> softmax_sqrt = stax.GlobalSelfAttention(16, 8, 8, 2, linear_scaling=False,
       ...                                         n_samples=256)  # 1 / sqrt(d_key) logits
       >>> k = softmax_sqrt.kernel_fn(x, get='nngp', diagonal_spatial=False)
-      >>> bool(jnp.allclose(k, k.transpose(1, 0, 3, 2)))  # symmetric (the draws are)
+      >>> bool(jnp.allclose(k, k.transpose(1, 0, 3, 2), atol=1e-6))  # symmetric, as the draws
       True
     """
     name = "GlobalSelfAttention"

@@ -133,9 +133,11 @@ def _softmax_pair(draws, chunk, qk, ca, cb, cab, vab, tv, tg, absent_a, absent_b
 
 def logit_draws(n_samples: int, n_pos: int, seed: int, dtype):
     """The common random numbers: ``n_samples`` matrices ``(2P, 2P)``, closed under exchanging
-    the two inputs' blocks and under ``Z -> -Z`` (so ``n_samples`` is a multiple of 4)."""
+    the two inputs' blocks and under ``Z -> -Z`` (so ``n_samples`` is a multiple of 4), the
+    same numbers in every dtype."""
+    # drawn in float32 whatever ``dtype``: float32 and float64 kernels then use the same draws
     base = jax.random.normal(jax.random.PRNGKey(seed), (n_samples // 4, 2 * n_pos, 2 * n_pos),
-                             dtype)
+                             jnp.float32).astype(dtype)
     perm = jnp.concatenate([jnp.arange(n_pos, 2 * n_pos), jnp.arange(n_pos)])
     swapped = base[:, perm][:, :, perm]
     return jnp.concatenate([base, -base, swapped, -swapped])
