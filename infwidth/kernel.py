@@ -26,6 +26,12 @@ DATA_FIELDS = ("nngp", "ntk", "cov1", "cov2", "mask1", "mask2")
 STATIC_FIELDS = ("shape1", "shape2", "x1_is_x2", "is_gaussian", "diagonal_batch",
                  "diagonal_spatial", "is_reversed", "is_input", "batch_axis", "channel_axis")
 
+_LAW = "_law"
+# fields a layer may change without changing what the activations are (the shape bookkeeping
+# after every layer, the axes' normalisation)
+_LAW_KEEPING = frozenset({"shape1", "shape2", "batch_axis", "channel_axis", "is_reversed",
+                          "is_input"})
+
 
 @dataclasses.dataclass(frozen=True)
 class Kernel:
@@ -80,7 +86,27 @@ class Kernel:
 
     def replace(self, **changes) -> Kernel:
         """A copy with the given fields changed."""
-        return dataclasses.replace(self, **changes)
+        new = dataclasses.replace(self, **changes)
+        law = self.__dict__.get(_LAW)
+        if law is not None and set(changes) <= _LAW_KEEPING:
+            object.__setattr__(new, _LAW, law)
+        return new
+
+    def with_law(self, law) -> Kernel:
+        """A copy that carries ``law``: how the (non-Gaussian) activations it describes arise
+        from Gaussian ones, for the nonlinearity that follows (`infwidth.stax.BatchNorm` uses
+        it so that ReLU can follow it). `replace` keeps it only while the covariances, the
+        shapes' meaning and the Gaussianity stay as they are; it is not part of the pytree, so
+        a Kernel passed through a jitted function loses it (the next nonlinearity then
+        raises, as for any non-Gaussian input)."""
+        new = dataclasses.replace(self)
+        object.__setattr__(new, _LAW, law)
+        return new
+
+    @property
+    def law(self):
+        """What `with_law` attached, or ``None``."""
+        return self.__dict__.get(_LAW)
 
     def mask(self, mask1, mask2) -> Kernel:
         """A copy with masks ``mask1``/``mask2`` (booleans in the activations' layout, ``True``

@@ -220,5 +220,124 @@ def test_bad_inputs():
         stax.BatchNorm(axis=(0, 1)).init_fn(None, (4, 3))
     with pytest.raises(ValueError, match="mode must be"):
         stax.BatchNorm(mode="test")
-    with pytest.raises(ValueError, match="not Gaussian"):
-        stax.serial(stax.Dense(4), stax.BatchNorm(), stax.Relu()).kernel_fn(np.eye(4))
+    with pytest.raises(ValueError, match="not Gaussian"):  # attention needs Gaussian inputs
+        stax.serial(stax.Dense(4), stax.BatchNorm(), stax.Flatten(), stax.Relu()).kernel_fn(
+            np.ones((4, 2, 3)), diagonal_spatial=False)
+
+
+# --- a ReLU-family nonlinearity right after BatchNorm (train mode, one batch) ---------------
+
+
+def _brute_force_abrelu(c, theta, a, b, n=200_000, seed=0):
+    """Samples of phi(y) phi(y)^T and D J theta J^T D for y the normalised h ~ N(0, c)."""
+    rng = np.random.default_rng(seed)
+    m = len(c)
+    w, v = np.linalg.eigh(c)
+    h = rng.standard_normal((n, m)) @ (v * np.sqrt(np.clip(w, 0, None))).T
+    u = h - h.mean(1, keepdims=True)
+    q = (u**2).sum(1)
+    y = np.sqrt(m) * u / np.sqrt(q)[:, None]
+    phi, dphi = np.where(y > 0, b * y, a * y), np.where(y > 0, b, a)
+    jac = np.sqrt(m) * (np.eye(m) / np.sqrt(q)[:, None, None]
+                        - u[:, :, None] * u[:, None] / q[:, None, None]**1.5) @ _centring(m)
+    return (np.einsum("ni,nj->nij", phi, phi),
+            np.einsum("ni,nij,jk,nlk,nl->nil", dphi, jac, theta, jac, dphi))
+
+
+@pytest.mark.parametrize("a,b", [(0.0, 1.0), (0.1, 1.0), (-1.0, 1.0), (-0.5, 2.0)])
+def test_abrelu_after_formula_vs_brute_force_monte_carlo(a, b):
+    rng = np.random.default_rng(3)
+    m = 7
+    f = rng.standard_normal((m, 14))
+    c = f @ f.T / 14 + 0.2
+    g = rng.standard_normal((m, 5))
+    theta = g @ g.T / 5 + c
+    values = quad.one_batch_abrelu(jnp.asarray(c), jnp.asarray(theta), 0.0, a, b)
+    for value, s in zip(values, _brute_force_abrelu(c, theta, a, b)):
+        mean, err = s.mean(0), s.std(0) / np.sqrt(len(s))
+        assert (np.abs(np.asarray(value) - mean) / err).max() < 5
+        assert _rel(value, mean) < 0.02
+
+
+def test_abrelu_after_linear_case_is_batch_norm_scaled():
+    # ABRelu(a, a) is the linear map a x: a**2 times BatchNorm's own kernel (its closed forms
+    # are tested above), to rounding
+    rng = np.random.default_rng(1)
+    f = rng.standard_normal((6, 9))
+    c, theta = f @ f.T / 9 + 0.1, np.eye(6) + 0.3
+    nngp, ntk = quad.one_batch_abrelu(jnp.asarray(c), jnp.asarray(theta), 1e-3, 0.7, 0.7)
+    nngp0, ntk0 = quad.one_batch(jnp.asarray(c), jnp.asarray(theta), 1e-3)
+    np.testing.assert_allclose(nngp, 0.49 * nngp0, rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(ntk, 0.49 * ntk0, rtol=1e-12, atol=1e-14)
+
+
+def _bn_relu(width, act=stax.Relu, readout=0, **bn):
+    return stax.serial(stax.Dense(width, W_std=1.5, b_std=0.1), stax.BatchNorm(**bn), act(),
+                       *([stax.Dense(readout, W_std=1.2, b_std=0.1)] if readout else []))
+
+
+@pytest.mark.parametrize("act", [stax.Relu, lambda: stax.LeakyRelu(0.2), stax.Abs])
+def test_abrelu_after_finite_networks_converge(act):
+    # the NNGP of the activations after the nonlinearity (averaged over channels) and the NTK
+    # of the network read out by Dense(16), with the learned scale and shift
+    x = np.random.default_rng(0).standard_normal((6, 8))
+    bn = dict(gamma_std=1.1, beta_std=0.4)
+    exact_nngp = _bn_relu(8, act, **bn).kernel_fn(x, None, get="nngp")
+    exact_ntk = _bn_relu(8, act, readout=16, **bn).kernel_fn(x, None, get="ntk")
+    errors = {}
+    for width in (256, 2048):
+        nngp = monte_carlo_kernel_fn(*_bn_relu(width, act, **bn)[:2], jax.random.PRNGKey(2),
+                                     2)(x, get="nngp")
+        ntk = monte_carlo_kernel_fn(*_bn_relu(width, act, readout=16, **bn)[:2],
+                                    jax.random.PRNGKey(2), 4)(x, get="ntk")
+        errors[width] = (_rel(nngp, exact_nngp), _rel(ntk, exact_ntk))
+    assert max(errors[2048]) <= 0.05, errors
+    assert errors[2048][0] < errors[256][0] and errors[2048][1] < errors[256][1], errors
+
+
+def test_abrelu_after_images_are_entries_of_one_batch():
+    # BatchNorm of a 1x1 convolution's outputs normalises over the batch and the positions:
+    # the kernel of 3 images of 4 positions is the flat kernel of their 12 pixels as a batch
+    x = np.random.default_rng(5).standard_normal((3, 4, 2))
+    layers = (stax.BatchNorm(gamma_std=0.9, beta_std=0.3), stax.Relu(), stax.Dense(1))
+    image = stax.serial(stax.Conv(8, (1,), W_std=1.4, b_std=0.2), *layers)[2](
+        x, None, diagonal_spatial=False)
+    flat = stax.serial(stax.Dense(8, W_std=1.4, b_std=0.2), *layers)[2](x.reshape(12, 2))
+    for f in ("nngp", "ntk"):
+        full = np.asarray(getattr(flat, f)).reshape(3, 4, 3, 4).transpose(0, 2, 1, 3)
+        np.testing.assert_allclose(getattr(image, f), full, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_abrelu_after_dtypes_grad_and_consistency(dtype):
+    # 5 inputs in 6 dimensions: a centred covariance of full rank 4 (of rank 3 or less the
+    # NTK's tail integral, E[1/|u|^2] in 3 dimensions, is accurate to about 1e-8 only)
+    x = jnp.asarray(np.random.default_rng(0).standard_normal((5, 6)), dtype)
+    kernel_fn = stax.serial(stax.Dense(8, W_std=1.3, b_std=0.2), stax.BatchNorm(gamma_std=1.0),
+                            stax.Relu(), stax.Dense(4, W_std=1.2), stax.Relu(), stax.Dense(1))[2]
+    k = kernel_fn(x, None)
+    k_jit = jax.jit(lambda x: kernel_fn(x, None))(x)
+    full = kernel_fn(x, None, diagonal_batch=False)
+    tol = 1e-5 if dtype == np.float32 else 1e-10
+    for f in ("nngp", "ntk"):
+        v = np.asarray(getattr(k, f), np.float64)
+        assert getattr(k, f).dtype == dtype and np.isfinite(v).all()
+        np.testing.assert_allclose(v, v.T, rtol=tol, atol=tol)
+        assert np.linalg.eigvalsh((v + v.T) / 2).min() > -tol * np.abs(v).max()
+        np.testing.assert_allclose(getattr(k_jit, f), v, rtol=tol, atol=tol)
+        np.testing.assert_allclose(getattr(full, f), v, rtol=tol, atol=tol)
+    np.testing.assert_allclose(full.cov1, full.nngp, rtol=tol, atol=tol)
+    grad = jax.grad(lambda x: kernel_fn(x, None, "ntk").sum())(x)
+    assert np.isfinite(np.asarray(grad)).all() and np.abs(np.asarray(grad)).max() > 0
+
+
+def test_nonlinearity_after_batch_norm_bad_combinations():
+    x = np.random.default_rng(0).standard_normal((5, 3))
+    with pytest.raises(ValueError, match="positively homogeneous"):
+        stax.serial(stax.Dense(4), stax.BatchNorm(), stax.Erf()).kernel_fn(x)
+    with pytest.raises(ValueError, match="two batches"):
+        stax.serial(stax.Dense(4), stax.BatchNorm(), stax.Relu()).kernel_fn(
+            x, x[:4] + 1, diagonal_batch=False)
+    # BatchNorm, Dense, Relu: Gaussian again, the ordinary rule
+    k = stax.serial(stax.Dense(4), stax.BatchNorm(), stax.Dense(4), stax.Relu()).kernel_fn(x)
+    assert np.isfinite(np.asarray(k.ntk)).all()

@@ -26,6 +26,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax.scipy.linalg import solve_triangular
 
+from .._numerics import clipped_correlation, safe_divide, safe_sqrt
+
 _HI = jax.lax.Precision.HIGHEST
 _ONE = (np.arange(-40.0, 60.0 + 0.25, 0.5), 0.5)   # (tau nodes, step), one batch
 _TWO = (np.arange(-50.0, 50.0 + 0.5, 1.0), 1.0)    # per axis, two batches
@@ -60,6 +62,13 @@ def _tilt(g):
     inv_l = solve_triangular(chol, eye, lower=True)
     logdet = 2 * jnp.sum(jnp.log(jnp.diagonal(chol, axis1=-2, axis2=-1)), -1)
     return logdet, jnp.einsum("...ki,...kj->...ij", inv_l, inv_l, precision=_HI)
+
+
+def centred(c):
+    """``P c P``: the covariance of the centred vector ``u = P h`` of ``h ~ N(0, c)``."""
+    big_m = c.shape[0]
+    q = jnp.asarray(helmert(big_m), c.dtype)
+    return _mm(_mm(q, _reduced(c, q)), q.T)
 
 
 def _reduced(c, q):
@@ -147,3 +156,63 @@ def two_batches(c1, c2, k12, theta12, eps):
     norm = float(np.sqrt(m1_ * m2_))  # a Python float keeps float32 inputs float32
     nngp = norm * _mm(_mm(q1, nngp), q2.T)
     return nngp, None if th is None else norm * _mm(_mm(q1, ntk), q2.T)
+
+
+def one_batch_abrelu(c, theta, eps, a, b):
+    """``(E[phi(y) phi(y)^T], E[D (J theta J^T) D])`` for one group followed by
+    ``phi = ABRelu(a, b)`` (``D = diag(phi'(y))``), ``c``, ``theta`` as in `one_batch`.
+
+    ``phi`` is positively homogeneous, so ``phi(y) = sqrt(M / q) phi(u)`` and ``phi'(y) =
+    phi'(u)``: every term is a Gaussian expectation of ``u`` times a power of ``1 / q``, which
+    the Laplace transform turns into the tilted Gaussian of `one_batch`. With ``Sigma`` the
+    tilted covariance of ``u`` (times ``s``), ``N``, ``D`` the arc-cosine maps of ``Sigma`` and
+    ``E_ij = E[phi''(u_i) phi(u_j)] = (a - b)**2 / (2 pi) sqrt(det) / Sigma_ii`` (Gaussian
+    integration by parts reduces the third and fourth moments to these), per unit of ``ds``::
+
+        nngp:  M N / s
+        ntk:   M [T o D - (T Sigma + Sigma T) o D - F - F^T
+                  + (tr(T Sigma) N + 2 (Sigma T Sigma) o D + G + G^T) / 2]
+
+    with ``T = P theta P``, ``F_ij = (T Sigma)_ii E_ij``, ``G_ij = (Sigma T Sigma)_ii E_ij``
+    (``o`` elementwise). For ``a == b`` (a linear map) this is `one_batch` times ``a**2``.
+    """
+    from .activations import abrelu_dual
+
+    nngp_fn, d_nngp_fn = abrelu_dual(a, b)
+    factor = (a - b) ** 2 / (2 * np.pi)
+    big_m = c.shape[0]
+    m = big_m - 1
+    q = jnp.asarray(helmert(big_m), c.dtype)
+    s_mat = _reduced(c, q)
+    tr = jnp.trace(s_mat) / m
+    eye = jnp.eye(m, dtype=c.dtype)
+    s_mat = s_mat + _jitter(tr, m, c.dtype) * eye
+    cc = big_m * eps
+    scale = 2 * tr + cc
+    scale = jnp.where(scale > 0, scale, 1)
+    tau, h = _ONE
+    s = jnp.exp(jnp.asarray(tau, c.dtype)) / scale
+    logdet, r = _tilt(eye + 2 * s[:, None, None] * s_mat)
+    g = h * jnp.exp(-s * cc - logdet / 2)
+    sig = jnp.einsum("ik,nkl,jl->nij", q, (eye - r) / 2, q, precision=_HI)  # s * tilted cov
+    sig = (sig + jnp.swapaxes(sig, 1, 2)) / 2
+    var = jnp.diagonal(sig, axis1=1, axis2=2)
+    v1, v2 = var[:, :, None], var[:, None, :]
+    nngp_s = nngp_fn(sig, v1, v2)
+    nngp = big_m * jnp.einsum("n,nij->ij", g, nngp_s, precision=_HI)
+    if theta is None:
+        return nngp, None
+    t = _mm(_mm(q, _reduced(theta, q)), q.T)
+    d = d_nngp_fn(sig, v1, v2)
+    corr = clipped_correlation(sig, v1, v2)
+    e = factor * safe_divide(safe_sqrt(v2), safe_sqrt(v1)) * safe_sqrt(1 - corr * corr)
+    ts = jnp.einsum("ik,nkj->nij", t, sig, precision=_HI)        # T Sigma
+    sts = jnp.einsum("nik,nkj->nij", sig, ts, precision=_HI)     # Sigma T Sigma
+    d_ts = jnp.diagonal(ts, axis1=1, axis2=2)[:, :, None]
+    d_sts = jnp.diagonal(sts, axis1=1, axis2=2)[:, :, None]
+    f, gg = d_ts * e, d_sts * e
+    tr_ts = jnp.trace(ts, axis1=1, axis2=2)[:, None, None]
+    per = ((t - ts - jnp.swapaxes(ts, 1, 2) + sts) * d - f - jnp.swapaxes(f, 1, 2)
+           + (tr_ts * nngp_s + gg + jnp.swapaxes(gg, 1, 2)) / 2)
+    ntk = big_m * jnp.einsum("n,nij->ij", g * s, per, precision=_HI)
+    return nngp, ntk

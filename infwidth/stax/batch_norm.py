@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import jax.numpy as jnp
 import numpy as np
 
+from ..kernel import Kernel
 from . import _batch_norm_quad as quad
 from ._layer import Layer, check_kernel_input, make_layer
 from ._layout import batch_diagonal
 from ._layouts import check_layout, is_default_layout, relaid
+from .activations import abrelu_dual
 
 _MODES = ("train", "eval")
 
@@ -65,8 +68,10 @@ def BatchNorm(axis=None, eps: float = 1e-12, mode: str = "train", gamma_std=None
     x2)``, and `infwidth.empirical.monte_carlo_kernel_fn`, compute it); it needs the full
     covariance of each batch, ``diagonal_batch=False``. ``x2`` equal to ``x1`` (bitwise) gives
     what ``x2=None`` gives. The kernel of a pair depends on the whole batch: `infwidth.batch`
-    never cuts such a call into tiles. The output is not Gaussian (it lies on a sphere), so a
-    nonlinearity cannot follow directly: put an affine layer after BatchNorm. The NTK is
+    never cuts such a call into tiles. The output is not Gaussian (it lies on a sphere); the
+    ReLU family (`Relu`, `LeakyRelu`, `Abs`, `ABRelu`) may follow directly, for one batch
+    (``x2=None``; see `nonlinearity_after`), and any other nonlinearity needs an affine layer
+    after BatchNorm. The NTK is
     finite when the centred covariance has rank at least 3 (batches of at least 4 entries;
     ``E[1 / |u|^2]`` diverges below), which ``kernel_fn`` checks from the shapes.
 
@@ -88,6 +93,9 @@ def BatchNorm(axis=None, eps: float = 1e-12, mode: str = "train", gamma_std=None
       >>> x = jnp.array([[1., 0.], [0., 1.]])   # two inputs: y = +-(1, -1) in every channel
       >>> kernel_fn(x, get='nngp').round(6).tolist()
       [[1.0, -1.0], [-1.0, 1.0]]
+      >>> relu_after = stax.serial(stax.Dense(8), stax.BatchNorm(), stax.Relu())[2]
+      >>> relu_after(x, get='nngp').round(4).tolist()  # relu(+-1): 1 for one of the two
+      [[0.5, 0.0], [0.0, 0.5]]
     """
     name = f"BatchNorm(axis={axis!r}, mode={mode!r})"
     if mode not in _MODES:
@@ -178,10 +186,67 @@ def BatchNorm(axis=None, eps: float = 1e-12, mode: str = "train", gamma_std=None
                          (k.cov2 + mean**2) / d)
             zero_mean = isinstance(mean, (int, float)) and mean == 0
             return out.replace(is_gaussian=k.is_gaussian and zero_mean)
-        return affine(*_train_kernel(k, eps, name)).replace(is_gaussian=False)
+        out = affine(*_train_kernel(k, eps, name)).replace(is_gaussian=False)
+        return out.with_law(_Normalized(k, eps, gamma_std, beta_std, name))
 
     return make_layer("BatchNorm", init_fn, apply_fn, kernel_map, shape_fn=lambda s: s,
                       mixes_batch=mode == "train")
+
+
+class _Normalized(NamedTuple):
+    """The law of BatchNorm's train-mode outputs: the Gaussian kernel before it and the
+    layer's constants (`Kernel.with_law`), read by the nonlinearity that follows."""
+    k_in: Kernel
+    eps: float
+    gamma_std: float | None
+    beta_std: float | None
+    name: str
+
+
+def nonlinearity_after(k: Kernel, law: _Normalized, layer: str, family: str,
+                       hparams: dict) -> Kernel:
+    """The kernel of the elementwise nonlinearity ``layer`` applied to BatchNorm's output
+    ``k`` (train mode), from the Gaussian kernel before the normalisation.
+
+    The ReLU family ``ABRelu(a, b)`` (Relu, LeakyRelu, Abs) is positively homogeneous, so the
+    normalisation's ``1 / |u|`` comes out of it and the Laplace integrals of
+    `infwidth.stax._batch_norm_quad.one_batch_abrelu` give the NNGP and the NTK exactly (to
+    quadrature accuracy, about 1e-12). The learned scale ``gamma`` (>= 0) commutes with
+    ``phi``; its gradient adds ``gamma_std**2`` times the NNGP to the NTK, and ``beta``'s adds
+    ``beta_std**2 E[phi'(u) phi'(u')]``.
+    """
+    if family != "ABRelu":
+        raise ValueError(
+            f"{layer} after {law.name}: the normalised activations are not Gaussian (they lie "
+            f"on a sphere), and the infinite-width kernel is derived only for positively "
+            f"homogeneous nonlinearities of degree 1: Relu, LeakyRelu, Abs, ABRelu. Use one of "
+            f"those, or put an affine layer such as Dense between BatchNorm and {layer}.")
+    k_in = law.k_in
+    if k_in.cov2 is not None:
+        raise ValueError(
+            f"{layer} after {law.name}: kernel_fn(x1, x2) with two batches, each normalised "
+            f"with its own statistics, is derived only for an affine layer after BatchNorm. "
+            f"Call kernel_fn(x, None) on one batch x (for example x1 and x2 concatenated, "
+            f"normalised together) or put Dense between BatchNorm and {layer}.")
+    a, b = hparams["a"], hparams["b"]
+    n_s = k_in.n_spatial
+    spatial = tuple(k_in.shape1[1:-1])
+    n1 = k_in.shape1[0]
+    nngp_m = _to_matrix(k_in.nngp, 2, n_s)
+    ntk_m = None if k_in.ntk is None else _to_matrix(k_in.ntk, 2, n_s)
+    nngp, ntk = quad.one_batch_abrelu(nngp_m, ntk_m, law.eps, a, b)
+    g2 = 1.0 if law.gamma_std is None else law.gamma_std**2
+    if ntk is not None:
+        ntk = g2 * ntk + (0.0 if law.gamma_std is None else g2 * nngp)
+        if law.beta_std is not None:
+            centred = quad.centred(nngp_m)
+            var = jnp.diagonal(centred)
+            d_nngp_fn = abrelu_dual(a, b)[1]
+            ntk = ntk + law.beta_std**2 * d_nngp_fn(centred, var[:, None], var[None, :])
+    nngp = _from_matrix(g2 * nngp, n1, n1, spatial)
+    ntk = None if ntk is None else _from_matrix(ntk, n1, n1, spatial)
+    cov1 = batch_diagonal(nngp) if k.diagonal_batch else nngp
+    return k.replace(nngp=nngp, ntk=ntk, cov1=cov1, cov2=None, is_gaussian=False)
 
 
 def _axes_tuple(axis, name):
