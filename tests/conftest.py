@@ -32,10 +32,11 @@ def _mark_slow(items):
     seen = collections.Counter()
     for item in items:
         function = item.nodeid.split("[")[0]
+        if "[" in item.nodeid and "notebook" not in item.keywords:
+            seen[function] += 1  # (a listed first parametrization does not promote the next)
         if slow & {item.nodeid, function, item.nodeid.split("::")[0]}:
             item.add_marker(pytest.mark.slow)
         elif "[" in item.nodeid and "notebook" not in item.keywords:
-            seen[function] += 1
             if seen[function] > FAST_PARAMETRIZATIONS:
                 item.add_marker(pytest.mark.slow)
 
