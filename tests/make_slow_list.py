@@ -1,6 +1,6 @@
 """Rewrites tests/slow_tests.txt from measured test durations (``make slow-list``).
 
-    python tests/make_slow_list.py [--budget 220] [--from FILE] [pytest arguments ...]
+    python tests/make_slow_list.py [--budget 150] [--from FILE] [pytest arguments ...]
 
 Runs the quick tier (default: ``--doctest-modules infwidth tests -n 2 -m "not slow and not
 notebook"``) with ``--durations=0``, or reads the durations from the output of such a run
@@ -65,7 +65,7 @@ def previous_slow() -> list:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--budget", type=float, default=220.0)
+    parser.add_argument("--budget", type=float, default=150.0)
     parser.add_argument("--from", dest="source", help="a saved pytest --durations=0 output")
     args, pytest_args = parser.parse_known_args(argv)
     if args.source:
