@@ -76,9 +76,10 @@ def _reduced(c, q):
     return (s + s.T) / 2
 
 
-def one_batch(c, theta, eps):
-    """``(E[y y^T], E[J theta J^T])`` for one group: ``c`` (M, M) the covariance of ``h``,
-    ``theta`` (M, M) the NTK of ``h`` (or None), ``J = dy/dh``."""
+def _one_batch_tilt(c, eps):
+    """The Laplace nodes of one group: ``(q, eye, s, r, g)`` with ``q`` the Helmert basis,
+    ``s`` the nodes, ``r = (I + 2 s S)^-1`` and ``g`` the weights (``ds / s`` times the
+    tilt's mass)."""
     big_m = c.shape[0]
     m = big_m - 1
     q = jnp.asarray(helmert(big_m), c.dtype)
@@ -91,14 +92,22 @@ def one_batch(c, theta, eps):
     scale = jnp.where(scale > 0, scale, 1)
     tau, h = _ONE
     s = jnp.exp(jnp.asarray(tau, c.dtype)) / scale
-    logdet, r = _tilt(eye + 2 * s[:, None, None] * s_mat)
-    g = h * jnp.exp(-s * cc - logdet / 2)                 # ds / s times the tilt's mass
-    a = (eye - r) / 2                                     # s * (tilted covariance)
+    logdet, r = _tilt(eye[None] + 2 * s[:, None, None] * s_mat[None])
+    g = h * jnp.exp(-s * cc - logdet / 2)
+    return q, eye, s, r, g
+
+
+def one_batch(c, theta, eps):
+    """``(E[y y^T], E[J theta J^T])`` for one group: ``c`` (M, M) the covariance of ``h``,
+    ``theta`` (M, M) the NTK of ``h`` (or None), ``J = dy/dh``."""
+    big_m = c.shape[0]
+    q, eye, s, r, g = _one_batch_tilt(c, eps)
+    a = (eye[None] - r) / 2                                     # s * (tilted covariance)
     nngp = big_m * _mm(_mm(q, jnp.einsum("n,nij->ij", g, a, precision=_HI)), q.T)
     if theta is None:
         return nngp, None
     th = _reduced(theta, q)
-    b = (eye + r) / 2                                     # I - s * (tilted covariance)
+    b = (eye[None] + r) / 2                                     # I - s * (tilted covariance)
     # E[J theta J^T] / M = E[(I - zz^T/q) th (I - zz^T/q) / q]: under the tilt, Isserlis gives
     # (I - A) th (I - A) + tr(th A) A / 2 per unit of ds
     tra = jnp.einsum("ij,nji->n", th, a, precision=_HI)
@@ -136,7 +145,7 @@ def two_batches(c1, c2, k12, theta12, eps):
         d = jnp.concatenate([jnp.broadcast_to(s, (ts.shape[0], m1)),
                              jnp.broadcast_to(ts[:, None], (ts.shape[0], m2))], 1)
         root = jnp.sqrt(2 * d)
-        logdet, r = _tilt(eye + root[:, :, None] * s_mat * root[:, None, :])
+        logdet, r = _tilt(eye[None] + root[:, :, None] * s_mat[None] * root[:, None, :])
         z = h * h * jnp.exp(-s * c1e - ts * c2e - logdet / 2) / np.pi
         r11, r12, r22 = r[:, :m1, :m1], r[:, :m1, m1:], r[:, m1:, m1:]
         nngp = carry[0] - jnp.einsum("n,nij->ij", z / 2, r12, precision=_HI)
@@ -181,20 +190,8 @@ def one_batch_abrelu(c, theta, eps, a, b):
     nngp_fn, d_nngp_fn = abrelu_dual(a, b)
     factor = (a - b) ** 2 / (2 * np.pi)
     big_m = c.shape[0]
-    m = big_m - 1
-    q = jnp.asarray(helmert(big_m), c.dtype)
-    s_mat = _reduced(c, q)
-    tr = jnp.trace(s_mat) / m
-    eye = jnp.eye(m, dtype=c.dtype)
-    s_mat = s_mat + _jitter(tr, m, c.dtype) * eye
-    cc = big_m * eps
-    scale = 2 * tr + cc
-    scale = jnp.where(scale > 0, scale, 1)
-    tau, h = _ONE
-    s = jnp.exp(jnp.asarray(tau, c.dtype)) / scale
-    logdet, r = _tilt(eye + 2 * s[:, None, None] * s_mat)
-    g = h * jnp.exp(-s * cc - logdet / 2)
-    sig = jnp.einsum("ik,nkl,jl->nij", q, (eye - r) / 2, q, precision=_HI)  # s * tilted cov
+    q, eye, s, r, g = _one_batch_tilt(c, eps)
+    sig = jnp.einsum("ik,nkl,jl->nij", q, (eye[None] - r) / 2, q, precision=_HI)  # s * tilted cov
     sig = (sig + jnp.swapaxes(sig, 1, 2)) / 2
     var = jnp.diagonal(sig, axis1=1, axis2=2)
     v1, v2 = var[:, :, None], var[:, None, :]
@@ -212,7 +209,7 @@ def one_batch_abrelu(c, theta, eps, a, b):
     d_sts = jnp.diagonal(sts, axis1=1, axis2=2)[:, :, None]
     f, gg = d_ts * e, d_sts * e
     tr_ts = jnp.trace(ts, axis1=1, axis2=2)[:, None, None]
-    per = ((t - ts - jnp.swapaxes(ts, 1, 2) + sts) * d - f - jnp.swapaxes(f, 1, 2)
+    per = ((t[None] - ts - jnp.swapaxes(ts, 1, 2) + sts) * d - f - jnp.swapaxes(f, 1, 2)
            + (tr_ts * nngp_s + gg + jnp.swapaxes(gg, 1, 2)) / 2)
     ntk = big_m * jnp.einsum("n,nij->ij", g * s, per, precision=_HI)
     return nngp, ntk

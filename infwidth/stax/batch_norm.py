@@ -159,10 +159,11 @@ def BatchNorm(axis=None, eps: float = 1e-12, mode: str = "train", gamma_std=None
             y = (x - mean) / jnp.sqrt(var + eps)
         if params:
             gamma, beta = params
+            per_channel = (1,) * (y.ndim - 1) + (-1,)  # explicit ranks (rank promotion 'raise')
             if gamma_std is not None:
-                y = gamma_std * gamma * y
+                y = gamma_std * jnp.reshape(gamma, per_channel) * y
             if beta_std is not None:
-                y = y + beta_std * beta
+                y = y + beta_std * jnp.reshape(beta, per_channel)
         return y
 
     def affine(k, nngp, ntk, cov1, cov2):
