@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-dev
 PYTEST_WORKERS ?= 2
 PYTEST := $(PY) -m pytest -q -n $(PYTEST_WORKERS) --doctest-modules infwidth tests
 
-.PHONY: test test-fast slow-list lint typecheck dist docs docs-clean notebooks demo bench bench-nt clean
+.PHONY: test test-all test-fast slow-list long-list lint typecheck dist docs docs-clean notebooks demo bench bench-nt clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -22,19 +22,32 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(PY) -m mypy
 
-# the full suite: every test, the notebooks included
+# the CI suite: the quick tier, the notebooks and the other tests within CI's time budget
+# (every test not listed in tests/long_tests.txt, which `make long-list` writes)
 test: lint
-	$(PYTEST)
+	$(PYTEST) -m "not long" $(PYTEST_ARGS)
+
+# the full suite: every test, the notebooks and the long Monte Carlo checks included
+# (about 65 minutes on 2 cores)
+test-all: lint
+	$(PYTEST) $(PYTEST_ARGS)
 
 # the quick tier (under 3 minutes on 2 cores; 104 s measured): every test and doctest not
 # marked slow (tests/slow_tests.txt, chosen by `make slow-list` within a time budget: each
 # test file's cheapest test, then the cheapest others) or notebook
 test-fast: lint
-	$(PYTEST) -m "not slow and not notebook"
+	$(PYTEST) -m "not slow and not notebook" $(PYTEST_ARGS)
 
 # rewrites tests/slow_tests.txt from measured durations (run it on an idle machine)
 slow-list: $(STAMP)
 	$(PY) tests/make_slow_list.py --budget 150
+
+# rewrites tests/long_tests.txt from a full run's durations: CI_BUDGET seconds of test time
+# for the CI suite (make test-all PYTEST_ARGS="--durations=0" > FULL_RUN first)
+CI_BUDGET ?= 1500
+FULL_RUN ?= full-run.txt
+long-list: $(STAMP)
+	$(PY) tests/make_slow_list.py --ci-budget $(CI_BUDGET) --from $(FULL_RUN)
 
 # wheel and sdist into dist/, checked by twine
 dist: $(STAMP)

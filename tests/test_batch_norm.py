@@ -271,6 +271,106 @@ def test_abrelu_after_linear_case_is_batch_norm_scaled():
     np.testing.assert_allclose(ntk, 0.49 * ntk0, rtol=1e-12, atol=1e-14)
 
 
+def _brute_force_abrelu_two(c, theta, m1, a, b, n=200_000, seed=0):
+    """Samples of phi(y1) phi(y2)^T and D1 J1 theta12 J2^T D2 for two groups of h ~ N(0, c)
+    normalised separately."""
+    rng = np.random.default_rng(seed)
+    w, v = np.linalg.eigh(c)
+    h = rng.standard_normal((n, len(c))) @ (v * np.sqrt(np.clip(w, 0, None))).T
+    parts = []
+    for g in (h[:, :m1], h[:, m1:]):
+        m = g.shape[1]
+        u = g - g.mean(1, keepdims=True)
+        q = (u**2).sum(1)
+        y = np.sqrt(m) * u / np.sqrt(q)[:, None]
+        jac = np.sqrt(m) * (np.eye(m) / np.sqrt(q)[:, None, None]
+                            - u[:, :, None] * u[:, None] / q[:, None, None]**1.5)
+        parts.append((np.where(y > 0, b * y, a * y), np.where(y > 0, b, a), jac @ _centring(m)))
+    (p1, d1, j1), (p2, d2, j2) = parts
+    return (np.einsum("ni,nj->nij", p1, p2),
+            np.einsum("ni,nij,jk,nlk,nl->nil", d1, j1, theta[:m1, m1:], j2, d2))
+
+
+@pytest.mark.parametrize("a,b", [(0.0, 1.0), (-1.0, 1.0), (-0.5, 2.0)])
+def test_abrelu_after_two_batches_formula_vs_brute_force_monte_carlo(a, b):
+    # kernel_fn(x1, x2): each batch normalised with its own statistics, then phi
+    rng = np.random.default_rng(4)
+    m1, m2 = 5, 6
+    f = rng.standard_normal((m1 + m2, 14))
+    c = f @ f.T / 14 + 0.2
+    g = rng.standard_normal((m1 + m2, 5))
+    theta = g @ g.T / 5 + c
+    values = quad.two_batches_abrelu(jnp.asarray(c[:m1, :m1]), jnp.asarray(c[m1:, m1:]),
+                                     jnp.asarray(c[:m1, m1:]), jnp.asarray(theta[:m1, m1:]),
+                                     0.0, a, b)
+    for value, s in zip(values, _brute_force_abrelu_two(c, theta, m1, a, b)):
+        mean, err = s.mean(0), s.std(0) / np.sqrt(len(s))
+        assert (np.abs(np.asarray(value) - mean) / err).max() < 5
+        assert _rel(value, mean) < 0.05  # (small entries of mixed sign: the z-scores above test)
+
+
+def test_abrelu_after_two_batches_linear_case_and_limits():
+    # ABRelu(a, a) is a x: a**2 times BatchNorm's two-batch kernel (tested above); the cross
+    # kernel of one batch with itself (the same group twice, normalised separately but with
+    # identical statistics) is the one-batch kernel, to quadrature accuracy
+    rng = np.random.default_rng(2)
+    f = rng.standard_normal((11, 15))
+    c, theta = f @ f.T / 15 + 0.1, np.eye(11) + 0.3
+    blocks = [jnp.asarray(x) for x in (c[:5, :5], c[5:, 5:], c[:5, 5:], theta[:5, 5:])]
+    nngp, ntk = quad.two_batches_abrelu(*blocks, 1e-3, 0.7, 0.7)
+    nngp0, ntk0 = quad.two_batches(*blocks, 1e-3)
+    np.testing.assert_allclose(nngp, 0.49 * nngp0, rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(ntk, 0.49 * ntk0, rtol=1e-12, atol=1e-14)
+    one = [jnp.asarray(x) for x in (c[:6, :6], theta[:6, :6])]
+    self_nngp, self_ntk = quad.two_batches_abrelu(one[0], one[0], one[0], one[1], 0.0, 0.1, 1.)
+    nngp1, ntk1 = quad.one_batch_abrelu(*one, 0.0, 0.1, 1.0)
+    assert _rel(self_nngp, nngp1) < 1e-5 and _rel(self_ntk, ntk1) < 1e-4
+
+
+def test_abrelu_after_two_batches_finite_networks_converge():
+    # two batches through BatchNorm (own statistics) and Relu: the NNGP of the activations
+    # (averaged over channels) and the NTK of the network read out by Dense(16)
+    x1 = np.random.default_rng(0).standard_normal((6, 8))
+    x2 = np.random.default_rng(1).standard_normal((5, 8))
+    bn = dict(gamma_std=1.1, beta_std=0.4)
+    kw = dict(diagonal_batch=False)
+    exact_nngp = _bn_relu(8, **bn).kernel_fn(x1, x2, get="nngp", **kw)
+    exact_ntk = _bn_relu(8, readout=16, **bn).kernel_fn(x1, x2, get="ntk", **kw)
+    errors = {}
+    for width in (256, 2048):
+        nngp = monte_carlo_kernel_fn(*_bn_relu(width, **bn)[:2], jax.random.PRNGKey(2),
+                                     2)(x1, x2, get="nngp")
+        ntk = monte_carlo_kernel_fn(*_bn_relu(width, readout=16, **bn)[:2],
+                                    jax.random.PRNGKey(2), 4)(x1, x2, get="ntk")
+        errors[width] = (_rel(nngp, exact_nngp), _rel(ntk, exact_ntk))
+    assert max(errors[2048]) <= 0.05, errors
+    assert errors[2048][0] < errors[256][0] and errors[2048][1] < errors[256][1], errors
+
+
+def test_abrelu_after_two_batches_copy_cov_and_dtypes():
+    x = np.random.default_rng(0).standard_normal((5, 6))
+    kernel_fn = _bn_relu(8, act=lambda: stax.LeakyRelu(0.1), readout=1, gamma_std=0.8,
+                         beta_std=0.3)[2]
+    one = kernel_fn(x, None, diagonal_batch=False)
+    copy = kernel_fn(x, np.array(x), diagonal_batch=False)
+    for f in ("nngp", "ntk", "cov1", "cov2"):
+        np.testing.assert_array_equal(getattr(one, f if f != "cov2" else "cov1"),
+                                      getattr(copy, f))
+    x2 = np.random.default_rng(1).standard_normal((4, 6))
+    k12 = kernel_fn(x, x2, diagonal_batch=False)
+    np.testing.assert_allclose(k12.cov2, kernel_fn(x2, None, diagonal_batch=False).nngp,
+                               rtol=1e-12)
+    k21 = kernel_fn(x2, x, diagonal_batch=False)
+    np.testing.assert_allclose(k21.nngp, np.asarray(k12.nngp).T, rtol=1e-7, atol=1e-10)
+    np.testing.assert_allclose(k21.ntk, np.asarray(k12.ntk).T, rtol=1e-7, atol=1e-10)
+    f32 = kernel_fn(jnp.asarray(x, jnp.float32), jnp.asarray(x2, jnp.float32),
+                    diagonal_batch=False)
+    assert f32.ntk.dtype == jnp.float32
+    np.testing.assert_allclose(f32.ntk, k12.ntk, rtol=2e-4, atol=2e-5)
+    grad = jax.grad(lambda x2: kernel_fn(x, x2, "ntk", diagonal_batch=False).sum())(x2)
+    assert np.isfinite(np.asarray(grad)).all() and np.abs(np.asarray(grad)).max() > 0
+
+
 def _bn_relu(width, act=stax.Relu, readout=0, **bn):
     return stax.serial(stax.Dense(width, W_std=1.5, b_std=0.1), stax.BatchNorm(**bn), act(),
                        *([stax.Dense(readout, W_std=1.2, b_std=0.1)] if readout else []))
@@ -335,9 +435,8 @@ def test_nonlinearity_after_batch_norm_bad_combinations():
     x = np.random.default_rng(0).standard_normal((5, 3))
     with pytest.raises(ValueError, match="positively homogeneous"):
         stax.serial(stax.Dense(4), stax.BatchNorm(), stax.Erf()).kernel_fn(x)
-    with pytest.raises(ValueError, match="two batches"):
-        stax.serial(stax.Dense(4), stax.BatchNorm(), stax.Relu()).kernel_fn(
-            x, x[:4] + 1, diagonal_batch=False)
+    with pytest.raises(ValueError, match="diagonal_batch=False"):
+        stax.serial(stax.Dense(4), stax.BatchNorm(), stax.Relu()).kernel_fn(x, x[:4] + 1)
     # BatchNorm, Dense, Relu: Gaussian again, the ordinary rule
     k = stax.serial(stax.Dense(4), stax.BatchNorm(), stax.Dense(4), stax.Relu()).kernel_fn(x)
     assert np.isfinite(np.asarray(k.ntk)).all()

@@ -71,6 +71,13 @@ def centred(c):
     return _mm(_mm(q, _reduced(c, q)), q.T)
 
 
+def centred_cross(k12):
+    """``P1 k12 P2``: the cross-covariance of the centred vectors of two groups."""
+    q1 = jnp.asarray(helmert(k12.shape[0]), k12.dtype)
+    q2 = jnp.asarray(helmert(k12.shape[1]), k12.dtype)
+    return _mm(_mm(q1, _mm(_mm(q1.T, k12), q2)), q2.T)
+
+
 def _reduced(c, q):
     s = _mm(_mm(q.T, c), q)
     return (s + s.T) / 2
@@ -117,9 +124,12 @@ def one_batch(c, theta, eps):
     return nngp, ntk
 
 
-def two_batches(c1, c2, k12, theta12, eps):
-    """``(E[y1 y2^T], E[J1 theta12 J2^T])`` for two groups normalised separately, from their
-    covariances ``c1``, ``c2``, their cross-covariance ``k12`` and cross-NTK ``theta12``."""
+def _two_batch_tilt(c1, c2, k12, eps):
+    """The Laplace nodes of two groups normalised separately: ``(q1, q2, ss, row)`` with
+    ``q1``, ``q2`` the Helmert bases, ``ss`` the nodes of ``s`` (one scan step each) and
+    ``row(s) = (ts, z, r, b)``: for every node ``t`` of the second axis, the weight ``z`` (the
+    trapezoidal steps, ``1 / pi`` and the tilt's mass), ``b = 2 D^1/2 S D^1/2`` with
+    ``D = diag(s, ..., s, t, ..., t)`` and ``r = (I + b)^-1``."""
     m1_, m2_ = c1.shape[0], c2.shape[0]
     m1, m2 = m1_ - 1, m2_ - 1
     dtype = c1.dtype
@@ -138,15 +148,30 @@ def two_batches(c1, c2, k12, theta12, eps):
     tau, h = _TWO
     base = jnp.exp(jnp.asarray(tau, dtype))
     ss, ts = base / sc1, base / sc2
-    th = None if theta12 is None else _mm(_mm(q1.T, theta12), q2)
     eye = jnp.eye(m, dtype=dtype)
 
-    def row(carry, s):
+    def row(s):
         d = jnp.concatenate([jnp.broadcast_to(s, (ts.shape[0], m1)),
                              jnp.broadcast_to(ts[:, None], (ts.shape[0], m2))], 1)
         root = jnp.sqrt(2 * d)
-        logdet, r = _tilt(eye[None] + root[:, :, None] * s_mat[None] * root[:, None, :])
+        b = root[:, :, None] * s_mat[None] * root[:, None, :]
+        logdet, r = _tilt(eye[None] + b)
         z = h * h * jnp.exp(-s * c1e - ts * c2e - logdet / 2) / np.pi
+        return ts, z, r, b
+
+    return q1, q2, ss, row
+
+
+def two_batches(c1, c2, k12, theta12, eps):
+    """``(E[y1 y2^T], E[J1 theta12 J2^T])`` for two groups normalised separately, from their
+    covariances ``c1``, ``c2``, their cross-covariance ``k12`` and cross-NTK ``theta12``."""
+    m1_, m2_ = c1.shape[0], c2.shape[0]
+    m1, m2 = m1_ - 1, m2_ - 1
+    q1, q2, ss, tilt_row = _two_batch_tilt(c1, c2, k12, eps)
+    th = None if theta12 is None else _mm(_mm(q1.T, theta12), q2)
+
+    def row(carry, s):
+        ts, z, r, _ = tilt_row(s)
         r11, r12, r22 = r[:, :m1, :m1], r[:, :m1, m1:], r[:, m1:, m1:]
         nngp = carry[0] - jnp.einsum("n,nij->ij", z / 2, r12, precision=_HI)
         if th is None:
@@ -160,11 +185,90 @@ def two_batches(c1, c2, k12, theta12, eps):
                                     precision=_HI)  # s * ts overflows float32
         return (nngp, ntk), None
 
-    zero = jnp.zeros((m1, m2), dtype)
+    zero = jnp.zeros((m1, m2), c1.dtype)
     (nngp, ntk), _ = jax.lax.scan(row, (zero, zero), ss)
     norm = float(np.sqrt(m1_ * m2_))  # a Python float keeps float32 inputs float32
     nngp = norm * _mm(_mm(q1, nngp), q2.T)
     return nngp, None if th is None else norm * _mm(_mm(q1, ntk), q2.T)
+
+
+def two_batches_abrelu(c1, c2, k12, theta12, eps, a, b):
+    """``(E[phi(y1) phi(y2)^T], E[D1 (J1 theta12 J2^T) D2])`` for two groups normalised
+    separately and followed by ``phi = ABRelu(a, b)``; arguments as in `two_batches`.
+
+    As in `one_batch_abrelu`, ``phi(y) = sqrt(M / q) phi(u)``; the powers ``q1^-a q2^-b``
+    (``a, b`` in {1/2, 3/2}) are Laplace integrals over ``(s, t)``. With ``Sigma`` the tilted
+    joint covariance of ``(sqrt(s) u1, sqrt(t) u2)`` (blocks ``Sigma11``, ``Sigma12``,
+    ``Sigma22``), ``N``, ``D`` the arc-cosine maps of its cross block, ``E_ij =
+    E[phi''(u1_i) phi(u2_j)]``, ``E'_ij = E[phi(u1_i) phi''(u2_j)]`` and ``T = P1 theta12 P2``,
+    Gaussian integration by parts gives, per ``dtau dsigma`` (``1 / pi`` and the mass aside)::
+
+        nngp:  N
+        ntk:   sqrt(s t) [T o D - 2 ((Sigma11 T + T Sigma22) o D + F + F')
+                          + 4 (sum(T o Sigma12) N + (Sigma11 T Sigma22 + Sigma12 T^T Sigma12)
+                               o D + G + G')]
+
+    with ``F_ij = (T Sigma21)_ii E_ij``, ``F'_ij = (Sigma21 T)_jj E'_ij``, ``G_ij =
+    (Sigma11 T Sigma21)_ii E_ij``, ``G'_ij = (Sigma21 T Sigma22)_jj E'_ij``. For ``a == b``
+    this is `two_batches` times ``a**2``.
+    """
+    from .activations import abrelu_dual
+
+    nngp_fn, d_nngp_fn = abrelu_dual(a, b)
+    factor = (a - b) ** 2 / (2 * np.pi)
+    m1_, m2_ = c1.shape[0], c2.shape[0]
+    m1 = m1_ - 1
+    q1, q2, ss, tilt_row = _two_batch_tilt(c1, c2, k12, eps)
+    t = None if theta12 is None else _mm(_mm(q1, _mm(_mm(q1.T, theta12), q2)), q2.T)
+
+    def full(q_a, block, q_b):
+        return jnp.einsum("ik,nkl,jl->nij", q_a, block, q_b, precision=_HI)
+
+    def row(carry, s):
+        ts, z, r, tilt = tilt_row(s)
+        # (I - R) / 2 as R b / 2: no cancellation where s or t is small (float32)
+        half = jnp.einsum("nik,nkj->nij", r, tilt, precision=_HI) / 2
+        s11 = full(q1, half[:, :m1, :m1], q1)
+        s22 = full(q2, half[:, m1:, m1:], q2)
+        s12 = full(q1, half[:, :m1, m1:], q2)
+        s11 = (s11 + jnp.swapaxes(s11, 1, 2)) / 2
+        s22 = (s22 + jnp.swapaxes(s22, 1, 2)) / 2
+        v1 = jnp.diagonal(s11, axis1=1, axis2=2)[:, :, None]
+        v2 = jnp.diagonal(s22, axis1=1, axis2=2)[:, None, :]
+        n_per = nngp_fn(s12, v1, v2)
+        nngp = carry[0] + jnp.einsum("n,nij->ij", z, n_per, precision=_HI)
+        if t is None:
+            return (nngp, carry[1]), None
+        d = d_nngp_fn(s12, v1, v2)
+        corr = clipped_correlation(s12, v1, v2)
+        sq = factor * safe_sqrt(1 - corr * corr)
+        e = sq * safe_divide(safe_sqrt(v2), safe_sqrt(v1))          # E[phi''(u1_i) phi(u2_j)]
+        e2 = sq * safe_divide(safe_sqrt(v1), safe_sqrt(v2))         # E[phi(u1_i) phi''(u2_j)]
+        s21 = jnp.swapaxes(s12, 1, 2)
+        t_s21 = jnp.einsum("ik,nkj->nij", t, s21, precision=_HI)          # T Sigma21
+        s21_t = jnp.einsum("nik,kj->nij", s21, t, precision=_HI)          # Sigma21 T
+        s11_t = jnp.einsum("nik,kj->nij", s11, t, precision=_HI)          # Sigma11 T
+        t_s22 = jnp.einsum("ik,nkj->nij", t, s22, precision=_HI)          # T Sigma22
+        s11_t_s21 = jnp.einsum("nik,nkj->nij", s11_t, s21, precision=_HI)
+        s21_t_s22 = jnp.einsum("nik,nkj->nij", s21_t, s22, precision=_HI)
+        s11_t_s22 = jnp.einsum("nik,nkj->nij", s11_t, s22, precision=_HI)
+        s12_tt_s12 = jnp.einsum("nik,lk,nlj->nij", s12, t, s12, precision=_HI)
+        diag = (lambda x: jnp.diagonal(x, axis1=1, axis2=2))
+        f = diag(t_s21)[:, :, None] * e
+        f2 = diag(s21_t)[:, None, :] * e2
+        g = diag(s11_t_s21)[:, :, None] * e
+        g2 = diag(s21_t_s22)[:, None, :] * e2
+        tau = jnp.einsum("ij,nij->n", t, s12, precision=_HI)[:, None, None]
+        per = (t[None] * d - 2 * ((s11_t + t_s22) * d + f + f2)
+               + 4 * (tau * n_per + (s11_t_s22 + s12_tt_s12) * d + g + g2))
+        ntk = carry[1] + jnp.einsum("n,nij->ij", z * (jnp.sqrt(s) * jnp.sqrt(ts)), per,
+                                    precision=_HI)  # s * ts overflows float32
+        return (nngp, ntk), None
+
+    zero = jnp.zeros((m1_, m2_), c1.dtype)
+    (nngp, ntk), _ = jax.lax.scan(row, (zero, zero), ss)
+    norm = float(np.sqrt(m1_ * m2_))
+    return norm * nngp, None if t is None else norm * ntk
 
 
 def one_batch_abrelu(c, theta, eps, a, b):

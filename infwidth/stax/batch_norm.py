@@ -69,9 +69,9 @@ def BatchNorm(axis=None, eps: float = 1e-12, mode: str = "train", gamma_std=None
     covariance of each batch, ``diagonal_batch=False``. ``x2`` equal to ``x1`` (bitwise) gives
     what ``x2=None`` gives. The kernel of a pair depends on the whole batch: `infwidth.batch`
     never cuts such a call into tiles. The output is not Gaussian (it lies on a sphere); the
-    ReLU family (`Relu`, `LeakyRelu`, `Abs`, `ABRelu`) may follow directly, for one batch
-    (``x2=None``; see `nonlinearity_after`), and any other nonlinearity needs an affine layer
-    after BatchNorm. The NTK is
+    ReLU family (`Relu`, `LeakyRelu`, `Abs`, `ABRelu`) may follow directly, for one batch or
+    two (see `nonlinearity_after`), and any other nonlinearity needs an affine layer after
+    BatchNorm. The NTK is
     finite when the centred covariance has rank at least 3 (batches of at least 4 entries;
     ``E[1 / |u|^2]`` diverges below), which ``kernel_fn`` checks from the shapes.
 
@@ -212,7 +212,9 @@ def nonlinearity_after(k: Kernel, law: _Normalized, layer: str, family: str,
     The ReLU family ``ABRelu(a, b)`` (Relu, LeakyRelu, Abs) is positively homogeneous, so the
     normalisation's ``1 / |u|`` comes out of it and the Laplace integrals of
     `infwidth.stax._batch_norm_quad.one_batch_abrelu` give the NNGP and the NTK exactly (to
-    quadrature accuracy, about 1e-12). The learned scale ``gamma`` (>= 0) commutes with
+    quadrature accuracy, about 1e-12); for two batches ``kernel_fn(x1, x2)``, each normalised
+    with its own statistics, the two-dimensional integrals of `two_batches_abrelu` (about
+    1e-8). The learned scale ``gamma`` (>= 0) commutes with
     ``phi``; its gradient adds ``gamma_std**2`` times the NNGP to the NTK, and ``beta``'s adds
     ``beta_std**2 E[phi'(u) phi'(u')]``.
     """
@@ -223,31 +225,50 @@ def nonlinearity_after(k: Kernel, law: _Normalized, layer: str, family: str,
             f"homogeneous nonlinearities of degree 1: Relu, LeakyRelu, Abs, ABRelu. Use one of "
             f"those, or put an affine layer such as Dense between BatchNorm and {layer}.")
     k_in = law.k_in
-    if k_in.cov2 is not None:
-        raise ValueError(
-            f"{layer} after {law.name}: kernel_fn(x1, x2) with two batches, each normalised "
-            f"with its own statistics, is derived only for an affine layer after BatchNorm. "
-            f"Call kernel_fn(x, None) on one batch x (for example x1 and x2 concatenated, "
-            f"normalised together) or put Dense between BatchNorm and {layer}.")
     a, b = hparams["a"], hparams["b"]
     n_s = k_in.n_spatial
     spatial = tuple(k_in.shape1[1:-1])
-    n1 = k_in.shape1[0]
-    nngp_m = _to_matrix(k_in.nngp, 2, n_s)
-    ntk_m = None if k_in.ntk is None else _to_matrix(k_in.ntk, 2, n_s)
-    nngp, ntk = quad.one_batch_abrelu(nngp_m, ntk_m, law.eps, a, b)
+    n1, n2 = k_in.shape1[0], k_in.shape2[0]
+    mat = (lambda x: None if x is None else _to_matrix(x, 2, n_s))
+    nngp_m, ntk_m = mat(k_in.nngp), mat(k_in.ntk)
     g2 = 1.0 if law.gamma_std is None else law.gamma_std**2
-    if ntk is not None:
-        ntk = g2 * ntk + (0.0 if law.gamma_std is None else g2 * nngp)
-        if law.beta_std is not None:
-            centred = quad.centred(nngp_m)
-            var = jnp.diagonal(centred)
-            d_nngp_fn = abrelu_dual(a, b)[1]
-            ntk = ntk + law.beta_std**2 * d_nngp_fn(centred, var[:, None], var[None, :])
-    nngp = _from_matrix(g2 * nngp, n1, n1, spatial)
-    ntk = None if ntk is None else _from_matrix(ntk, n1, n1, spatial)
-    cov1 = batch_diagonal(nngp) if k.diagonal_batch else nngp
-    return k.replace(nngp=nngp, ntk=ntk, cov1=cov1, cov2=None, is_gaussian=False)
+    d_nngp_fn = abrelu_dual(a, b)[1]
+
+    def finish(nngp, ntk, centred_cross, var1, var2):
+        """gamma's and beta's terms (from the centred Gaussian covariances)."""
+        if ntk is not None:
+            ntk = g2 * ntk + (0.0 if law.gamma_std is None else g2 * nngp)
+            if law.beta_std is not None:
+                ntk = ntk + law.beta_std**2 * d_nngp_fn(centred_cross, var1[:, None],
+                                                        var2[None, :])
+        return g2 * nngp, ntk
+
+    def one(c, theta):
+        centred = quad.centred(c)
+        var = jnp.diagonal(centred)
+        return finish(*quad.one_batch_abrelu(c, theta, law.eps, a, b), centred, var, var)
+
+    if k_in.cov2 is None:
+        nngp, ntk = one(nngp_m, ntk_m)
+        nngp = _from_matrix(nngp, n1, n1, spatial)
+        ntk = None if ntk is None else _from_matrix(ntk, n1, n1, spatial)
+        cov1 = batch_diagonal(nngp) if k.diagonal_batch else nngp
+        return k.replace(nngp=nngp, ntk=ntk, cov1=cov1, cov2=None, is_gaussian=False)
+    # two batches, each normalised with its own statistics (BatchNorm checked the layout)
+    c1, c2 = mat(k_in.cov1), mat(k_in.cov2)
+    nngp, ntk = finish(*quad.two_batches_abrelu(c1, c2, nngp_m, ntk_m, law.eps, a, b),
+                       quad.centred_cross(nngp_m),
+                       jnp.diagonal(quad.centred(c1)), jnp.diagonal(quad.centred(c2)))
+    cov1 = one(c1, None)[0]
+    cov2 = one(c2, None)[0]
+    if n1 == n2:  # x2 a copy of x1 (bitwise): the one-batch value, as x2=None gives
+        same = jnp.all(c1 == c2) & jnp.all(c1 == nngp_m)
+        nngp0, ntk0 = one(nngp_m, ntk_m)
+        nngp = jnp.where(same, nngp0, nngp)
+        ntk = None if ntk is None else jnp.where(same, ntk0, ntk)
+    back = (lambda x, a1, a2: None if x is None else _from_matrix(x, a1, a2, spatial))
+    return k.replace(nngp=back(nngp, n1, n2), ntk=back(ntk, n1, n2), cov1=back(cov1, n1, n1),
+                     cov2=back(cov2, n2, n2), is_gaussian=False)
 
 
 def _axes_tuple(axis, name):
