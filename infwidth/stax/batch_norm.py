@@ -256,8 +256,8 @@ def nonlinearity_after(k: Kernel, law: _Normalized, layer: str, family: str,
         return k.replace(nngp=nngp, ntk=ntk, cov1=cov1, cov2=None, is_gaussian=False)
     # two batches, each normalised with its own statistics (BatchNorm checked the layout)
     c1, c2 = mat(k_in.cov1), mat(k_in.cov2)
-    nngp, ntk = finish(*quad.two_batches_abrelu(c1, c2, nngp_m, ntk_m, law.eps, a, b),
-                       quad.centred_cross(nngp_m),
+    nngp, ntk = quad.two_batches_abrelu(c1, c2, nngp_m, ntk_m, law.eps, a, b)
+    nngp, ntk = finish(nngp, ntk, quad.centred_cross(nngp_m),
                        jnp.diagonal(quad.centred(c1)), jnp.diagonal(quad.centred(c2)))
     cov1 = one(c1, None)[0]
     cov2 = one(c2, None)[0]
