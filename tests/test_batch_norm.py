@@ -49,23 +49,47 @@ def test_two_inputs_closed_form():
     np.testing.assert_allclose(kernel_fn(x, get="nngp"), [[1, -1], [-1, 1]], atol=1e-12)
 
 
+def _gaussian_draws(c, n, seed):
+    """``n`` draws of ``h ~ N(0, c)`` (rows)."""
+    w, v = np.linalg.eigh(c)
+    return np.random.default_rng(seed).standard_normal((n, len(c))) @ (
+        v * np.sqrt(np.clip(w, 0, None))).T
+
+
+def _normalised(x):
+    """The batch-normalised rows ``y`` of ``x`` and their Jacobians ``dy/dx``."""
+    mm = x.shape[1]
+    u = x - x.mean(1, keepdims=True)
+    q = (u**2).sum(1)
+    y = np.sqrt(mm) * u / np.sqrt(q)[:, None]
+    jac = np.eye(mm) / np.sqrt(q)[:, None, None] - u[:, :, None] * u[:, None] / q[:, None,
+                                                                                  None]**1.5
+    return y, np.sqrt(mm) * jac @ _centring(mm)
+
+
+def _random_kernels(seed, m):
+    """A covariance ``c`` and an NTK ``theta`` of ``m`` entries."""
+    rng = np.random.default_rng(seed)
+    f = rng.standard_normal((m, 14))
+    c = f @ f.T / 14 + 0.2
+    g = rng.standard_normal((m, 5))
+    return c, g @ g.T / 5 + c
+
+
+def _assert_matches_samples(value, s, rel):
+    """``value`` within 5 standard errors of the samples' mean, entrywise, and within ``rel``
+    of it in norm."""
+    mean, err = s.mean(0), s.std(0) / np.sqrt(len(s))
+    z = np.abs(np.asarray(value) - mean) / err
+    assert z.max() < 5, z.max()
+    assert _rel(value, mean) < rel
+
+
 def _brute_force(c, theta, m1, n=40_000, seed=0):
     """Samples of y y^T and J theta J^T for the two groups [:m1], [m1:] of h ~ N(0, c)."""
-    rng = np.random.default_rng(seed)
-    w, v = np.linalg.eigh(c)
-    h = rng.standard_normal((n, len(c))) @ (v * np.sqrt(np.clip(w, 0, None))).T
-
-    def parts(x):
-        mm = x.shape[1]
-        u = x - x.mean(1, keepdims=True)
-        q = (u**2).sum(1)
-        y = np.sqrt(mm) * u / np.sqrt(q)[:, None]
-        jac = np.eye(mm) / np.sqrt(q)[:, None, None] - u[:, :, None] * u[:, None] / q[:, None,
-                                                                                      None]**1.5
-        return y, np.sqrt(mm) * jac @ _centring(mm)
-
-    y1, j1 = parts(h[:, :m1])
-    y2, j2 = parts(h[:, m1:])
+    h = _gaussian_draws(c, n, seed)
+    y1, j1 = _normalised(h[:, :m1])
+    y2, j2 = _normalised(h[:, m1:])
     return {"nngp11": np.einsum("ni,nj->nij", y1, y1),
             "ntk11": np.einsum("nij,jk,nlk->nil", j1, theta[:m1, :m1], j1),
             "nngp12": np.einsum("ni,nj->nij", y1, y2),
@@ -73,12 +97,8 @@ def _brute_force(c, theta, m1, n=40_000, seed=0):
 
 
 def test_gaussian_formula_vs_brute_force_monte_carlo():
-    rng = np.random.default_rng(3)
     m1, m2 = 7, 6
-    f = rng.standard_normal((m1 + m2, 14))
-    c = f @ f.T / 14 + 0.2
-    g = rng.standard_normal((m1 + m2, 5))
-    theta = g @ g.T / 5 + c
+    c, theta = _random_kernels(3, m1 + m2)
     nngp11, ntk11 = quad.one_batch(jnp.asarray(c[:m1, :m1]), jnp.asarray(theta[:m1, :m1]), 0.)
     nngp12, ntk12 = quad.two_batches(jnp.asarray(c[:m1, :m1]), jnp.asarray(c[m1:, m1:]),
                                      jnp.asarray(c[:m1, m1:]), jnp.asarray(theta[:m1, m1:]),
@@ -86,11 +106,7 @@ def test_gaussian_formula_vs_brute_force_monte_carlo():
     samples = _brute_force(c, theta, m1)
     for key, value in (("nngp11", nngp11), ("ntk11", ntk11), ("nngp12", nngp12),
                        ("ntk12", ntk12)):
-        s = samples[key]
-        mean, err = s.mean(0), s.std(0) / np.sqrt(len(s))
-        z = np.abs(np.asarray(value) - mean) / err
-        assert z.max() < 5, (key, z.max())
-        assert _rel(value, mean) < 0.05, key
+        _assert_matches_samples(value, samples[key], 0.05)
 
 
 def _net(width, readout=True, **bn):
@@ -228,35 +244,25 @@ def test_bad_inputs():
 # --- a ReLU-family nonlinearity right after BatchNorm (train mode, one batch) ---------------
 
 
+def _abrelu(y, a, b):
+    """``(phi(y), phi'(y))`` of ``ABRelu(a, b)``."""
+    return np.where(y > 0, b * y, a * y), np.where(y > 0, b, a)
+
+
 def _brute_force_abrelu(c, theta, a, b, n=200_000, seed=0):
     """Samples of phi(y) phi(y)^T and D J theta J^T D for y the normalised h ~ N(0, c)."""
-    rng = np.random.default_rng(seed)
-    m = len(c)
-    w, v = np.linalg.eigh(c)
-    h = rng.standard_normal((n, m)) @ (v * np.sqrt(np.clip(w, 0, None))).T
-    u = h - h.mean(1, keepdims=True)
-    q = (u**2).sum(1)
-    y = np.sqrt(m) * u / np.sqrt(q)[:, None]
-    phi, dphi = np.where(y > 0, b * y, a * y), np.where(y > 0, b, a)
-    jac = np.sqrt(m) * (np.eye(m) / np.sqrt(q)[:, None, None]
-                        - u[:, :, None] * u[:, None] / q[:, None, None]**1.5) @ _centring(m)
+    y, jac = _normalised(_gaussian_draws(c, n, seed))
+    phi, dphi = _abrelu(y, a, b)
     return (np.einsum("ni,nj->nij", phi, phi),
             np.einsum("ni,nij,jk,nlk,nl->nil", dphi, jac, theta, jac, dphi))
 
 
 @pytest.mark.parametrize("a,b", [(0.0, 1.0), (0.1, 1.0), (-1.0, 1.0), (-0.5, 2.0)])
 def test_abrelu_after_formula_vs_brute_force_monte_carlo(a, b):
-    rng = np.random.default_rng(3)
-    m = 7
-    f = rng.standard_normal((m, 14))
-    c = f @ f.T / 14 + 0.2
-    g = rng.standard_normal((m, 5))
-    theta = g @ g.T / 5 + c
+    c, theta = _random_kernels(3, 7)
     values = quad.one_batch_abrelu(jnp.asarray(c), jnp.asarray(theta), 0.0, a, b)
     for value, s in zip(values, _brute_force_abrelu(c, theta, a, b)):
-        mean, err = s.mean(0), s.std(0) / np.sqrt(len(s))
-        assert (np.abs(np.asarray(value) - mean) / err).max() < 5
-        assert _rel(value, mean) < 0.02
+        _assert_matches_samples(value, s, 0.02)
 
 
 def test_abrelu_after_linear_case_is_batch_norm_scaled():
@@ -274,19 +280,9 @@ def test_abrelu_after_linear_case_is_batch_norm_scaled():
 def _brute_force_abrelu_two(c, theta, m1, a, b, n=200_000, seed=0):
     """Samples of phi(y1) phi(y2)^T and D1 J1 theta12 J2^T D2 for two groups of h ~ N(0, c)
     normalised separately."""
-    rng = np.random.default_rng(seed)
-    w, v = np.linalg.eigh(c)
-    h = rng.standard_normal((n, len(c))) @ (v * np.sqrt(np.clip(w, 0, None))).T
-    parts = []
-    for g in (h[:, :m1], h[:, m1:]):
-        m = g.shape[1]
-        u = g - g.mean(1, keepdims=True)
-        q = (u**2).sum(1)
-        y = np.sqrt(m) * u / np.sqrt(q)[:, None]
-        jac = np.sqrt(m) * (np.eye(m) / np.sqrt(q)[:, None, None]
-                            - u[:, :, None] * u[:, None] / q[:, None, None]**1.5)
-        parts.append((np.where(y > 0, b * y, a * y), np.where(y > 0, b, a), jac @ _centring(m)))
-    (p1, d1, j1), (p2, d2, j2) = parts
+    h = _gaussian_draws(c, n, seed)
+    (y1, j1), (y2, j2) = _normalised(h[:, :m1]), _normalised(h[:, m1:])
+    (p1, d1), (p2, d2) = _abrelu(y1, a, b), _abrelu(y2, a, b)
     return (np.einsum("ni,nj->nij", p1, p2),
             np.einsum("ni,nij,jk,nlk,nl->nil", d1, j1, theta[:m1, m1:], j2, d2))
 
@@ -294,19 +290,14 @@ def _brute_force_abrelu_two(c, theta, m1, a, b, n=200_000, seed=0):
 @pytest.mark.parametrize("a,b", [(0.0, 1.0), (-1.0, 1.0), (-0.5, 2.0)])
 def test_abrelu_after_two_batches_formula_vs_brute_force_monte_carlo(a, b):
     # kernel_fn(x1, x2): each batch normalised with its own statistics, then phi
-    rng = np.random.default_rng(4)
     m1, m2 = 5, 6
-    f = rng.standard_normal((m1 + m2, 14))
-    c = f @ f.T / 14 + 0.2
-    g = rng.standard_normal((m1 + m2, 5))
-    theta = g @ g.T / 5 + c
+    c, theta = _random_kernels(4, m1 + m2)
     values = quad.two_batches_abrelu(jnp.asarray(c[:m1, :m1]), jnp.asarray(c[m1:, m1:]),
                                      jnp.asarray(c[:m1, m1:]), jnp.asarray(theta[:m1, m1:]),
                                      0.0, a, b)
     for value, s in zip(values, _brute_force_abrelu_two(c, theta, m1, a, b)):
-        mean, err = s.mean(0), s.std(0) / np.sqrt(len(s))
-        assert (np.abs(np.asarray(value) - mean) / err).max() < 5
-        assert _rel(value, mean) < 0.05  # (small entries of mixed sign: the z-scores above test)
+        # (small entries of mixed sign: the z-scores are the sharp test)
+        _assert_matches_samples(value, s, 0.05)
 
 
 def test_abrelu_after_two_batches_linear_case_and_limits():

@@ -64,18 +64,17 @@ def _tilt(g):
     return logdet, jnp.einsum("...ki,...kj->...ij", inv_l, inv_l, precision=_HI)
 
 
-def centred(c):
-    """``P c P``: the covariance of the centred vector ``u = P h`` of ``h ~ N(0, c)``."""
-    big_m = c.shape[0]
-    q = jnp.asarray(helmert(big_m), c.dtype)
-    return _mm(_mm(q, _reduced(c, q)), q.T)
-
-
 def centred_cross(k12):
     """``P1 k12 P2``: the cross-covariance of the centred vectors of two groups."""
     q1 = jnp.asarray(helmert(k12.shape[0]), k12.dtype)
     q2 = jnp.asarray(helmert(k12.shape[1]), k12.dtype)
     return _mm(_mm(q1, _mm(_mm(q1.T, k12), q2)), q2.T)
+
+
+def centred(c):
+    """``P c P``: the covariance of the centred vector ``u = P h`` of ``h ~ N(0, c)``."""
+    p = centred_cross(c)
+    return (p + p.T) / 2
 
 
 def _reduced(c, q):

@@ -248,10 +248,10 @@ def nonlinearity_after(k: Kernel, law: _Normalized, layer: str, family: str,
         var = jnp.diagonal(centred)
         return finish(*quad.one_batch_abrelu(c, theta, law.eps, a, b), centred, var, var)
 
+    back = (lambda x, a1, a2: None if x is None else _from_matrix(x, a1, a2, spatial))
     if k_in.cov2 is None:
         nngp, ntk = one(nngp_m, ntk_m)
-        nngp = _from_matrix(nngp, n1, n1, spatial)
-        ntk = None if ntk is None else _from_matrix(ntk, n1, n1, spatial)
+        nngp, ntk = back(nngp, n1, n1), back(ntk, n1, n1)
         cov1 = batch_diagonal(nngp) if k.diagonal_batch else nngp
         return k.replace(nngp=nngp, ntk=ntk, cov1=cov1, cov2=None, is_gaussian=False)
     # two batches, each normalised with its own statistics (BatchNorm checked the layout)
@@ -259,16 +259,20 @@ def nonlinearity_after(k: Kernel, law: _Normalized, layer: str, family: str,
     nngp, ntk = quad.two_batches_abrelu(c1, c2, nngp_m, ntk_m, law.eps, a, b)
     nngp, ntk = finish(nngp, ntk, quad.centred_cross(nngp_m),
                        jnp.diagonal(quad.centred(c1)), jnp.diagonal(quad.centred(c2)))
-    cov1 = one(c1, None)[0]
-    cov2 = one(c2, None)[0]
-    if n1 == n2:  # x2 a copy of x1 (bitwise): the one-batch value, as x2=None gives
-        same = jnp.all(c1 == c2) & jnp.all(c1 == nngp_m)
-        nngp0, ntk0 = one(nngp_m, ntk_m)
-        nngp = jnp.where(same, nngp0, nngp)
-        ntk = None if ntk is None else jnp.where(same, ntk0, ntk)
-    back = (lambda x, a1, a2: None if x is None else _from_matrix(x, a1, a2, spatial))
-    return k.replace(nngp=back(nngp, n1, n2), ntk=back(ntk, n1, n2), cov1=back(cov1, n1, n1),
-                     cov2=back(cov2, n2, n2), is_gaussian=False)
+    nngp, ntk = _one_batch_if_copy(c1, c2, nngp_m, (nngp, ntk), lambda: one(nngp_m, ntk_m))
+    return k.replace(nngp=back(nngp, n1, n2), ntk=back(ntk, n1, n2),
+                     cov1=back(one(c1, None)[0], n1, n1), cov2=back(one(c2, None)[0], n2, n2),
+                     is_gaussian=False)
+
+
+def _one_batch_if_copy(c1, c2, cross, two, one_batch):
+    """``two`` (the two-batch ``(nngp, ntk)``), or ``one_batch()`` where ``x2`` is a copy of
+    ``x1`` (bitwise equal kernels), as ``x2=None`` gives."""
+    if c1.shape != c2.shape:
+        return two
+    same = jnp.all(c1 == c2) & jnp.all(c1 == cross)
+    return tuple(None if t is None else jnp.where(same, o, t)
+                 for t, o in zip(two, one_batch()))
 
 
 def _axes_tuple(axis, name):
@@ -320,11 +324,7 @@ def _train_kernel(k, eps, name):
     c1, c2 = mat(k.cov1), mat(k.cov2)
     cov1 = quad.one_batch(c1, None, eps)[0]
     cov2 = quad.one_batch(c2, None, eps)[0]
-    nngp, ntk = quad.two_batches(c1, c2, nngp_m, ntk_m, eps)
-    if n1 == n2:  # x2 a copy of x1 (bitwise): the one-batch value, as x2=None gives
-        same = jnp.all(c1 == c2) & jnp.all(c1 == nngp_m)
-        nngp0, ntk0 = quad.one_batch(nngp_m, ntk_m, eps)
-        nngp = jnp.where(same, nngp0, nngp)
-        ntk = None if ntk is None else jnp.where(same, ntk0, ntk)
+    nngp, ntk = _one_batch_if_copy(c1, c2, nngp_m, quad.two_batches(c1, c2, nngp_m, ntk_m, eps),
+                                   lambda: quad.one_batch(nngp_m, ntk_m, eps))
     return (k, back(nngp, n1, n2), back(ntk, n1, n2), back(cov1, n1, n1),
             back(cov2, n2, n2))
