@@ -33,6 +33,11 @@ for L in (1, 4):
     CASES[f"linear N=8 T=21 L={L}"] = {"solver": "linear", "n": 8, "T": 21, "L": L}
 for S in (500, 2000):
     CASES[f"mlp relu N=4 T=11 L=2 S={S}"] = {"solver": "mlp", "n": 4, "T": 11, "L": 2, "S": S}
+for L in (2, 4, 8):  # architecture='resnet': all layers of a neuron solved jointly
+    CASES[f"resnet linear N=8 T=11 L={L}"] = {"solver": "linear", "n": 8, "T": 11, "L": L,
+                                              "arch": "resnet"}
+CASES["resnet relu N=4 T=11 L=2 S=500"] = {"solver": "mlp", "n": 4, "T": 11, "L": 2, "S": 500,
+                                           "arch": "resnet"}
 
 
 def _worker(case):
@@ -47,17 +52,19 @@ def _worker(case):
     x = x / jnp.linalg.norm(x, axis=1, keepdims=True) * jnp.sqrt(10.0)
     y = jnp.sign(x[:, 0])
     steps = case["T"] - 1
-    dt = 4.0 / steps
+    arch = case.get("arch", "mlp")
+    dt = (4.0 if arch == "mlp" else 2.0) / steps  # a resnet's NTK is ~e times larger
     if case["solver"] == "linear":
         def solve():
             return dmft.deep_linear(x, y, depth=case["L"], gamma0=1.0, dt=dt,
-                                    n_steps=steps).loss
+                                    n_steps=steps, architecture=arch).loss
     else:
         def solve():
             return dmft.mlp(x, y, depth=case["L"], gamma0=1.0, activation="relu", dt=dt,
-                            n_steps=steps, n_samples=case["S"]).loss
+                            n_steps=steps, n_samples=case["S"], architecture=arch).loss
     result = time_call(solve, repeats=3)
-    sol = (dmft.deep_linear(x, y, depth=case["L"], gamma0=1.0, dt=dt, n_steps=steps)
+    sol = (dmft.deep_linear(x, y, depth=case["L"], gamma0=1.0, dt=dt, n_steps=steps,
+                            architecture=arch)
            if case["solver"] == "linear" else None)
     if sol is not None:
         result["iterations"] = sol.iterations

@@ -125,6 +125,37 @@ def check_step(eta, dt, k_train, where):
     return bound
 
 
+def check_damping(damping, where):
+    if not 0 <= damping < 1:
+        raise ValueError(f"{where}(damping={damping!r}): damping must be in [0, 1).")
+    return float(damping)
+
+
+def iterate_to_tolerance(step, state, args, tol, max_iter, where, gamma0):
+    """Applies ``state, residual = step(state, *args)`` until ``residual < tol``.
+
+    Returns ``(state, iterations, residual)``; raises a `RuntimeError` that names the
+    remedies when ``max_iter`` sweeps do not reach ``tol`` (or the residual is NaN).
+    """
+    residual, it = float("inf"), 0
+    while it < max_iter:
+        it += 1
+        state, residual = step(state, *args)
+        residual = float(residual)
+        if not residual >= tol:  # converged, or NaN
+            break
+    if not residual < tol:
+        raise RuntimeError(
+            f"{where}: the self-consistency iteration did not converge (relative change "
+            f"{residual:.3g} > tol={tol:g} after {it} iterations, gamma0={gamma0:g}). Use "
+            f"damping=0.5, a smaller gamma0, a shorter t_max = n_steps * dt, or raise max_iter.")
+    return state, it, residual
+
+
+def relative_change(a, b):
+    return jnp.linalg.norm(a - b) / jnp.maximum(jnp.linalg.norm(b), 1e-300)
+
+
 def trapezoid_weights(n_steps, dt, dtype):
     """``W[k, j]``: ``int_0^{t_k} f(s) ds ~ sum_j W[k, j] f(t_j)`` by the trapezoid rule."""
     T = n_steps + 1

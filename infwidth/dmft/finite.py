@@ -18,6 +18,12 @@ Bordelon & Pehlevan 2022, arXiv:2205.09653, Sec. 2.
 With ``centered=True`` (default) the network trains ``f(theta) - f(theta_0)``: the same
 gradients and the same infinite-width limit, without the ``O(1 / (gamma0 sqrt(N)))`` random
 initial output, so the finite-width error is the feature-learning (bias) one.
+
+With ``architecture='resnet'`` (the network of `infwidth.dmft.residual`) the ``depth`` hidden
+layers after the input layer are residual blocks
+``h + OutputScale(1 / sqrt(depth))(Dense(N, 'mup')(phi(h)))`` (FanOut, parallel, FanInSum),
+followed by ``phi`` and the readout; the branch multiplier is a fixed scale, so the muP
+learning rates are unchanged (Bordelon et al. 2023, arXiv:2309.16620).
 """
 
 from __future__ import annotations
@@ -28,7 +34,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ._common import ACTIVATIONS, check_choice, check_data, check_gamma0, check_positive
+from ._common import (
+    ACTIVATIONS,
+    ARCHITECTURES,
+    check_choice,
+    check_data,
+    check_gamma0,
+    check_positive,
+)
 
 
 class FiniteRun(NamedTuple):
@@ -50,8 +63,12 @@ class FiniteRun(NamedTuple):
     n_seeds: int
 
 
-def mup_network(width: int, depth: int, gamma0: float, activation: str = "linear"):
+def mup_network(width: int, depth: int, gamma0: float, activation: str = "linear",
+                architecture: str = "mlp"):
     """The stax muP network whose limit `deep_linear` / `mlp` solve (see the module docstring).
+
+    ``architecture='mlp'``: ``depth`` hidden layers; ``'resnet'``: an input layer, ``depth``
+    residual blocks with ``1 / sqrt(depth)`` branches, ``phi`` and the readout.
 
     Example:
       >>> import jax, jax.numpy as jnp
@@ -60,23 +77,33 @@ def mup_network(width: int, depth: int, gamma0: float, activation: str = "linear
       >>> _, params = net.init_fn(jax.random.PRNGKey(0), (1, 3))
       >>> float(jnp.abs(params[1][0]).mean() * 512 ** 0.5).__round__(1)  # hidden: N(0, 1/N)
       0.8
+      >>> res = dmft.mup_network(512, depth=4, gamma0=1.0, architecture='resnet')
+      >>> _, params = res.init_fn(jax.random.PRNGKey(0), (1, 3))
+      >>> [w.shape for w in jax.tree_util.tree_leaves(params)]  # input, 4 blocks, readout
+      [(3, 512), (512, 512), (512, 512), (512, 512), (512, 512), (512, 1)]
     """
     from .. import stax
+    from ..parameterization import ABC
     where = "mup_network"
     width = check_positive(width, "width", where, integer=True)
     depth = check_positive(depth, "depth", where, integer=True)
     gamma0 = check_gamma0(gamma0, where, allow_zero=False)
     check_choice(activation, "activation", ACTIVATIONS, where)
-    from ..parameterization import ABC
-    layers = []
-    for l in range(depth):
-        # the input layer has variance 1 / D whatever D is (shape-only 'mup' would treat an
-        # input wider than the hidden layer as a readout); its muP rate N / D is the same
-        param = ABC(0.0, 0.5) if l == 0 else "mup"
-        layers.append(stax.Dense(width, W_std=1.0, parameterization=param))
-        if activation != "linear":
-            layers.append(_phi_layer(activation))
-    layers += [stax.Dense(1, W_std=1.0, parameterization="mup"), stax.OutputScale(1.0 / gamma0)]
+    check_choice(architecture, "architecture", ARCHITECTURES, where)
+    phi = [] if activation == "linear" else [_phi_layer(activation)]
+    # the input layer has variance 1 / D whatever D is (shape-only 'mup' would treat an
+    # input wider than the hidden layer as a readout); its muP rate N / D is the same
+    layers = [stax.Dense(width, W_std=1.0, parameterization=ABC(0.0, 0.5))]
+    if architecture == "mlp":
+        for _ in range(depth - 1):
+            layers += phi + [stax.Dense(width, W_std=1.0, parameterization="mup")]
+    else:
+        branch = stax.serial(*phi, stax.Dense(width, W_std=1.0, parameterization="mup"),
+                             stax.OutputScale(1.0 / depth ** 0.5))
+        layers += [stax.serial(stax.FanOut(2), stax.parallel(stax.Identity(), branch),
+                               stax.FanInSum())] * depth
+    layers += phi + [stax.Dense(1, W_std=1.0, parameterization="mup"),
+                     stax.OutputScale(1.0 / gamma0)]
     return stax.serial(*layers)
 
 
@@ -88,7 +115,7 @@ def _phi_layer(activation):
 def train_mup(x_train, y_train, x_test=None, *, width: int, depth: int, gamma0: float,
               activation: str = "linear", learning_rate: float = 1.0, dt: float = 0.1,
               n_steps: int = 50, seeds=(0, 1, 2, 3), centered: bool = True,
-              substeps: int = 1) -> FiniteRun:
+              substeps: int = 1, architecture: str = "mlp") -> FiniteRun:
     """Trains the finite muP network of the DMFT limit (same arguments) over several seeds.
 
     Needs optax (``pip install 'infwidth[optax]'``). The time grid, learning rate and loss are
@@ -117,7 +144,7 @@ def train_mup(x_train, y_train, x_test=None, *, width: int, depth: int, gamma0: 
     seeds = tuple(int(s) for s in np.atleast_1d(seeds))
     if not seeds:
         raise ValueError(f"{where}(seeds=()): give at least one seed.")
-    net = mup_network(width, depth, gamma0, activation)
+    net = mup_network(width, depth, gamma0, activation, architecture)
     x = x_train if x_test is None else jnp.concatenate([x_train, x_test])
     p = x_train.shape[0]
 
@@ -144,7 +171,7 @@ def train_mup(x_train, y_train, x_test=None, *, width: int, depth: int, gamma0: 
 
         (prm, _), fs = jax.lax.scan(step, (params, opt.init(params)), None, length=n_steps)
         fs = jnp.concatenate([fs, out(prm, x, f0)[None]])
-        phi, g = _kernels(prm, x, activation, gamma0, width)
+        phi, g = _kernels(prm, x, activation, gamma0, width, architecture)
         return fs, phi, g
 
     outs = [jax.jit(run)(jax.random.PRNGKey(s)) for s in seeds]
@@ -162,22 +189,25 @@ PHI = {"linear": lambda h: h, "relu": jax.nn.relu, "tanh": jnp.tanh,
        "erf": jax.scipy.special.erf}
 
 
-def _kernels(params, x, activation, gamma0, width):
+def _kernels(params, x, activation, gamma0, width, architecture="mlp"):
     """Final ``Phi^l = phi(h^l) phi(h^l)^T / N`` and ``G^l = g^l g^l^T / N`` of one network.
 
-    The weights are read from the `serial` parameters (one ``(W, None)`` per Dense layer,
-    multiplier 1 under muP), ``h^1 = x W_0``, ``h^{l+1} = phi(h^l) W_l``; the gradient fields
-    ``g^l = gamma0 N df/dh^l`` (the DMFT's normalization) come from autodiff through zero
-    perturbations added to each preactivation.
+    The weights are the `serial` parameters' leaves in order (input, hidden or block
+    weights, readout; multiplier 1 under muP): ``h^1 = x W_0``, then
+    ``h^{l+1} = phi(h^l) W_l`` (MLP) or ``h^{l+1} = h^l + phi(h^l) W_l / sqrt(L)`` (resnet);
+    the gradient fields ``g^l = gamma0 N df/dh^l`` (the DMFT's normalization) come from
+    autodiff through zero perturbations added to each preactivation.
     """
     phi = PHI[activation]
-    weights = [prm[0] for prm in params if isinstance(prm, tuple) and len(prm) == 2]
+    weights = jax.tree_util.tree_leaves(params)
     hidden, readout = weights[:-1], weights[-1]
+    alpha = 1.0 / (len(hidden) - 1) ** 0.5 if architecture == "resnet" else None
 
     def forward(eps):
-        h, hs = x, []
-        for l, W in enumerate(hidden):
-            h = (h if l == 0 else phi(h)) @ W + eps[l]
+        h, hs = x @ hidden[0] + eps[0], []
+        hs.append(h)
+        for l, W in enumerate(hidden[1:], start=1):
+            h = (h + alpha * phi(h) @ W if alpha else phi(h) @ W) + eps[l]
             hs.append(h)
         return jnp.sum(phi(h) @ readout) / gamma0, hs
 

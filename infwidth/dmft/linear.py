@@ -58,14 +58,19 @@ import jax
 import jax.numpy as jnp
 
 from ._common import (
+    ARCHITECTURES,
     DMFTSolution,
+    check_choice,
+    check_damping,
     check_data,
     check_gamma0,
     check_positive,
     check_step,
     input_kernel,
     integrate_outputs,
+    iterate_to_tolerance,
     loss_of,
+    relative_change,
     trapezoid_weights,
 )
 
@@ -93,7 +98,7 @@ def _ntk(phis, gs, kx, T):
 def deep_linear(x_train, y_train, x_test=None, *, depth: int, gamma0: float,
                 learning_rate: float = 1.0, dt: float = 0.1, n_steps: int = 50,
                 tol: float | None = None, max_iter: int = 500,
-                damping: float = 0.0) -> DMFTSolution:
+                damping: float = 0.0, architecture: str = "mlp") -> DMFTSolution:
     r"""Feature-learning infinite-width training of a deep linear network, by exact DMFT.
 
     Solves the equations in this module's docstring (Bordelon & Pehlevan 2022,
@@ -113,6 +118,10 @@ def deep_linear(x_train, y_train, x_test=None, *, depth: int, gamma0: float,
         float32; try ``damping``, a smaller ``gamma0`` or a
         shorter ``n_steps * dt``).
       damping: in ``[0, 1)``, mixes this fraction of the previous iterate into the next.
+      architecture: ``'mlp'`` (the network above) or ``'resnet'``: ``depth`` residual blocks
+        ``h^{l+1} = h^l + W^l h^l / sqrt(depth N)`` after the input layer, the
+        ``1 / sqrt(L)`` branch scaling of depthwise transfer (`infwidth.dmft.residual`, exact
+        equations); ``phi`` and ``g`` then hold ``depth + 1`` layers.
 
     Returns:
       a `DMFTSolution`.
@@ -135,13 +144,18 @@ def deep_linear(x_train, y_train, x_test=None, *, depth: int, gamma0: float,
     eta = check_positive(learning_rate, "learning_rate", where)
     dt = check_positive(dt, "dt", where)
     n_steps = check_positive(n_steps, "n_steps", where, integer=True)
-    if not 0 <= damping < 1:
-        raise ValueError(f"{where}(damping={damping!r}): damping must be in [0, 1).")
+    damping = check_damping(damping, where)
+    check_choice(architecture, "architecture", ARCHITECTURES, where)
     x = x_train if x_test is None else jnp.concatenate([x_train, x_test])
     p, n, T = x_train.shape[0], x.shape[0], n_steps + 1
     kx = input_kernel(x)
     if tol is None:
         tol = 1e-8 if kx.dtype == jnp.float64 else 1e-4
+    if architecture == "resnet":
+        from .residual import solve as solve_resnet
+        return solve_resnet(x_train, y_train, x_test, depth=L, gamma0=gamma0,
+                              activation="linear", eta=eta, dt=dt, n_steps=n_steps, tol=tol,
+                              max_iter=max_iter, damping=damping, where=where)
     check_step(eta, dt, (L + 1) * kx[:p, :p], where)
     w = trapezoid_weights(n_steps, dt, kx.dtype)
     phi0 = jnp.broadcast_to(kx[None, :, None, :], (T, n, T, n))
@@ -154,21 +168,9 @@ def deep_linear(x_train, y_train, x_test=None, *, depth: int, gamma0: float,
     f0 = integrate_outputs(_ntk(state[0], state[1], kx, T), y_train, eta, dt)
     state = state[:4] + (f0,)
     step = _iteration(L, p, n, T, eta, dt, gamma0, damping)
-    residual = jnp.inf
-    it = 0
-    while it < max_iter:
-        it += 1
-        state, residual = step(state, kx, y_train, w)
-        residual = float(residual)
-        if not (residual >= tol):  # converged, or NaN
-            break
+    state, it, residual = iterate_to_tolerance(step, state, (kx, y_train, w), tol, max_iter,
+                                               where, gamma0)
     phis, gs, _, _, f = state
-    assert f is not None  # set before the loop
-    if not residual < tol:
-        raise RuntimeError(
-            f"{where}: the self-consistency iteration did not converge (relative change "
-            f"{residual:.3g} > tol={tol:g} after {it} iterations, gamma0={gamma0:g}). Use "
-            f"damping=0.5, a smaller gamma0, a shorter t_max = n_steps * dt, or raise max_iter.")
     ntk = _ntk(phis, gs, kx, T)
     return DMFTSolution(
         times=dt * jnp.arange(T, dtype=kx.dtype), loss=loss_of(f[:, :p], y_train),
@@ -176,10 +178,6 @@ def deep_linear(x_train, y_train, x_test=None, *, depth: int, gamma0: float,
         phi=jnp.stack([_equal_time(a) for a in phis]),
         g=jnp.stack([_equal_time(a) for a in gs]), ntk=ntk, iterations=it,
         residual=float(residual))
-
-
-def _rel(a, b):
-    return jnp.linalg.norm(a - b) / jnp.maximum(jnp.linalg.norm(b), 1e-300)
 
 
 @functools.lru_cache(maxsize=32)
@@ -219,8 +217,8 @@ def _iteration(L, p, n, T, eta, dt, gamma0, damping):
             new_A = [mix(a, b) for a, b in zip(new_A, A)]
             new_B = [mix(a, b) for a, b in zip(new_B, B)]
         f_new = integrate_outputs(_ntk(new_phis, new_gs, kx, T), y_train, eta, dt)
-        residual = jnp.max(jnp.stack([_rel(f_new, f)] + [_rel(a, b) for a, b in zip(
-            new_phis + new_gs, phis + gs)]))
+        residual = jnp.max(jnp.stack([relative_change(f_new, f)] + [
+            relative_change(a, b) for a, b in zip(new_phis + new_gs, phis + gs)]))
         return (new_phis, new_gs, new_A, new_B, f_new), residual
 
     return jax.jit(step)
