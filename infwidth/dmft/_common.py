@@ -13,11 +13,39 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
 ACTIVATIONS = ("linear", "relu", "tanh", "erf")
 ARCHITECTURES = ("mlp", "resnet")
+PHI = {"linear": lambda h: h, "relu": jax.nn.relu, "tanh": jnp.tanh,
+       "erf": jax.scipy.special.erf}
+
+
+def phi_layers(activation):
+    """The stax layer of ``activation`` as a list (empty for ``'linear'``)."""
+    from .. import stax
+    if activation == "linear":
+        return []
+    return [{"relu": stax.Relu, "erf": stax.Erf, "tanh": stax.Tanh}[activation]()]
+
+
+def error_signal(f, y_train, p):
+    """``Delta (T, n)``: ``(y - f) / P`` on the training points, 0 on the test points."""
+    return jnp.zeros(f.shape, f.dtype).at[:, :p].set((y_train[None] - f[:, :p]) / p)
+
+
+def memory_operator(kernel, delta, w, eta):
+    """``M[(k, mu), (j, nu)] = eta w[k, j] kernel[k, mu, j, nu] Delta[j, nu]`` as a matrix."""
+    T, n = delta.shape
+    m = eta * kernel * w[:, None, :, None] * delta[None, None, :, :]
+    return m.reshape(T * n, T * n)
+
+
+def damp(new, old, damping):
+    """Mixes the fraction ``damping`` of the previous iterate into each new array."""
+    return new if not damping else [(1 - damping) * a + damping * b for a, b in zip(new, old)]
 
 
 class DMFTSolution(NamedTuple):
@@ -200,7 +228,6 @@ def integrate_outputs(ntk, y_train, eta, dt):
 
 
 def _scan(step, init, length):
-    import jax
     return jax.lax.scan(step, init, jnp.arange(length))
 
 

@@ -37,10 +37,12 @@ import numpy as np
 from ._common import (
     ACTIVATIONS,
     ARCHITECTURES,
+    PHI,
     check_choice,
     check_data,
     check_gamma0,
     check_positive,
+    phi_layers,
 )
 
 
@@ -90,7 +92,7 @@ def mup_network(width: int, depth: int, gamma0: float, activation: str = "linear
     gamma0 = check_gamma0(gamma0, where, allow_zero=False)
     check_choice(activation, "activation", ACTIVATIONS, where)
     check_choice(architecture, "architecture", ARCHITECTURES, where)
-    phi = [] if activation == "linear" else [_phi_layer(activation)]
+    phi = phi_layers(activation)
     # the input layer has variance 1 / D whatever D is (shape-only 'mup' would treat an
     # input wider than the hidden layer as a readout); its muP rate N / D is the same
     layers = [stax.Dense(width, W_std=1.0, parameterization=ABC(0.0, 0.5))]
@@ -105,11 +107,6 @@ def mup_network(width: int, depth: int, gamma0: float, activation: str = "linear
     layers += phi + [stax.Dense(1, W_std=1.0, parameterization="mup"),
                      stax.OutputScale(1.0 / gamma0)]
     return stax.serial(*layers)
-
-
-def _phi_layer(activation):
-    from .. import stax
-    return {"relu": stax.Relu, "erf": stax.Erf, "tanh": stax.Tanh}[activation]()
 
 
 def train_mup(x_train, y_train, x_test=None, *, width: int, depth: int, gamma0: float,
@@ -183,10 +180,6 @@ def train_mup(x_train, y_train, x_test=None, *, width: int, depth: int, gamma0: 
                      phi=jnp.stack([o[1] for o in outs]).mean(0),
                      g=jnp.stack([o[2] for o in outs]).mean(0), width=width,
                      n_seeds=len(seeds))
-
-
-PHI = {"linear": lambda h: h, "relu": jax.nn.relu, "tanh": jnp.tanh,
-       "erf": jax.scipy.special.erf}
 
 
 def _kernels(params, x, activation, gamma0, width, architecture="mlp"):

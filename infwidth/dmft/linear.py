@@ -66,20 +66,16 @@ from ._common import (
     check_gamma0,
     check_positive,
     check_step,
+    damp,
+    error_signal,
     input_kernel,
     integrate_outputs,
     iterate_to_tolerance,
     loss_of,
+    memory_operator,
     relative_change,
     trapezoid_weights,
 )
-
-
-def _memory(kernel, delta, w, eta):
-    """``M[(k, mu), (j, nu)] = eta w[k, j] kernel[k, mu, j, nu] Delta[j, nu]`` as a matrix."""
-    T, n = delta.shape
-    m = eta * kernel * w[:, None, :, None] * delta[None, None, :, :]
-    return m.reshape(T * n, T * n)
 
 
 def _equal_time(k4):
@@ -191,14 +187,14 @@ def _iteration(L, p, n, T, eta, dt, gamma0, damping):
         ones = jnp.ones((T, n, T, n), kx.dtype)
         as_mat = lambda k4: k4.reshape(T * n, T * n)  # noqa: E731
         as_4 = lambda m: m.reshape(T, n, T, n)  # noqa: E731
-        delta = jnp.zeros((T, n), kx.dtype).at[:, :p].set((y_train[None] - f[:, :p]) / p)
+        delta = error_signal(f, y_train, p)
         new_phis, new_gs = [], []
         new_A, new_B = list(A), list(B)
         prev_phi = phi0
         for l in range(1, L + 1):
             g_above = ones if l == L else gs[l]  # G^{l+1}
-            P = A[l - 1] + _memory(prev_phi, delta, w, eta)
-            S = B[l] + _memory(g_above, delta, w, eta)
+            P = A[l - 1] + memory_operator(prev_phi, delta, w, eta)
+            S = B[l] + memory_operator(g_above, delta, w, eta)
             X = jnp.linalg.inv(eye - gamma0 ** 2 * P @ S)
             Y = jnp.linalg.inv(eye - gamma0 ** 2 * S @ P)
             phi_l = X @ (as_mat(prev_phi) + gamma0 ** 2 * P @ as_mat(g_above) @ P.T) @ X.T
@@ -210,12 +206,8 @@ def _iteration(L, p, n, T, eta, dt, gamma0, damping):
             new_phis.append(as_4((phi_l + phi_l.T) / 2))
             new_gs.append(as_4((g_l + g_l.T) / 2))
             prev_phi = new_phis[-1]
-        if damping:
-            mix = lambda new, old: (1 - damping) * new + damping * old  # noqa: E731
-            new_phis = [mix(a, b) for a, b in zip(new_phis, phis)]
-            new_gs = [mix(a, b) for a, b in zip(new_gs, gs)]
-            new_A = [mix(a, b) for a, b in zip(new_A, A)]
-            new_B = [mix(a, b) for a, b in zip(new_B, B)]
+        new_phis, new_gs = damp(new_phis, phis, damping), damp(new_gs, gs, damping)
+        new_A, new_B = damp(new_A, A, damping), damp(new_B, B, damping)
         f_new = integrate_outputs(_ntk(new_phis, new_gs, kx, T), y_train, eta, dt)
         residual = jnp.max(jnp.stack([relative_change(f_new, f)] + [
             relative_change(a, b) for a, b in zip(new_phis + new_gs, phis + gs)]))

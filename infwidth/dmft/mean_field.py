@@ -28,6 +28,7 @@ import jax.numpy as jnp
 
 from ._common import (
     ACTIVATIONS,
+    PHI,
     DMFTSolution,
     check_choice,
     check_data,
@@ -37,7 +38,7 @@ from ._common import (
     input_kernel,
     loss_of,
 )
-from .nonlinear import PHI, _lazy_ntk
+from .nonlinear import _lazy_ntk
 
 
 class ParticleFlow(NamedTuple):

@@ -37,6 +37,7 @@ import jax.numpy as jnp
 from ._common import (
     ACTIVATIONS,
     ARCHITECTURES,
+    PHI,
     DMFTSolution,
     check_choice,
     check_damping,
@@ -44,16 +45,17 @@ from ._common import (
     check_gamma0,
     check_positive,
     check_step,
+    damp,
+    error_signal,
     input_kernel,
     integrate_outputs,
     iterate_to_tolerance,
     loss_of,
+    memory_operator,
+    phi_layers,
     relative_change,
     trapezoid_weights,
 )
-
-PHI = {"linear": lambda h: h, "relu": jax.nn.relu, "tanh": jnp.tanh,
-       "erf": jax.scipy.special.erf}
 
 
 def _lazy_ntk(kx, depth, activation):
@@ -61,9 +63,7 @@ def _lazy_ntk(kx, depth, activation):
     from .. import stax
     layers = []
     for _ in range(depth):
-        layers.append(stax.Dense(1, W_std=1.0))
-        if activation != "linear":
-            layers.append({"relu": stax.Relu, "tanh": stax.Tanh, "erf": stax.Erf}[activation]())
+        layers += [stax.Dense(1, W_std=1.0)] + phi_layers(activation)
     layers.append(stax.Dense(1, W_std=1.0))
     return stax.serial(*layers)
 
@@ -130,22 +130,18 @@ def _iteration(L, p, n, T, eta, dt, gamma0, damping, activation):
     dphi = jax.vmap(jax.vmap(jax.grad(phi)))
     sweeps = 2 * T + 50
 
-    def memory(kernel, delta, w):
-        m = eta * kernel * w[:, None, :, None] * delta[None, None, :, :]
-        return m.reshape(T * n, T * n)
-
     def step(state, kx, y_train, w, z_u, z_r):
         phis, gs, At, Bt, f = state
         N = T * n
         ones = jnp.ones((N, N), kx.dtype)
         phi0 = jnp.broadcast_to(kx[None, :, None, :], (T, n, T, n)).reshape(N, N)
-        delta = jnp.zeros((T, n), kx.dtype).at[:, :p].set((y_train[None] - f[:, :p]) / p)
+        delta = error_signal(f, y_train, p)
         new_phis, new_gs, new_At, new_Bt = [], [], list(At), list(Bt)
         prev = phi0
         for l in range(1, L + 1):
             above = ones if l == L else gs[l]
-            gP = At[l - 1] + gamma0 * memory(prev.reshape(T, n, T, n), delta, w)
-            gS = Bt[l] + gamma0 * memory(above.reshape(T, n, T, n), delta, w)
+            gP = At[l - 1] + gamma0 * memory_operator(prev.reshape(T, n, T, n), delta, w, eta)
+            gS = Bt[l] + gamma0 * memory_operator(above.reshape(T, n, T, n), delta, w, eta)
             u = z_u[l - 1] @ _sqrt_psd(prev).T
             r = z_r[l - 1] @ _sqrt_psd(above).T
             h, g = _solve_site(u, r, gP, gS, phi, dphi, sweeps)
@@ -160,12 +156,8 @@ def _iteration(L, p, n, T, eta, dt, gamma0, damping, activation):
                 new_Bt[l - 1] = jax.jacfwd(lambda e, u=u, r=r, gP=gP, gS=gS: _solve_site(
                     u + e[None], r, gP, gS, phi, dphi, sweeps)[1].mean(0))(e0)
             prev = new_phis[-1]
-        if damping:
-            mix = lambda a, b: (1 - damping) * a + damping * b  # noqa: E731
-            new_phis = [mix(a, b) for a, b in zip(new_phis, phis)]
-            new_gs = [mix(a, b) for a, b in zip(new_gs, gs)]
-            new_At = [mix(a, b) for a, b in zip(new_At, At)]
-            new_Bt = [mix(a, b) for a, b in zip(new_Bt, Bt)]
+        new_phis, new_gs = damp(new_phis, phis, damping), damp(new_gs, gs, damping)
+        new_At, new_Bt = damp(new_At, At, damping), damp(new_Bt, Bt, damping)
         ntk = _ntk(new_phis, new_gs, kx, T, n)
         f_new = integrate_outputs(ntk, y_train, eta, dt)
         residual = jnp.max(jnp.stack([relative_change(f_new, f)] + [

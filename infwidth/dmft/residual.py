@@ -56,16 +56,21 @@ import jax
 import jax.numpy as jnp
 
 from ._common import (
+    PHI,
     DMFTSolution,
+    check_step,
+    damp,
+    error_signal,
     input_kernel,
     integrate_outputs,
     iterate_to_tolerance,
     loss_of,
+    memory_operator,
+    phi_layers,
     relative_change,
     trapezoid_weights,
 )
-from .linear import _memory
-from .nonlinear import PHI, _equal_time, _sqrt_psd, _whiten, picard
+from .nonlinear import _equal_time, _sqrt_psd, _whiten, picard
 
 
 def lazy_resnet(depth: int, activation: str = "linear"):
@@ -80,16 +85,11 @@ def lazy_resnet(depth: int, activation: str = "linear"):
       [[1.0, 0.0], [0.0, 1.0]]
     """
     from .. import stax
-    phi = [] if activation == "linear" else [_phi_layer(activation)]
+    phi = phi_layers(activation)
     branch = stax.serial(*phi, stax.Dense(1, W_std=1.0 / math.sqrt(depth)))
     block = stax.serial(stax.FanOut(2), stax.parallel(stax.Identity(), branch), stax.FanInSum())
     return stax.serial(stax.Dense(1, W_std=1.0), *[block] * depth, *phi,
                        stax.Dense(1, W_std=1.0))
-
-
-def _phi_layer(activation):
-    from .. import stax
-    return {"relu": stax.Relu, "erf": stax.Erf, "tanh": stax.Tanh}[activation]()
 
 
 def _ntk(phis, gs, kx, T, n, alpha):
@@ -112,7 +112,7 @@ def _operators(phis, gs, At, Bt, delta, w, eta, gamma0, alpha, phi0):
     L = At.shape[0]
     T, n = delta.shape
     ones = jnp.ones_like(phi0)
-    mem = lambda k: _memory(k.reshape(T, n, T, n), delta, w, eta)  # noqa: E731
+    mem = lambda k: memory_operator(k.reshape(T, n, T, n), delta, w, eta)  # noqa: E731
     gP = [gamma0 * mem(phi0)] + [alpha * At[l - 1] + gamma0 * alpha ** 2 * mem(phis[l - 1])
                                  for l in range(1, L + 1)]
     g_above = [gs[l] for l in range(1, L + 1)] + [ones]  # G^{l+1}, l = 1 .. L + 1
@@ -122,21 +122,13 @@ def _operators(phis, gs, At, Bt, delta, w, eta, gamma0, alpha, phi0):
     return jnp.stack(gP), jnp.stack(gS), cov_u, jnp.stack(g_above)
 
 
-def _damp(new, old, damping):
-    return new if not damping else [(1 - damping) * a + damping * b for a, b in zip(new, old)]
-
-
 def _finish(new, old, kx, y_train, eta, dt, alpha, T, n, damping):
     """Damping, the outputs from the new kernels and the relative change of the iterate."""
-    new = _damp(new, old[:4], damping)
+    new = damp(new, old[:4], damping)
     f = integrate_outputs(_ntk(new[0], new[1], kx, T, n, alpha), y_train, eta, dt)
     residual = jnp.max(jnp.stack([relative_change(f, old[4]), relative_change(new[0], old[0]),
                                   relative_change(new[1], old[1])]))
     return tuple(new) + (f,), residual
-
-
-def _delta(f, y_train, p):
-    return jnp.zeros(f.shape, f.dtype).at[:, :p].set((y_train[None] - f[:, :p]) / p)
 
 
 @functools.lru_cache(maxsize=16)
@@ -147,7 +139,7 @@ def _linear_iteration(L, p, n, T, eta, dt, gamma0, damping):
     def step(state, kx, y_train, w):
         phis, gs, At, Bt, f = state
         phi0 = jnp.broadcast_to(kx[None, :, None, :], (T, n, T, n)).reshape(N, N)
-        gP, gS, cov_u, cov_r = _operators(phis, gs, At, Bt, _delta(f, y_train, p), w, eta,
+        gP, gS, cov_u, cov_r = _operators(phis, gs, At, Bt, error_signal(f, y_train, p), w, eta,
                                           gamma0, alpha, phi0)
         eye = jnp.eye(N, dtype=kx.dtype)
         J = jnp.zeros((2 * nb, N, 2 * nb, N), kx.dtype)
@@ -213,7 +205,7 @@ def _mc_iteration(L, p, n, T, eta, dt, gamma0, damping, activation):
     def step(state, kx, y_train, w, z_u, z_r):
         phis, gs, At, Bt, f = state
         phi0 = jnp.broadcast_to(kx[None, :, None, :], (T, n, T, n)).reshape(N, N)
-        gP, gS, cov_u, cov_r = _operators(phis, gs, At, Bt, _delta(f, y_train, p), w, eta,
+        gP, gS, cov_u, cov_r = _operators(phis, gs, At, Bt, error_signal(f, y_train, p), w, eta,
                                           gamma0, alpha, phi0)
         u = jnp.einsum("lsi,lji->lsj", z_u, jax.vmap(_sqrt_psd)(cov_u))
         r = jnp.einsum("lsi,lji->lsj", z_r, jax.vmap(_sqrt_psd)(cov_r))
@@ -259,7 +251,6 @@ def solve(x_train, y_train, x_test, *, depth, gamma0, activation, eta, dt, n_ste
     Arguments are already checked by the caller; ``activation='linear'`` with
     ``n_samples=None`` is the exact solver, anything else Monte Carlo.
     """
-    from ._common import check_step
     x = x_train if x_test is None else jnp.concatenate([x_train, x_test])
     L, p, n, T = depth, x_train.shape[0], x.shape[0], n_steps + 1
     N = T * n
