@@ -63,6 +63,33 @@ def test_evidence_gradient_matches_finite_differences_of_closed_form():
             assert abs(g[i] - fd) < tol("fd") * max(1.0, abs(fd)), (i, g[i], fd)
 
 
+def test_evidence_hessian_matches_finite_differences_of_closed_form():
+    """The evidence's closed-form derivative rule is itself differentiable: jax.hessian in
+    (W_std, b_std, noise) against second central differences of the numpy evidence, and
+    forward mode (jacfwd) equal to reverse mode (grad)."""
+    with x64():
+        x, y = jnp.asarray(X[:20]), jnp.asarray(Y[:20])
+
+        def lml(p):
+            return gp.log_marginal_likelihood(relu_net(p[0], p[1], 2).kernel_fn, x, y, p[2],
+                                              diag_reg_absolute_scale=True)
+
+        def numpy_lml(p):
+            return evidence_numpy(relu_nngp_numpy(X[:20], X[:20], p[0], p[1], 2), Y[:20], p[2])
+
+        p0 = np.array([1.3, 0.4, 0.05])
+        h = np.asarray(jax.jit(jax.hessian(lml))(jnp.asarray(p0)))
+        np.testing.assert_allclose(np.asarray(jax.jacfwd(lml)(jnp.asarray(p0))),
+                                   np.asarray(jax.grad(lml)(jnp.asarray(p0))), rtol=1e-10)
+        eps = 1e-4
+        for i in range(3):
+            for j in range(3):
+                ei, ej = np.eye(3)[i] * eps, np.eye(3)[j] * eps
+                fd = (numpy_lml(p0 + ei + ej) - numpy_lml(p0 + ei - ej)
+                      - numpy_lml(p0 - ei + ej) + numpy_lml(p0 - ei - ej)) / (4 * eps**2)
+                assert abs(h[i, j] - fd) < 1e-5 * max(1.0, abs(fd)), (i, j, h[i, j], fd)
+
+
 def test_ill_conditioned_kernel_is_finite_and_right():
     """Repeated inputs make the kernel singular; a deep network makes it nearly constant. With
     a tiny noise the evidence is still finite and equals the float64 closed form."""
@@ -153,8 +180,38 @@ def test_fit_other_objectives_and_optimizers():
     for objective, extra in (("loo", {}), ("validation", {"validation_data": (xv, yv)})):
         r = gp.fit(make, init, x, y, optax.adam(0.05), steps=10, diag_reg=0.05,
                    objective=objective, constraints={"b_std": (0.0, 3.0)}, **extra)
-        assert r.objective == objective and r.losses.shape == (11,)
+        assert r.objective == objective and 2 <= r.losses.shape[0] <= 11
         assert r.losses[-1] < r.losses[0] and 0 < r.hparams["b_std"] < 3
+
+
+def test_fit_stops_once_converged_and_tolerances_zero_take_every_step():
+    """The default tolerances end the fit at a stationary point of the evidence (central
+    differences of the numpy evidence in the log coordinates vanish there) long before
+    ``steps``; ``tol=0, gtol=0`` takes every step and gets no better."""
+    x, y = X[:25], Y[:25]
+    init = {"W_std": 1.0, "b_std": 0.5, "diag_reg": 0.1}
+    with x64():
+        r = gp.fit(make_relu, init, jnp.asarray(x), jnp.asarray(y), steps=300,
+                   diag_reg_absolute_scale=True)
+        n_taken = len(r.losses) - 1
+        full = gp.fit(make_relu, init, jnp.asarray(x), jnp.asarray(y), steps=n_taken + 15,
+                      diag_reg_absolute_scale=True, tol=0, gtol=0)
+    assert 3 <= n_taken < 100, n_taken
+    assert len(full.losses) == n_taken + 16
+    assert full.losses[-1] >= r.losses[-1] - 1e-8 * abs(r.losses[-1])
+
+    def neg_per_point(logp):
+        w, b, s = np.exp(logp)
+        return -evidence_numpy(relu_nngp_numpy(x, x, w, b, 2), y, s) / 25
+
+    h = r.hparams
+    u = np.log([h["W_std"], h["b_std"], h["diag_reg"]])
+    eps = 1e-5
+    grad = [(neg_per_point(u + e) - neg_per_point(u - e)) / (2 * eps) for e in np.eye(3) * eps]
+    assert np.max(np.abs(grad)) < 1e-5, grad
+    for bad in ({"tol": -1e-3}, {"tol": 2.0}, {"gtol": "small"}, {"gtol": True}):
+        with pytest.raises(ValueError, match=rf"fit\({next(iter(bad))}="):
+            gp.fit(make_relu, init, jnp.asarray(x), jnp.asarray(y), **bad)
 
 
 def test_fit_never_returns_nan():
