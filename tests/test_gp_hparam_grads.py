@@ -1,7 +1,8 @@
 """Issue 22 item 1: every layer's hyperparameters may be JAX arrays, and ``jax.grad`` of the
 kernels with respect to them, under ``jit`` and ``vmap``, matches central finite differences
 in float64 for every layer family (W_std / b_std of Dense and the convolutions, activation
-parameters, Scale / OutputScale, LayerNorm's eps, Dropout's rate, attention scales).
+parameters, Scale / OutputScale, LayerNorm's eps, Dropout's rate, BatchNorm's gamma/beta,
+SimpleRNN's W_std/U_std/b_std, attention scales).
 
 Finite differences are taken on ``kernel_fn(x1, x2)`` with distinct ``x1`` and ``x2``: the
 diagonal of ``kernel_fn(x1, None)`` carries correlations of exactly 1, where the arc-cosine
@@ -60,6 +61,11 @@ FAMILIES = {
     "LayerNorm.eps": (lambda p: [D(), stax.LayerNorm(eps=p[0]), D()], [0.3], FC),
     # Dropout only changes the variances of an input with itself: x2=None
     "Dropout.rate": (lambda p: [D(), stax.Relu(), stax.Dropout(p[0]), D()], [0.7], (FC[0], None)),
+    "SimpleRNN": (lambda p: [stax.SimpleRNN(3, p[0], p[1], p[2]), stax.Flatten(), D()],
+                  [1.1, 0.8, 0.3], SEQ),
+    # BatchNorm's kernel is over one batch: x2=None
+    "BatchNorm.gamma_beta": (lambda p: [D(), stax.BatchNorm(gamma_std=p[0], beta_std=p[1]),
+                                        D()], [1.2, 0.4], (np.concatenate(FC), None)),
     "Attention": (lambda p: [D(), stax.GlobalSelfAttention(
         3, 3, 3, 2, W_key_std=p[0], W_value_std=p[1], W_out_std=0.8, b_std=p[2]), D()],
         [1.1, 0.9, 0.3], SEQ),

@@ -214,6 +214,23 @@ def test_fit_stops_once_converged_and_tolerances_zero_take_every_step():
             gp.fit(make_relu, init, jnp.asarray(x), jnp.asarray(y), **bad)
 
 
+def test_refit_reuses_the_compiled_loop_and_gets_what_a_fresh_compile_gets():
+    import importlib
+
+    fit_module = importlib.import_module("infwidth.gp.fit")
+    x = jnp.asarray(X[:15], jnp.float32)
+    init = {"W_std": 1.0, "b_std": 0.5, "diag_reg": 0.1}
+    first = gp.fit(make_relu, init, x, jnp.asarray(Y[:15], jnp.float32), steps=8)
+    n_cached = len(fit_module._COMPILED)
+    y2 = jnp.asarray(np.cos(X[:15, :1]), jnp.float32)
+    again = gp.fit(make_relu, {**init, "b_std": 0.7}, x, y2, steps=8)
+    assert len(fit_module._COMPILED) == n_cached  # no new entry: the loop was reused
+    fit_module._COMPILED.clear()
+    fresh = gp.fit(make_relu, {**init, "b_std": 0.7}, x, y2, steps=8)
+    np.testing.assert_array_equal(again.losses, fresh.losses)
+    assert again.hparams == fresh.hparams and first.hparams != again.hparams
+
+
 def test_fit_never_returns_nan():
     """A learning rate so large that steps leave the kernel's finite range: those steps are
     rejected, and the result stays finite."""

@@ -158,7 +158,11 @@ def fit(make_kernel_fn, init_hparams: dict, x, y, optimizer=None, steps: int = 3
     coordinates) has no entry above ``gtol``: in float32 the objective and its gradient stop
     improving within rounding after a few L-BFGS steps, and line searches there would only
     burn evaluations (at N = 2,000 a 20-step fit took 178 evaluations, ~160 of them at the
-    optimum, before these stops existed).
+    optimum, before these stops existed). The compiled loop is kept for the next call with the
+    same ``make_kernel_fn`` (the same function object) and options, so refitting on other data
+    of the same shapes or from other starting values does not compile again; as with
+    ``jax.jit``, a ``make_kernel_fn`` must not depend on Python state that changes between
+    calls.
 
     Objectives (all maximized; the loss is minus the objective per observation):
     ``'evidence'`` (`log_marginal_likelihood`, type-II maximum likelihood, Rasmussen &
@@ -302,6 +306,15 @@ def fit(make_kernel_fn, init_hparams: dict, x, y, optimizer=None, steps: int = 3
             return lambda u: loss_of(*kernel_and_noise(u), data)
 
     opt = _default_optimizer(dtype) if optimizer is None else optimizer
+    key = _cache_key(make_kernel_fn, init_hparams, constraints, learn_noise, diag_reg, get,
+                     objective, diag_reg_absolute_scale, steps, tol, gtol, optimizer, dtype)
+    run = _COMPILED.get(key) if key is not None else None
+    if run is None:
+        run = _compiled_loop(make_loss, u0, opt, int(steps), tol, gtol)
+        if key is not None:
+            _COMPILED[key] = run
+            while len(_COMPILED) > _COMPILED_MAX:
+                _COMPILED.pop(next(iter(_COMPILED)))
     # The objectives need the whole N x N kernel anyway: evaluate it in one piece rather than
     # in automatic tiles, whose loop is slow to differentiate (tiling is decided while tracing).
     from ..stax import tile_memory
@@ -309,7 +322,7 @@ def fit(make_kernel_fn, init_hparams: dict, x, y, optimizer=None, steps: int = 3
     saved = tile_memory()
     tile_memory(0)
     try:
-        u_final, losses, n_done = _run(make_loss, data, u0, opt, int(steps), tol, gtol)
+        u_final, losses, n_done = run(u0, data)
     finally:
         tile_memory(saved)
     losses = np.asarray(losses)[:int(n_done) + 1]
@@ -322,9 +335,32 @@ def fit(make_kernel_fn, init_hparams: dict, x, y, optimizer=None, steps: int = 3
     return FitResult(hparams, losses, objective)
 
 
-def _run(make_loss, data, u0, opt, steps, tol, gtol):
-    """``(u, losses, n_done)``: ``n_done <= steps`` optimizer steps taken; ``losses[:n_done +
-    1]`` the loss before each of them and at ``u``. One compiled ``while_loop`` whose body
+# Compiled fitting loops of recent calls, so that fitting the same model again (other data of
+# the same shapes, other starting values) does not compile again: keyed by the function that
+# builds the kernel and every option the loop closes over; least recently added dropped first.
+_COMPILED: dict = {}
+_COMPILED_MAX = 16
+
+
+def _cache_key(make_kernel_fn, init_hparams, constraints, learn_noise, diag_reg, get, objective,
+               absolute, steps, tol, gtol, optimizer, dtype):
+    """A hashable key of what a compiled loop depends on besides its arguments, or None."""
+    try:
+        fixed = None if learn_noise else (np.asarray(diag_reg).tobytes(),
+                                          np.shape(diag_reg))
+        key = (make_kernel_fn, tuple((k, np.shape(v)) for k, v in init_hparams.items()),
+               tuple(sorted((k, str(v)) for k, v in constraints.items())), learn_noise, fixed,
+               get, objective, absolute, int(steps), tol, gtol,
+               "default" if optimizer is None else optimizer, str(dtype))
+        hash(key)
+    except TypeError:
+        return None
+    return key
+
+
+def _compiled_loop(make_loss, u0, opt, steps, tol, gtol):
+    """The jitted ``run(u0, data) -> (u, losses, n_done)``: ``n_done <= steps`` optimizer steps
+    taken; ``losses[:n_done + 1]`` the loss before each of them and at ``u``. One compiled ``while_loop`` whose body
     evaluates the loss and its gradient once (optax's line search evaluates its own trial
     points) and stops early once a step changes the loss by at most ``tol`` relative or the
     gradient's largest entry is at most ``gtol``."""
@@ -396,4 +432,4 @@ def _run(make_loss, data, u0, opt, steps, tol, gtol):
             lambda c: ~c[1], body, init)
         return u, losses, i - 1
 
-    return run(u0, data)
+    return run
