@@ -359,11 +359,11 @@ def _cache_key(make_kernel_fn, init_hparams, constraints, learn_noise, diag_reg,
 
 
 def _compiled_loop(make_loss, u0, opt, steps, tol, gtol):
-    """The jitted ``run(u0, data) -> (u, losses, n_done)``: ``n_done <= steps`` optimizer steps
-    taken; ``losses[:n_done + 1]`` the loss before each of them and at ``u``. One compiled ``while_loop`` whose body
-    evaluates the loss and its gradient once (optax's line search evaluates its own trial
-    points) and stops early once a step changes the loss by at most ``tol`` relative or the
-    gradient's largest entry is at most ``gtol``."""
+    """The jitted ``run(u0, data) -> (u, losses, n_done)``: ``n_done <= steps`` optimizer
+    steps taken; ``losses[:n_done + 1]`` the loss before each of them and at ``u``. One
+    compiled ``while_loop`` whose body evaluates the loss and its gradient once (optax's line
+    search evaluates its own trial points) and stops early once a step changes the loss by at
+    most ``tol`` relative or the gradient's largest entry is at most ``gtol``."""
     import optax
 
     state0 = jax.eval_shape(opt.init, u0)

@@ -9,6 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ..kernel import Kernel
+from . import _batch_norm_mc as mc
 from . import _batch_norm_quad as quad
 from ._layer import Layer, check_kernel_input, make_layer
 from ._layout import batch_diagonal
@@ -45,7 +46,7 @@ def _check_float(v, arg: str, name: str, positive: bool = False):
 
 def BatchNorm(axis=None, eps: float = 1e-12, mode: str = "train", gamma_std=None,
               beta_std=None, mean=0.0, var=1.0, batch_axis: int = 0,
-              channel_axis: int = -1) -> Layer:
+              channel_axis: int = -1, *, n_samples: int = 65536, seed: int = 0) -> Layer:
     """Batch normalisation (Ioffe & Szegedy 2015) and its infinite-width kernel over a finite
     batch (Yang et al. 2019, "A mean field theory of batch normalization", arXiv:1902.08129).
 
@@ -68,10 +69,11 @@ def BatchNorm(axis=None, eps: float = 1e-12, mode: str = "train", gamma_std=None
     x2)``, and `infwidth.empirical.monte_carlo_kernel_fn`, compute it); it needs the full
     covariance of each batch, ``diagonal_batch=False``. ``x2`` equal to ``x1`` (bitwise) gives
     what ``x2=None`` gives. The kernel of a pair depends on the whole batch: `infwidth.batch`
-    never cuts such a call into tiles. The output is not Gaussian (it lies on a sphere); the
-    ReLU family (`Relu`, `LeakyRelu`, `Abs`, `ABRelu`) may follow directly, for one batch or
-    two (see `nonlinearity_after`), and any other nonlinearity needs an affine layer after
-    BatchNorm. The NTK is
+    never cuts such a call into tiles. The output is not Gaussian (it lies on a sphere); any
+    elementwise nonlinearity with a derivative may follow directly, for one batch or two (see
+    `nonlinearity_after`): the ReLU family (`Relu`, `LeakyRelu`, `Abs`, `ABRelu`) exactly, the
+    others (`Erf`, `Tanh`, `Gelu`, ...) by a Monte Carlo rule of ``n_samples`` fixed draws
+    (`infwidth.stax._batch_norm_mc`). The NTK is
     finite when the centred covariance has rank at least 3 (batches of at least 4 entries;
     ``E[1 / |u|^2]`` diverges below), which ``kernel_fn`` checks from the shapes.
 
@@ -85,6 +87,8 @@ def BatchNorm(axis=None, eps: float = 1e-12, mode: str = "train", gamma_std=None
       mean, var: the running statistics of ``'eval'`` mode (numbers, shared by all channels;
         in the limit the kernel becomes ``(K + mean**2) / (var + eps)``).
       batch_axis, channel_axis: the inputs' batch and channel axes (any layout).
+      n_samples, seed: the common random numbers of the Monte Carlo rule for a nonlinearity
+        that is not in the ReLU family directly after this layer (error ~ 1/sqrt(n_samples)).
 
     Example:
       >>> import jax.numpy as jnp
@@ -105,6 +109,11 @@ def BatchNorm(axis=None, eps: float = 1e-12, mode: str = "train", gamma_std=None
     _check_float(gamma_std, "gamma_std", name)
     _check_float(beta_std, "beta_std", name)
     _check_float(var, "var", name)
+    if isinstance(n_samples, bool) or not isinstance(n_samples, int) or n_samples < 2:
+        raise ValueError(f"{name}: n_samples must be an integer >= 2 (the Monte Carlo draws of "
+                         f"a nonlinearity after BatchNorm); got {n_samples!r}.")
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise ValueError(f"{name}: seed must be an integer; got {seed!r}.")
     try:
         float(mean)
     except TypeError as e:
@@ -119,7 +128,8 @@ def BatchNorm(axis=None, eps: float = 1e-12, mode: str = "train", gamma_std=None
             moved = None if axis is None else tuple(
                 0 if a % ndim == bb else ndim - 1 if a % ndim == cc
                 else 1 + spatial.index(a % ndim) for a in _axes_tuple(axis, name))
-            return BatchNorm(moved, eps, mode, gamma_std, beta_std, mean, var)
+            return BatchNorm(moved, eps, mode, gamma_std, beta_std, mean, var,
+                             n_samples=n_samples, seed=seed)
 
         return relaid(name, canonical, b, c, mixes_batch=mode == "train")
 
@@ -188,7 +198,7 @@ def BatchNorm(axis=None, eps: float = 1e-12, mode: str = "train", gamma_std=None
             zero_mean = isinstance(mean, (int, float)) and mean == 0
             return out.replace(is_gaussian=k.is_gaussian and zero_mean)
         out = affine(*_train_kernel(k, eps, name)).replace(is_gaussian=False)
-        return out.with_law(_Normalized(k, eps, gamma_std, beta_std, name))
+        return out.with_law(_Normalized(k, eps, gamma_std, beta_std, name, n_samples, seed))
 
     return make_layer("BatchNorm", init_fn, apply_fn, kernel_map, shape_fn=lambda s: s,
                       mixes_batch=mode == "train")
@@ -202,10 +212,12 @@ class _Normalized(NamedTuple):
     gamma_std: float | None
     beta_std: float | None
     name: str
+    n_samples: int = 65536
+    seed: int = 0
 
 
 def nonlinearity_after(k: Kernel, law: _Normalized, layer: str, family: str,
-                       hparams: dict) -> Kernel:
+                       hparams: dict, fn=None, smoothness: float = math.inf) -> Kernel:
     """The kernel of the elementwise nonlinearity ``layer`` applied to BatchNorm's output
     ``k`` (train mode), from the Gaussian kernel before the normalisation.
 
@@ -216,14 +228,21 @@ def nonlinearity_after(k: Kernel, law: _Normalized, layer: str, family: str,
     with its own statistics, the two-dimensional integrals of `two_batches_abrelu` (about
     1e-8). The learned scale ``gamma`` (>= 0) commutes with
     ``phi``; its gradient adds ``gamma_std**2`` times the NNGP to the NTK, and ``beta``'s adds
-    ``beta_std**2 E[phi'(u) phi'(u')]``.
+    ``beta_std**2 E[phi'(u) phi'(u')]``. Any other ``fn`` with a derivative (``smoothness >=
+    0``) goes through the Monte Carlo rule of `infwidth.stax._batch_norm_mc` (BatchNorm's
+    ``n_samples`` and ``seed``); a jump (Sign) has no NTK there and raises.
     """
     if family != "ABRelu":
-        raise ValueError(
-            f"{layer} after {law.name}: the normalised activations are not Gaussian (they lie "
-            f"on a sphere), and the infinite-width kernel is derived only for positively "
-            f"homogeneous nonlinearities of degree 1: Relu, LeakyRelu, Abs, ABRelu. Use one of "
-            f"those, or put an affine layer such as Dense between BatchNorm and {layer}.")
+        if fn is None or smoothness < 0:
+            why = ("has no pointwise function to sample" if fn is None else
+                   "jumps (its derivative is a point mass, which the Monte Carlo rule cannot "
+                   "sample)")
+            raise ValueError(
+                f"{layer} after {law.name}: the normalised activations are not Gaussian (they "
+                f"lie on a sphere), so the kernel is computed by sampling, and {layer} {why}. "
+                f"Use a continuous nonlinearity, or put an affine layer such as Dense between "
+                f"BatchNorm and {layer}.")
+        return _monte_carlo_after(k, law, fn)
     k_in = law.k_in
     a, b = hparams["a"], hparams["b"]
     n_s = k_in.n_spatial
@@ -260,6 +279,33 @@ def nonlinearity_after(k: Kernel, law: _Normalized, layer: str, family: str,
     nngp, ntk = finish(nngp, ntk, quad.centred_cross(nngp_m),
                        jnp.diagonal(quad.centred(c1)), jnp.diagonal(quad.centred(c2)))
     nngp, ntk = _one_batch_if_copy(c1, c2, nngp_m, (nngp, ntk), lambda: one(nngp_m, ntk_m))
+    return k.replace(nngp=back(nngp, n1, n2), ntk=back(ntk, n1, n2),
+                     cov1=back(one(c1, None)[0], n1, n1), cov2=back(one(c2, None)[0], n2, n2),
+                     is_gaussian=False)
+
+
+def _monte_carlo_after(k: Kernel, law: _Normalized, fn) -> Kernel:
+    """`nonlinearity_after` for a nonlinearity that is not positively homogeneous."""
+    k_in = law.k_in
+    n_s = k_in.n_spatial
+    spatial = tuple(k_in.shape1[1:-1])
+    n1, n2 = k_in.shape1[0], k_in.shape2[0]
+    mat = (lambda x: None if x is None else _to_matrix(x, 2, n_s))
+    back = (lambda x, a1, a2: None if x is None else _from_matrix(x, a1, a2, spatial))
+    nngp_m, ntk_m = mat(k_in.nngp), mat(k_in.ntk)
+    consts = (law.eps, law.gamma_std, law.beta_std, fn, law.n_samples, law.seed)
+
+    def one(c, theta):
+        return mc.one_batch(c, theta, *consts)
+
+    if k_in.cov2 is None:
+        nngp, ntk = one(nngp_m, ntk_m)
+        nngp, ntk = back(nngp, n1, n1), back(ntk, n1, n1)
+        cov1 = batch_diagonal(nngp) if k.diagonal_batch else nngp
+        return k.replace(nngp=nngp, ntk=ntk, cov1=cov1, cov2=None, is_gaussian=False)
+    c1, c2 = mat(k_in.cov1), mat(k_in.cov2)
+    two = mc.two_batches(c1, c2, nngp_m, ntk_m, *consts)
+    nngp, ntk = _one_batch_if_copy(c1, c2, nngp_m, two, lambda: one(nngp_m, ntk_m))
     return k.replace(nngp=back(nngp, n1, n2), ntk=back(ntk, n1, n2),
                      cov1=back(one(c1, None)[0], n1, n1), cov2=back(one(c2, None)[0], n2, n2),
                      is_gaussian=False)

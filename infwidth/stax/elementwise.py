@@ -75,13 +75,14 @@ def derivative_from_autodiff(nngp_fn: Callable) -> Callable:
 
 def elementwise_kernel(k: Kernel, name: str, nngp_fn: Callable, d_nngp_fn: Callable,
                        diag_fn: Callable | None = None, *, family: str = "elementwise",
-                       hparams: dict | None = None) -> Kernel:
+                       hparams: dict | None = None, fn: Callable | None = None,
+                       smoothness: float = math.inf) -> Kernel:
     """The Kernel after the elementwise nonlinearity with the given dual-kernel maps (or, on
     the non-Gaussian output of a train-mode `BatchNorm`, the rule for that law)."""
     if not isinstance(k, (list, tuple)) and not k.is_gaussian and k.law is not None:
         from .batch_norm import nonlinearity_after
 
-        return nonlinearity_after(k, k.law, name, family, hparams or {})
+        return nonlinearity_after(k, k.law, name, family, hparams or {}, fn, smoothness)
     k = check_kernel_input(k, name, gaussian=True)
     if diag_fn is None:
         def diag_fn(var):
@@ -148,7 +149,7 @@ def elementwise(fn: Callable, name: str, nngp_fn: Callable, d_nngp_fn: Callable 
 
     def kernel_map(k, **kwargs):
         return elementwise_kernel(k, name, nngp_fn, d_nngp_fn, diag_fn, family=family,
-                                  hparams=hparams)
+                                  hparams=hparams, fn=fn, smoothness=smoothness)
 
     return make_layer(name, init_fn, apply_fn, kernel_map, shape_fn=lambda shape: shape,
                       any_axes=True, smoothness=smoothness, family=family,
