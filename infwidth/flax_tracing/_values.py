@@ -47,6 +47,21 @@ class Act:
     base: Act | None = None
     fn: Callable | None = None
     where: Any = None
+    # per-feature parameters whose gradients are in ``kernel.ntk`` only on average over the
+    # features (LayerNorm's learned scale and shift): a dense/conv layer must read it next
+    per_feature: str | None = None
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Stat:
+    """A statistic over the features of the Gaussian activation ``root`` (a mean of a function
+    of its entries, as LayerNorm computes), which is deterministic in the limit:
+    ``fn(var)`` of the root's per-input, per-position variances (elementwise). ``scale`` is
+    a per-feature parameter multiplied in (LayerNorm's learned scale), or None."""
+    fn: Callable
+    root: Act
+    shape: tuple
+    scale: ParamRef | None = None
 
 
 _SKIP = (os.sep + "site-packages" + os.sep, os.sep + "dist-packages" + os.sep,

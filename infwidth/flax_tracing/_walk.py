@@ -16,6 +16,10 @@ a chain of elementwise operations of ``x``     closed-form activation or quadrat
 ``reduce_sum`` over all spatial axes           `GlobalSumPool`
 ``reduce_window_sum``                          `SumPool`
 ``reshape`` to ``(N, -1)``                     `Flatten`
+a mean over the features of a Gaussian ``x``   a deterministic `Stat` of ``x``'s variances;
+and the elementwise maps of such means         ``x - mean`` (mean 0), ``x * s`` (LayerNorm,
+                                               RMSNorm: each covariance scaled per input)
+``x * scale + bias`` after such a scaling      LayerNorm's learned scale and shift
 =============================================  ===========================================
 
 A parameter's distribution comes from its initializer (`_initializers`). Anything else raises
@@ -34,9 +38,10 @@ from jax.extend.core import Literal
 
 from .. import stax
 from ..empirical._structured import _bind, _inner
+from ..stax import _layout
 from ._activations import activation_layer, linear_factor
 from ._models import leaf_moments
-from ._values import CALL_STACK, Act, Const, ParamRef, eqn_line, unsupported
+from ._values import CALL_STACK, Act, Const, ParamRef, Stat, eqn_line, unsupported
 
 _CALLS = ("jit", "pjit", "closed_call", "core_call", "custom_jvp_call", "remat", "checkpoint")
 _ELEMENTWISE = frozenset("""
@@ -109,6 +114,10 @@ class Walker:
             if not isinstance(o, Act):
                 raise ValueError(f"from_flax: an output of the model (shape {v.aval.shape}) does "
                                  f"not depend on the input, so it has no kernel.")
+            if o.per_feature:
+                raise ValueError(f"from_flax: the model's output is a LayerNorm output with its "
+                                 f"learned {o.per_feature}, whose gradient makes each output "
+                                 f"channel's NTK random in the limit; end with a dense layer.")
             kernels.append(self.materialize(o, None).kernel)
         return kernels
 
@@ -138,6 +147,15 @@ class Walker:
     # ------------------------------------------------------------------------------------------
     def step(self, eqn, ins):
         name = eqn.primitive.name
+        held = [a.per_feature for a in ins if isinstance(a, Act) and a.per_feature]
+        if held and (name not in _CALLS or name == "custom_jvp_call") and name not in (
+                "dot_general", "conv_general_dilated") and not (
+                name == "add" and any(isinstance(v, ParamRef) for v in ins)):
+            raise unsupported(eqn, f"uses a LayerNorm output with its learned {held[0]} "
+                              f"before a dense/conv layer", "The gradient of a per-feature "
+                              "scale or shift correlates with that feature, so only a "
+                              "dense/conv layer may read the output (as in pre-LN blocks); "
+                              "use use_scale=False, use_bias=False otherwise.")
         acts = [v for v in ins if isinstance(v, Act)]
         roots = {id(a.base if a.fn is not None else a) for a in acts}
         if (name == "custom_jvp_call" and len(roots) == 1
@@ -161,6 +179,8 @@ class Walker:
             raise unsupported(eqn, "draws random numbers (stochastic dropout?)", "Run the model "
                               "deterministically (deterministic=True / train=False) for its "
                               "kernel; stochastic dropout is not mapped yet.")
+        if any(isinstance(v, Stat) for v in ins):
+            return [self.statistic(eqn, ins, tuple(eqn.outvars[0].aval.shape))]
         if all(isinstance(v, Const) for v in ins):
             with jax.ensure_compile_time_eval():
                 out = _bind(eqn.primitive, eqn.params, [v.value for v in ins])
@@ -370,6 +390,8 @@ class Walker:
     def rule_add(self, eqn, ins, acts, params, out_shape, sign=1.0):
         if len(acts) == 1 and len(params) == 1:
             x, b = acts[0], params[0]
+            if x.rebuild is None and x.fn is None and x.where == "normalised":
+                return self.shift(eqn, x, b, out_shape)
             if x.rebuild is None or x.fn is not None:
                 raise unsupported(eqn, f"adds the parameter {self.model.paths[b.leaf]!r} to an "
                                   f"activation that is not the output of a dense/conv layer",
@@ -402,8 +424,10 @@ class Walker:
         return self.rule_add(eqn, ins, acts, params, out_shape, sign=-1.0)
 
     def rule_reduce_sum(self, eqn, ins, acts, params, out_shape):
+        axes = tuple(sorted(a % len(acts[0].shape) for a in eqn.params["axes"]))
+        if axes == (len(acts[0].shape) - 1,) and len(acts[0].shape) > 1:
+            return self.feature_sum(eqn, acts[0], out_shape)
         x = self.materialize(acts[0], eqn)
-        axes = tuple(sorted(a % len(x.shape) for a in eqn.params["axes"]))
         nd = len(x.shape)
         if 0 in axes:
             raise unsupported(eqn, "sums over the batch axis (BatchNorm in training mode, or "
@@ -412,9 +436,9 @@ class Walker:
                               "describe the network with stax (stax.BatchNorm has the "
                               "batch-statistics kernel; from_flax has no rule for it).")
         if nd - 1 in axes:
-            raise unsupported(eqn, "sums over the features axis (LayerNorm, or a mean over "
-                              "hidden units)", "This reduction has no infinite-width rule here "
-                              "yet.")
+            raise unsupported(eqn, "sums over the features axis together with other axes",
+                              "Only a sum over the features alone (LayerNorm's statistics) or "
+                              "over all spatial axes (global pooling) is mapped.")
         if axes != tuple(range(1, nd - 1)):
             raise unsupported(eqn, f"sums over the spatial axes {axes} only", "Only global "
                               "pooling over all spatial axes is mapped.")
@@ -460,3 +484,154 @@ class Walker:
         xs = [self.materialize(a, eqn) for a in acts]
         k = self.call(stax.FanInConcat(axis=-1), [a.kernel for a in xs], eqn)
         return Act(k, out_shape, frozenset().union(*(a.leaves for a in xs)))
+
+    # ------------------------------------------------------------------------------------------
+    # LayerNorm / RMSNorm: means over the features of a Gaussian activation are deterministic
+    # in the limit (a function of its variance per input and position), so normalising by them
+    # scales each covariance entry by the two inputs' factors.
+    _GAUSS_HERMITE = np.polynomial.hermite_e.hermegauss(64)
+
+    def feature_sum(self, eqn, a, out_shape):
+        """``sum_i f(x_i)`` over the features of ``x`` (Gaussian): ``n E[f(x)]``, with
+        ``f`` the elementwise function pending on ``x`` (the identity: 0)."""
+        root, f = (a.base, a.fn) if a.fn is not None else (a, None)
+        if root.kernel is None or not root.kernel.is_gaussian or root.fn is not None:
+            raise unsupported(eqn, "averages over the features of an activation that is not "
+                              "Gaussian in the limit (LayerNorm after a nonlinearity)",
+                              "The statistic is mapped for the Gaussian output of a dense/conv "
+                              "layer (pre-LN blocks, Dense -> LayerNorm -> activation).")
+        n = a.shape[-1]
+        if f is None:
+            def fn(var):
+                return jnp.zeros_like(var)
+        else:
+            nodes, weights = self._GAUSS_HERMITE
+            f_any = _chunked(f, root.shape)
+
+            def fn(var):
+                t = jnp.sqrt(jnp.maximum(var, 0))[..., None] * jnp.asarray(nodes, var.dtype)
+                return n * jnp.sum(f_any(t) * jnp.asarray(weights / weights.sum(), var.dtype),
+                                   -1)
+        return Stat(fn, root, out_shape)
+
+    def statistic(self, eqn, ins, out_shape):
+        name = eqn.primitive.name
+        stats = [v for v in ins if isinstance(v, Stat)]
+        roots = {id(v.root) for v in stats}
+        acts = [v for v in ins if isinstance(v, Act)]
+        params = [v for v in ins if isinstance(v, ParamRef)]
+        if len(roots) > 1:
+            raise unsupported(eqn, "combines statistics of two different activations",
+                              "Only the statistics of one activation (LayerNorm's mean and "
+                              "variance) are mapped.")
+        stat = stats[0]
+        if acts:
+            return self.normalise(eqn, ins, acts, stat, out_shape)
+        if params:
+            if name != "mul" or len(params) != 1 or len(stats) != 1 or stat.scale is not None:
+                raise unsupported(eqn, "combines a feature statistic with a parameter",
+                                  "Only LayerNorm's learned scale (a per-feature parameter "
+                                  "multiplied into the normalisation) is mapped.")
+            return Stat(stat.fn, stat.root, out_shape, params[0])
+        if name not in _ELEMENTWISE and name not in _PARAM_LAYOUT:
+            raise unsupported(eqn, "applies a non-elementwise operation to a feature statistic",
+                              "Statistics may be combined elementwise (as LayerNorm's mean and "
+                              "variance are).")
+        if any(v.scale is not None for v in stats):
+            raise unsupported(eqn, "transforms a statistic after its learned scale",
+                              "Multiply the scale in last, as LayerNorm does.")
+        parts = [("stat", v.fn) if isinstance(v, Stat) else ("const", _uniform_scalar(v.value,
+                                                                                      eqn))
+                 for v in ins]
+        prim, p = eqn.primitive, dict(eqn.params)
+
+        def fn(var):
+            args = [f(var) if kind == "stat" else jnp.asarray(f, var.dtype)
+                    for kind, f in parts]
+            if name in _PARAM_LAYOUT:  # layout of a per-input scalar: nothing to do
+                return args[0]
+            if name == "convert_element_type":
+                return args[0]
+            out = _bind(prim, p, [jnp.broadcast_to(a, var.shape) for a in args])
+            return out[0] if prim.multiple_results else out
+
+        return Stat(fn, stat.root, out_shape)
+
+    def normalise(self, eqn, ins, acts, stat, out_shape):
+        name = eqn.primitive.name
+        x = acts[0]
+        if x.fn is not None and x.base is stat.root:
+            raise unsupported(eqn, "normalises an activation that is not Gaussian in the limit "
+                              "(LayerNorm after a nonlinearity)", "The statistics are mapped "
+                              "for the Gaussian output of a dense/conv layer (pre-LN blocks, "
+                              "Dense -> LayerNorm -> activation).")
+        if len(acts) != 1 or x is not stat.root or len(ins) != 2:
+            raise unsupported(eqn, "combines an activation with a statistic of another one",
+                              "An activation may be centred or scaled by its own statistics "
+                              "only.")
+        if name == "sub" and isinstance(ins[0], Act) and stat.scale is None:
+            with jax.ensure_compile_time_eval():
+                zero = bool(np.all(np.asarray(stat.fn(jnp.asarray([0.5, 1.0, 2.0]))) == 0))
+            if not zero:
+                raise unsupported(eqn, "subtracts a non-zero statistic from an activation",
+                                  "A Gaussian activation's mean over its features is 0 in the "
+                                  "limit; other shifts are not mapped.")
+            return x
+        if name != "mul":
+            raise unsupported(eqn, f"combines an activation with a statistic by '{name}'",
+                              "Centring (x - mean) and scaling (x * s) are mapped.")
+        k = self.materialize(x, eqn).kernel
+        var1 = _layout.variances(k.cov1, k)
+        var2 = var1 if k.cov2 is None else _layout.variances(k.cov2, k)
+        s1, s2 = stat.fn(var1), stat.fn(var2)
+        ds = k.diagonal_spatial
+
+        def pair(c, a, b, lead):
+            return None if c is None else (c * _layout.expand(a, 1, lead, ds)
+                                           * _layout.expand(b, 2, lead, ds))
+
+        lead = 1 if k.diagonal_batch else 2
+        nngp, ntk = pair(k.nngp, s1, s2, 2), pair(k.ntk, s1, s2, 2)
+        cov1 = pair(k.cov1, s1, s1, lead)
+        cov2 = pair(k.cov2, s2, s2, lead)
+        if stat.scale is not None:
+            g = stat.scale
+            path = self.model.paths[g.leaf]
+            m = leaf_moments(self.model, g.leaf, g.leaf_shape)
+            if m is None or m.var != 0 or g.caxis != len(out_shape) - 1:
+                raise unsupported(eqn, f"scales a normalised activation by {path!r}, which is "
+                                  f"not a per-feature parameter with a constant initializer",
+                                  "LayerNorm's scale (initialised to ones) is mapped.")
+            if self.par != "standard":
+                raise unsupported(eqn, f"trains LayerNorm's scale {path!r} under "
+                                  f"parameterization={self.par!r}", "Only the standard "
+                                  "parameterization of LayerNorm's scale and bias is mapped.")
+            self.used[g.leaf] = eqn_line(eqn)
+            c2 = float(m.mean) ** 2
+            # d y_i / d gamma_i = x^_i: the scale's gradient adds the normalised NNGP
+            ntk = None if ntk is None else c2 * ntk + nngp
+            nngp, cov1 = c2 * nngp, c2 * cov1
+            cov2 = None if cov2 is None else c2 * cov2
+        out = k.replace(nngp=nngp, ntk=ntk, cov1=cov1, cov2=cov2)
+        leaves = x.leaves | ({stat.scale.leaf} if stat.scale is not None else set())
+        held = None if stat.scale is None else f"scale {self.model.paths[stat.scale.leaf]!r}"
+        return Act(out, out_shape, frozenset(leaves), where="normalised", per_feature=held)
+
+    def shift(self, eqn, x, b, out_shape):
+        """LayerNorm's learned shift: a per-feature parameter added to a normalised
+        activation (standard parameterization: its gradient adds 1 to the NTK)."""
+        path = self.model.paths[b.leaf]
+        if b.caxis != len(x.shape) - 1 or math.prod(b.leaf_shape) != x.shape[-1]:
+            raise unsupported(eqn, f"adds the parameter {path!r} of shape {b.leaf_shape} to an "
+                              f"activation of shape {x.shape}", "A shift holds one value per "
+                              "feature.")
+        if self.par != "standard":
+            raise unsupported(eqn, f"trains LayerNorm's bias {path!r} under "
+                              f"parameterization={self.par!r}", "Only the standard "
+                              "parameterization of LayerNorm's scale and bias is mapped.")
+        m = self._moments(b, eqn, "bias")
+        k = x.kernel
+        out = k.replace(nngp=k.nngp + m.var, ntk=None if k.ntk is None else k.ntk + 1.0,
+                        cov1=k.cov1 + m.var, cov2=None if k.cov2 is None else k.cov2 + m.var)
+        return Act(out, out_shape, x.leaves | {b.leaf}, x.fresh | {b.leaf},
+                   per_feature=f"shift {path!r}")
