@@ -114,3 +114,29 @@ def test_bad_arguments():
         feature_fn(lambda x: x, key, 8)
     with pytest.raises(ValueError, match="not Gaussian"):  # the kernel's own check, first
         feature_fn(stax.serial(stax.Relu(), stax.Dense(1)), key, 8)(jnp.ones((2, 3)))
+
+
+def test_first_call_under_jit_or_eval_shape_does_not_leak_tracers():
+    net = stax.serial(stax.Dense(1, W_std=1.5, b_std=0.1), stax.Relu(), stax.Dense(1))
+    x = jnp.asarray(np.random.default_rng(0).standard_normal((5, 3)))
+    phi = feature_fn(net, jax.random.PRNGKey(0), 64, get="nngp")
+    assert jax.eval_shape(phi, x).shape == (5, 64)  # the draws are made here, concretely
+    inside = jax.jit(phi)(x)
+    np.testing.assert_allclose(np.asarray(phi(x)), np.asarray(inside), rtol=1e-12)
+
+
+def test_deep_cnn_feature_widths_stay_bounded_and_unbiased():
+    """Myrtle-5 at 32x32: each convolution multiplies the feature width by its 9 taps, so the
+    exact linear half of ReLU features would grow geometrically (72k columns at 64 features,
+    terabytes of memory at 256); past n_features it is sampled. The estimate stays unbiased:
+    its mean over keys approaches the exact kernel much faster than a single key does."""
+    from infwidth.architectures import myrtle
+
+    net = myrtle(depth=5)
+    x = jnp.asarray(np.random.default_rng(1).standard_normal((4, 32, 32, 3)))
+    exact = np.asarray(jax.jit(net.kernel_fn, static_argnames="get")(x, None, get="nngp"))
+    ks = [np.asarray(f @ f.T) for f in
+          (feature_fn(net, jax.random.PRNGKey(s), 256, get="nngp")(x) for s in range(4))]
+    one = [np.linalg.norm(k - exact) / np.linalg.norm(exact) for k in ks]
+    mean = np.linalg.norm(sum(ks) / 4 - exact) / np.linalg.norm(exact)
+    assert max(one) < 0.3 and mean < 0.6 * np.mean(one), (one, mean)

@@ -303,14 +303,20 @@ def _ab_relu(kernel_fn, info, key, feats, k_abs, ctx):
     a, b, m = info.hparams["a"], info.hparams["b"], ctx.n_features
     even, odd = (b - a) / 2, (a + b) / 2
     f = feats.nngp
-    k_g, k_r = split(key, 2)
+    k_g, k_r, k_t = split(key, 3)
     u = _mm(f, ctx.normal(k_g, (f.shape[-1], m), f.dtype))
-    nngp = _cat([odd * f, even * jnp.abs(u) / math.sqrt(m)])
+    # The linear half is carried exactly while it is at most n_features wide; wider (a
+    # convolution multiplies the width by its taps, so exact halves would grow geometrically
+    # with depth) it is sampled too, from the same projection u: E[u u'^T] / m = f f'^T.
+    linear = odd * f if f.shape[-1] <= m else odd * u / math.sqrt(m)
+    nngp = _cat([linear, even * jnp.abs(u) / math.sqrt(m)])
     if feats.ntk is None:
         return Feats(nngp, None), k_out
     t = feats.ntk  # phi' = (a + b)/2 + (b - a)/2 sign(u)
     sketch = _mm(t, ctx.normal(k_r, (t.shape[-1], m), t.dtype)) * jnp.sign(u)
-    return Feats(nngp, _cat([odd * t, even * sketch / math.sqrt(m)])), k_out
+    linear_t = (odd * t if t.shape[-1] <= m else
+                odd * _mm(t, ctx.normal(k_t, (t.shape[-1], m), t.dtype)) / math.sqrt(m))
+    return Feats(nngp, _cat([linear_t, even * sketch / math.sqrt(m)])), k_out
 
 
 @rule("linear")

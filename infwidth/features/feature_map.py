@@ -44,7 +44,10 @@ class FeatureMap:
         """The random weights for inputs shaped like ``x`` (drawn once, then cached)."""
         sig = (tuple(x.shape[1:]), jnp.dtype(x.dtype).name)
         if sig not in self._draws:
-            self._draws[sig] = self._record(self._seed, sig)
+            # concrete even when the first call is traced (phi inside jax.jit or eval_shape):
+            # a cached tracer would leak into every later call
+            with jax.ensure_compile_time_eval():
+                self._draws[sig] = self._record(self._seed, sig)
         return self._draws[sig]
 
     def __call__(self, x):
