@@ -174,9 +174,10 @@ def fit(make_kernel_fn, init_hparams: dict, x, y, optimizer=None, steps: int = 3
       make_kernel_fn: ``hparams dict -> kernel_fn``.
       init_hparams: starting values, inside their constraints.
       x, y: training inputs and targets ``(N,)`` or ``(N, K)``.
-      optimizer: an optax ``GradientTransformation``; default ``optax.lbfgs()`` (with its
-        line search), which needs few steps. First-order ones such as ``optax.adam(0.05)``
-        need a few hundred.
+      optimizer: an optax ``GradientTransformation``; default ``optax.lbfgs()`` with its
+        zoom line search (its decrease test allowing the loss's rounding, 1e-5 in float32
+        and 1e-12 in float64), which needs few steps. First-order ones such as
+        ``optax.adam(0.05)`` need a few hundred.
       steps: optimizer steps.
       constraints: ``{name: 'positive' | 'real' | None | (low, high)}``; unnamed
         hyperparameters are ``'positive'``.
