@@ -7,6 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from scipy.special import erf
+from test_batch_norm import _gaussian_draws, _normalised, _rel
 
 from infwidth import stax
 from infwidth.empirical import monte_carlo_kernel_fn
@@ -17,10 +18,6 @@ from infwidth.stax import _batch_norm_mc as mc
 def _x64():
     with jax.enable_x64(True):
         yield
-
-
-def _rel(a, b):
-    return float(np.linalg.norm(np.asarray(a) - np.asarray(b)) / np.linalg.norm(np.asarray(b)))
 
 
 def _inputs(m, seed=0, d=16):
@@ -52,21 +49,9 @@ def _brute_force(c, theta, fn, dfn, g, beta, m1, n=400_000, seed=1):
     """numpy: samples of phi(y) phi(y)^T and of the NTK's integrand (chain rule through an
     explicit Jacobian of the normalisation, gamma's and beta's gradients), for the groups
     [:m1] and [m1:] of h ~ N(0, c), each normalised over itself."""
-    w, v = np.linalg.eigh(c)
-    h = np.random.default_rng(seed).standard_normal((n, len(c))) @ (
-        v * np.sqrt(np.clip(w, 0, None))).T
-
-    def normalised(x):
-        mm = x.shape[1]
-        u = x - x.mean(1, keepdims=True)
-        q = (u**2).sum(1)
-        y = np.sqrt(mm) * u / np.sqrt(q)[:, None]
-        jac = (np.eye(mm) / np.sqrt(q)[:, None, None]
-               - u[:, :, None] * u[:, None] / q[:, None, None] ** 1.5)
-        return y, np.sqrt(mm) * jac @ (np.eye(mm) - 1 / mm)
-
-    groups = [normalised(h[:, :m1]), normalised(h[:, m1:])] if m1 < len(c) else [
-        normalised(h)] * 2
+    h = _gaussian_draws(c, n, seed)
+    groups = [_normalised(h[:, :m1]), _normalised(h[:, m1:])] if m1 < len(c) else [
+        _normalised(h)] * 2
     (u1, j1), (u2, j2) = groups
     t12 = theta[:m1, m1:] if m1 < len(c) else theta
     p1, p2 = fn(g * u1), fn(g * u2)

@@ -548,9 +548,7 @@ class Walker:
         def fn(var):
             args = [f(var) if kind == "stat" else jnp.asarray(f, var.dtype)
                     for kind, f in parts]
-            if name in _PARAM_LAYOUT:  # layout of a per-input scalar: nothing to do
-                return args[0]
-            if name == "convert_element_type":
+            if name in _PARAM_LAYOUT:  # layout or dtype of a per-input scalar: nothing to do
                 return args[0]
             out = _bind(prim, p, [jnp.broadcast_to(a, var.shape) for a in args])
             return out[0] if prim.multiple_results else out

@@ -242,14 +242,11 @@ def nonlinearity_after(k: Kernel, law: _Normalized, layer: str, family: str,
                 f"lie on a sphere), so the kernel is computed by sampling, and {layer} {why}. "
                 f"Use a continuous nonlinearity, or put an affine layer such as Dense between "
                 f"BatchNorm and {layer}.")
-        return _monte_carlo_after(k, law, fn)
-    k_in = law.k_in
+        consts = (law.eps, law.gamma_std, law.beta_std, fn, law.n_samples, law.seed)
+        return _assemble(k, law, lambda c, theta: mc.one_batch(c, theta, *consts),
+                         lambda c1, c2, cross, theta: mc.two_batches(c1, c2, cross, theta,
+                                                                     *consts))
     a, b = hparams["a"], hparams["b"]
-    n_s = k_in.n_spatial
-    spatial = tuple(k_in.shape1[1:-1])
-    n1, n2 = k_in.shape1[0], k_in.shape2[0]
-    mat = (lambda x: None if x is None else _to_matrix(x, 2, n_s))
-    nngp_m, ntk_m = mat(k_in.nngp), mat(k_in.ntk)
     g2 = 1.0 if law.gamma_std is None else law.gamma_std**2
     d_nngp_fn = abrelu_dual(a, b)[1]
 
@@ -267,7 +264,30 @@ def nonlinearity_after(k: Kernel, law: _Normalized, layer: str, family: str,
         var = jnp.diagonal(centred)
         return finish(*quad.one_batch_abrelu(c, theta, law.eps, a, b), centred, var, var)
 
-    back = (lambda x, a1, a2: None if x is None else _from_matrix(x, a1, a2, spatial))
+    def two(c1, c2, cross, theta):
+        nngp, ntk = quad.two_batches_abrelu(c1, c2, cross, theta, law.eps, a, b)
+        return finish(nngp, ntk, quad.centred_cross(cross), jnp.diagonal(quad.centred(c1)),
+                      jnp.diagonal(quad.centred(c2)))
+
+    return _assemble(k, law, one, two)
+
+
+def _assemble(k: Kernel, law: _Normalized, one, two) -> Kernel:
+    """The Kernel after the nonlinearity, from its rule on covariance matrices of the
+    normalised entries: ``one(c, theta)`` for one batch, ``two(c1, c2, cross, theta)`` for two
+    batches normalised separately (each ``-> (nngp, ntk)``); a copy of ``x1`` as ``x2`` gives
+    what ``x2=None`` gives, and each batch's own kernel is the one-batch rule's."""
+    k_in = law.k_in
+    spatial = tuple(k_in.shape1[1:-1])
+    n1, n2 = k_in.shape1[0], k_in.shape2[0]
+
+    def mat(x):
+        return None if x is None else _to_matrix(x, 2, k_in.n_spatial)
+
+    def back(x, a1, a2):
+        return None if x is None else _from_matrix(x, a1, a2, spatial)
+
+    nngp_m, ntk_m = mat(k_in.nngp), mat(k_in.ntk)
     if k_in.cov2 is None:
         nngp, ntk = one(nngp_m, ntk_m)
         nngp, ntk = back(nngp, n1, n1), back(ntk, n1, n1)
@@ -275,37 +295,8 @@ def nonlinearity_after(k: Kernel, law: _Normalized, layer: str, family: str,
         return k.replace(nngp=nngp, ntk=ntk, cov1=cov1, cov2=None, is_gaussian=False)
     # two batches, each normalised with its own statistics (BatchNorm checked the layout)
     c1, c2 = mat(k_in.cov1), mat(k_in.cov2)
-    nngp, ntk = quad.two_batches_abrelu(c1, c2, nngp_m, ntk_m, law.eps, a, b)
-    nngp, ntk = finish(nngp, ntk, quad.centred_cross(nngp_m),
-                       jnp.diagonal(quad.centred(c1)), jnp.diagonal(quad.centred(c2)))
-    nngp, ntk = _one_batch_if_copy(c1, c2, nngp_m, (nngp, ntk), lambda: one(nngp_m, ntk_m))
-    return k.replace(nngp=back(nngp, n1, n2), ntk=back(ntk, n1, n2),
-                     cov1=back(one(c1, None)[0], n1, n1), cov2=back(one(c2, None)[0], n2, n2),
-                     is_gaussian=False)
-
-
-def _monte_carlo_after(k: Kernel, law: _Normalized, fn) -> Kernel:
-    """`nonlinearity_after` for a nonlinearity that is not positively homogeneous."""
-    k_in = law.k_in
-    n_s = k_in.n_spatial
-    spatial = tuple(k_in.shape1[1:-1])
-    n1, n2 = k_in.shape1[0], k_in.shape2[0]
-    mat = (lambda x: None if x is None else _to_matrix(x, 2, n_s))
-    back = (lambda x, a1, a2: None if x is None else _from_matrix(x, a1, a2, spatial))
-    nngp_m, ntk_m = mat(k_in.nngp), mat(k_in.ntk)
-    consts = (law.eps, law.gamma_std, law.beta_std, fn, law.n_samples, law.seed)
-
-    def one(c, theta):
-        return mc.one_batch(c, theta, *consts)
-
-    if k_in.cov2 is None:
-        nngp, ntk = one(nngp_m, ntk_m)
-        nngp, ntk = back(nngp, n1, n1), back(ntk, n1, n1)
-        cov1 = batch_diagonal(nngp) if k.diagonal_batch else nngp
-        return k.replace(nngp=nngp, ntk=ntk, cov1=cov1, cov2=None, is_gaussian=False)
-    c1, c2 = mat(k_in.cov1), mat(k_in.cov2)
-    two = mc.two_batches(c1, c2, nngp_m, ntk_m, *consts)
-    nngp, ntk = _one_batch_if_copy(c1, c2, nngp_m, two, lambda: one(nngp_m, ntk_m))
+    nngp, ntk = _one_batch_if_copy(c1, c2, nngp_m, two(c1, c2, nngp_m, ntk_m),
+                                   lambda: one(nngp_m, ntk_m))
     return k.replace(nngp=back(nngp, n1, n2), ntk=back(ntk, n1, n2),
                      cov1=back(one(c1, None)[0], n1, n1), cov2=back(one(c2, None)[0], n2, n2),
                      is_gaussian=False)
