@@ -152,9 +152,8 @@ class WithDropout(nn.Module):
         return nn.Dense(1)(nn.Dropout(0.5)(nn.relu(nn.Dense(8)(x)), deterministic=deterministic))
 
 
-def test_stochastic_dropout_is_refused_deterministic_is_traced_through():
-    with pytest.raises(UnsupportedOperation, match="random numbers.*deterministic=True"):
-        from_flax(WithDropout(), X, deterministic=False, rngs={"dropout": jax.random.PRNGKey(0)})
+def test_deterministic_dropout_is_traced_through():
+    # (stochastic dropout: tests/test_from_flax_dropout.py)
     init_fn, apply_fn, _ = from_flax(WithDropout(), X, deterministic=True)
     _, params = init_fn(jax.random.PRNGKey(0), X.shape)
     assert apply_fn(params, X).shape == (3, 1)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import sys
 
 
@@ -39,8 +40,11 @@ def nnx_apply_fn(module, *filters):
         raise TypeError(f"nnx_apply_fn(module={type(module).__name__}): expected a flax.nnx "
                         f"Module.")
     graphdef, params, rest = nnx.split(module, *(filters or (nnx.Param,)), ...)
+    # a copy (flax >= 0.11): stateful layers (the rng count of nnx.Dropout) update the copy,
+    # so the function can be traced and stays a function of (params, x)
+    copy = {"copy": True} if "copy" in inspect.signature(nnx.merge).parameters else {}
 
     def apply_fn(p, x, **kwargs):
-        return nnx.merge(graphdef, p, rest)(x, **kwargs)
+        return nnx.merge(graphdef, p, rest, **copy)(x, **kwargs)
 
     return apply_fn, params

@@ -64,6 +64,25 @@ class Stat:
     scale: ParamRef | None = None
 
 
+@dataclasses.dataclass(frozen=True)
+class Uniform:
+    """Independent uniform draws on ``[lo, hi)`` (``jax.random.uniform``), of ``shape``."""
+    lo: float
+    hi: float
+    shape: tuple
+
+
+@dataclasses.dataclass(frozen=True)
+class Mask:
+    """A Bernoulli mask: 1 (True) with probability ``p``, independently per entry except along
+    the ``shared`` axes (where one draw is broadcast); ``scale`` the value of a kept entry once
+    the mask is a number (``None`` while it is boolean)."""
+    p: float
+    shape: tuple
+    shared: frozenset = frozenset()
+    scale: float | None = None
+
+
 _SKIP = (os.sep + "site-packages" + os.sep, os.sep + "dist-packages" + os.sep,
          os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep, "<frozen")
 _STDLIB = os.path.dirname(os.__file__)

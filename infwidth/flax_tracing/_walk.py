@@ -8,7 +8,9 @@ touches an activation is replaced by the kernel map of the matching `infwidth.st
 jaxpr                                          stax kernel map
 =============================================  ===========================================
 ``dot_general(x, W)`` (+ a bias ``b``)         `Dense` (`Conv` with a 1x1 filter on images)
-``conv_general_dilated(x, W)`` (+ ``b``)       `Conv` ('SAME' or 'VALID' padding, strides)
+``conv_general_dilated(x, W)`` (+ ``b``)       `Conv`'s map with any padding, strides,
+                                               dilations and (hidden) feature groups
+``pad`` of spatial axes with zeros             zero covariance at the padded positions
 a chain of elementwise operations of ``x``     closed-form activation or quadrature
                                                (see `_activations`), or `Scale`
 ``x1 + x2``, ``x1 - x2``                       `FanInSum` (uncorrelated branches only)
@@ -20,6 +22,7 @@ a mean over the features of a Gaussian ``x``   a deterministic `Stat` of ``x``'s
 and the elementwise maps of such means         ``x - mean`` (mean 0), ``x * s`` (LayerNorm,
                                                RMSNorm: each covariance scaled per input)
 ``x * scale + bias`` after such a scaling      LayerNorm's learned scale and shift
+a Bernoulli mask applied to an activation      `Dropout` in train mode (`_dropout`)
 =============================================  ===========================================
 
 A parameter's distribution comes from its initializer (`_initializers`). Anything else raises
@@ -39,9 +42,22 @@ from jax.extend.core import Literal
 from .. import stax
 from ..empirical._structured import _bind, _inner
 from ..stax import _layout
+from ..stax.conv import conv_general_dilated
+from ..stax.conv import spatial_zero_padding as _spatial_padding
+from . import _dropout
 from ._activations import activation_layer, linear_factor
 from ._models import leaf_moments
-from ._values import CALL_STACK, Act, Const, ParamRef, Stat, eqn_line, unsupported
+from ._values import (
+    CALL_STACK,
+    Act,
+    Const,
+    Mask,
+    ParamRef,
+    Stat,
+    Uniform,
+    eqn_line,
+    unsupported,
+)
 
 _CALLS = ("jit", "pjit", "closed_call", "core_call", "custom_jvp_call", "remat", "checkpoint")
 _ELEMENTWISE = frozenset("""
@@ -51,9 +67,7 @@ _ELEMENTWISE = frozenset("""
     is_finite nextafter atan2 rem reduce_precision
 """.split())
 _PARAM_LAYOUT = ("reshape", "broadcast_in_dim", "convert_element_type", "squeeze",
-                 "expand_dims", "copy", "copy_p")
-_RANDOM = ("random_bits", "random_seed", "random_wrap", "random_unwrap", "threefry2x32",
-           "random_fold_in", "random_split")
+                 "expand_dims", "copy", "copy_p", "rev", "transpose")
 
 
 def _uniform_scalar(value, eqn):
@@ -164,6 +178,9 @@ class Walker:
             # kept whole, so that its own derivative rule gives the NTK (relu'(0), softplus...)
             return [self.elementwise(eqn, ins, tuple(eqn.outvars[0].aval.shape))]
         if name in _CALLS:
+            uniform = _dropout.uniform_call(eqn, ins)
+            if uniform is not None:
+                return [uniform]
             inner, consts = _inner(eqn)
             if inner is not None and len(inner.invars) == len(ins):
                 CALL_STACK.append(eqn)
@@ -175,10 +192,14 @@ class Walker:
             raise unsupported(eqn, "calls a jax.custom_vjp function", "Its derivative is "
                               "user-defined, so its kernel and NTK cannot be read from its "
                               "operations; write it with jnp/lax operations (or custom_jvp).")
-        if name in _RANDOM or any(name.startswith(r) for r in ("random_", "threefry")):
-            raise unsupported(eqn, "draws random numbers (stochastic dropout?)", "Run the model "
-                              "deterministically (deterministic=True / train=False) for its "
-                              "kernel; stochastic dropout is not mapped yet.")
+        if _dropout.is_random_primitive(name) and not (
+                name in _dropout.KEY_OPS and all(isinstance(v, Const) for v in ins)):
+            raise unsupported(eqn, "draws random numbers other than a dropout mask",
+                              "Stochastic dropout (jax.random.bernoulli, or jax.random.uniform "
+                              "compared with a constant) is mapped; other noise has no kernel "
+                              "rule. Run the model deterministically otherwise.")
+        if any(isinstance(v, (Uniform, Mask)) for v in ins):
+            return [_dropout.random_step(self, eqn, ins, tuple(eqn.outvars[0].aval.shape))]
         if any(isinstance(v, Stat) for v in ins):
             return [self.statistic(eqn, ins, tuple(eqn.outvars[0].aval.shape))]
         if all(isinstance(v, Const) for v in ins):
@@ -206,8 +227,11 @@ class Walker:
             caxis = None
             if name == "broadcast_in_dim" and p.caxis is not None:
                 caxis = eqn.params["broadcast_dimensions"][p.caxis]
-            elif name in ("convert_element_type", "copy", "copy_p"):
+            elif name in ("convert_element_type", "copy", "copy_p", "rev"):
                 caxis = p.caxis
+            elif name == "transpose":
+                perm = tuple(eqn.params["permutation"])
+                caxis = None if p.caxis is None else perm.index(p.caxis)
             elif math.prod(out_shape) == math.prod(p.leaf_shape) == out_shape[-1]:
                 caxis = len(out_shape) - 1
             else:
@@ -353,39 +377,50 @@ class Walker:
         dn = p["dimension_numbers"]
         lhs = (0, n + 1) + tuple(range(1, n + 1))
         rhs = (n + 1, n) + tuple(range(n))
-        problems = []
         if tuple(dn.lhs_spec) != lhs or tuple(dn.out_spec) != lhs or tuple(dn.rhs_spec) != rhs:
-            problems.append("a layout other than channels-last (NHWC, HWIO)")
-        if any(d != 1 for d in p["lhs_dilation"]):
-            problems.append("input dilation (a transposed convolution)")
-        if any(d != 1 for d in p["rhs_dilation"]):
-            problems.append("filter dilation")
-        if p["feature_group_count"] != 1 or p["batch_group_count"] != 1:
-            problems.append("feature groups")
+            raise unsupported(eqn, "is a convolution with a layout other than channels-last "
+                              "(NHWC, HWIO)", "Flax's convolutions are channels-last; transpose "
+                              "the input instead of the convolution.")
+        if p["batch_group_count"] != 1:
+            raise unsupported(eqn, "is a convolution with batch groups (a filter gradient)",
+                              "Only feature groups are mapped.")
+        groups = p["feature_group_count"]
+        if groups > 1:
+            if not x.leaves:
+                raise unsupported(eqn, f"convolves the model's input in {groups} feature "
+                                  f"groups", "Each group sees its own input channels, whose "
+                                  "covariances differ; the kernel of a grouped convolution is "
+                                  "mapped for hidden layers, whose channels are exchangeable.")
+            if x.shape[-1] == groups:
+                raise unsupported(eqn, "is a depthwise convolution (one input channel per "
+                                  "group)", "The group size stays 1 as the width grows, so no "
+                                  "average over channels makes its output Gaussian; use groups "
+                                  "of several channels.")
         filt = tuple(w.shape[:n])
-        strides = tuple(p["window_strides"])
-        pads = tuple(tuple(q) for q in p["padding"])
-        padding = None
-        if not problems:
-            if all(q == (0, 0) for q in pads):
-                padding = "VALID"
-            elif pads == tuple(tuple(q) for q in lax.padtype_to_pads(x.shape[1:-1], filt, strides,
-                                                                      "SAME")):
-                padding = "SAME"
-            else:
-                problems.append(f"explicit padding {pads}")
-        if problems:
-            raise unsupported(eqn, "is a convolution with " + ", ".join(problems),
-                              "infwidth's Conv rule covers channels-last convolutions with "
-                              "strides and 'SAME'/'VALID' padding.")
+        geometry = (tuple(tuple(q) for q in p["padding"]), tuple(p["lhs_dilation"]),
+                    tuple(p["rhs_dilation"]), groups)
         m = self._moments(w, eqn, "filter")
         W_std = math.sqrt(m.var * w.shape[n] * math.prod(filt))
 
         def make(b_std):
-            return stax.Conv(w.shape[n + 1], filt, strides, padding, W_std=W_std, b_std=b_std,
-                             parameterization=self.par)
+            return conv_general_dilated(w.shape[n + 1], filt, tuple(p["window_strides"]),
+                                        *geometry, W_std=W_std, b_std=b_std,
+                                        parameterization=self.par)
 
         return self._affine(eqn, x, w, make, out_shape)
+
+    def rule_pad(self, eqn, ins, acts, params, out_shape):
+        """Zero padding of the spatial axes (Flax's 'CAUSAL' convolutions, ``jnp.pad``)."""
+        x = self.materialize(acts[0], eqn)
+        config = tuple(tuple(c) for c in eqn.params["padding_config"])
+        value = ins[1]
+        if (not isinstance(ins[0], Act) or not isinstance(value, Const)
+                or np.any(np.asarray(value.value) != 0)
+                or config[0] != (0, 0, 0) or config[-1] != (0, 0, 0)):
+            raise unsupported(eqn, "pads an activation along its batch or feature axis, or with "
+                              "a non-zero value", "Zero padding of the spatial axes is mapped.")
+        k = self.call(_spatial_padding(config[1:-1]), x.kernel, eqn)
+        return Act(k, out_shape, x.leaves)
 
     def rule_add(self, eqn, ins, acts, params, out_shape, sign=1.0):
         if len(acts) == 1 and len(params) == 1:

@@ -26,13 +26,16 @@ def from_flax(module, example_input, *, parameterization: str = "standard", para
     The model is traced once with `jax.make_jaxpr` (no source parsing) and each of its
     operations is mapped onto the kernel map of an `infwidth.stax` layer: dense layers
     (``linen.Dense``, ``nnx.Linear``, ``x @ W``), convolutions (any spatial rank, strides,
-    'SAME'/'VALID' padding), biases, elementwise activations (closed forms for ReLU-like, erf,
+    'SAME'/'VALID'/explicit/'CAUSAL' padding, filter dilation, transposed convolutions, feature
+    groups of hidden layers), biases, elementwise activations (closed forms for ReLU-like, erf,
     sin, exp, sign and exact GELU, recognised from the traced function; Gauss-Hermite quadrature
     of the traced function for anything else: tanh, tanh-GELU, SiLU, softplus, ...), residual
     sums, concatenation, sum/average pooling, global mean pooling, flattening, and LayerNorm /
     RMSNorm of a dense/conv output (the mean and variance over the features are deterministic
     in the limit, so the normalisation scales each covariance entry as `stax.LayerNorm` does;
-    Flax's learned scale and shift when a dense/conv layer reads them next). An operation
+    Flax's learned scale and shift when a dense/conv layer reads them next), and stochastic
+    dropout of hidden activations (``deterministic=False`` with ``rngs={'dropout': key}``,
+    ``nnx.Dropout``: train-mode `stax.Dropout`, the expectation over masks). An operation
     without a rule raises `UnsupportedOperation` naming it and the model's source line.
 
     **Which axes go to infinity.** The hidden features (the last axis of every activation, the

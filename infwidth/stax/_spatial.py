@@ -47,13 +47,14 @@ def check_window(shape, arg: str, layer: str) -> tuple[int, ...]:
     return tuple(int(v) for v in shape)
 
 
-def check_strides(strides, n: int, layer: str) -> tuple[int, ...]:
-    """Strides for ``n`` spatial dimensions; ``None`` means 1 everywhere."""
+def check_strides(strides, n: int, layer: str, arg: str = "strides") -> tuple[int, ...]:
+    """Strides (or dilations: ``arg``) for ``n`` spatial dimensions; ``None`` means 1
+    everywhere."""
     if strides is None:
         return (1,) * n
-    strides = check_window(strides, "strides", layer)
+    strides = check_window(strides, arg, layer)
     if len(strides) != n:
-        raise ValueError(f"{layer}(strides={strides!r}): give one stride per spatial dimension "
+        raise ValueError(f"{layer}({arg}={strides!r}): give one value per spatial dimension "
                          f"({n}, as in the filter/window shape).")
     return strides
 
@@ -153,9 +154,10 @@ def pad_axes(x, axes, pads, circular: bool, interior: int = 0):
 
 
 def shift_sum(x, axes, window: int, stride: int, out_len: int, pads=(0, 0),
-              circular: bool = False):
-    """``sum_f xp[..., f + stride * i, ...]`` over ``f < window``, the same ``f`` on all
-    ``axes``, where ``xp`` is ``x`` padded by ``pads`` (zeros, or wrap-around if ``circular``).
+              circular: bool = False, dilation: int = 1):
+    """``sum_f xp[..., dilation * f + stride * i, ...]`` over ``f < window``, the same ``f`` on
+    all ``axes``, where ``xp`` is ``x`` padded by ``pads`` (zeros, or wrap-around if
+    ``circular``); ``dilation`` spaces the taps (a dilated filter).
 
     With one axis this is a window sum (pooling, or a convolution's map on a per-position
     variance); with the two axes of a position pair it is a convolution's map on a covariance.
@@ -166,7 +168,8 @@ def shift_sum(x, axes, window: int, stride: int, out_len: int, pads=(0, 0),
     lo = pads[0]
     span = stride * (out_len - 1) + 1  # extent of the strided slice
     total = None
-    for f in range(window):
+    for tap in range(window):
+        f = dilation * tap
         term = x
         for a in axes:
             if circular:

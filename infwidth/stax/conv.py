@@ -66,6 +66,7 @@ class _Axis(NamedTuple):
     stride: int
     out_len: int  # length after the shifted sum
     fold: tuple[int, int] | None  # CIRCULAR transposed convolutions: wrap (length, out_len)
+    dilation: int = 1  # spacing of the filter's taps (a dilated filter)
 
 
 def _transpose_pads(window: int, stride: int, padding: str) -> tuple[int, int]:
@@ -95,6 +96,29 @@ def _geometry(spatial, filter_shape, strides, padding, transpose) -> tuple[_Axis
     return tuple(axes)
 
 
+def _lax_geometry(spatial, filter_shape, strides, pads, lhs_dilation, rhs_dilation,
+                  name: str) -> tuple[_Axis, ...]:
+    """The geometry of ``jax.lax.conv_general_dilated``: ``pads`` ('SAME', 'VALID' or a
+    ``(lo, hi)`` pair per axis), input dilation ``lhs_dilation`` (transposed convolutions) and
+    filter dilation ``rhs_dilation``."""
+    if isinstance(pads, str):
+        dilated = [(size - 1) * ld + 1 for size, ld in zip(spatial, lhs_dilation)]
+        spans = [(f - 1) * rd + 1 for f, rd in zip(filter_shape, rhs_dilation)]
+        pads = lax.padtype_to_pads(dilated, spans, strides, pads)
+    axes = []
+    for i, (size, f, st, (lo, hi), ld, rd) in enumerate(zip(spatial, filter_shape, strides, pads,
+                                                            lhs_dilation, rhs_dilation)):
+        extent = (size - 1) * ld + 1 + lo + hi
+        span = (f - 1) * rd + 1
+        if extent < span:
+            raise ValueError(f"{name}: along spatial axis {i} the input of size {size} (dilated "
+                             f"by {ld}, padded by {(lo, hi)}) is shorter than the filter's "
+                             f"extent {span} (size {f}, dilation {rd}); pad more or use a "
+                             f"smaller filter.")
+        axes.append(_Axis((lo, hi), ld - 1, False, f, st, (extent - span) // st + 1, None, rd))
+    return tuple(axes)
+
+
 def _out_spatial(geometry) -> tuple[int, ...]:
     return tuple(a.out_len if a.fold is None else a.fold[1] for a in geometry)
 
@@ -121,7 +145,7 @@ def conv_covariance(cov, lead: int, geometry, diagonal_spatial: bool):
                 cov = lax.pad(cov, jnp.zeros((), cov.dtype), config)
     for i, ax in enumerate(geometry):
         axes = spatial_axes(lead, i, diagonal_spatial)
-        cov = shift_sum(cov, axes, ax.window, ax.stride, ax.out_len)
+        cov = shift_sum(cov, axes, ax.window, ax.stride, ax.out_len, dilation=ax.dilation)
         if ax.fold is not None:
             for a in axes:
                 cov = apply_matrix(cov, a, fold_matrix(*ax.fold))
@@ -154,15 +178,18 @@ def _on_position_diagonal(diag, lead: int, spatial):
 
 
 def _Conv(name, out_chan, filter_shape, strides, padding, W_std, b_std, dimension_numbers,
-          parameterization, s, transpose, shared) -> Layer:
-    if isinstance(filter_shape, (tuple, list)) and len(filter_shape) == 0:
+          parameterization, s, transpose, shared, general=None) -> Layer:
+    """``general``: ``(pads, lhs_dilation, rhs_dilation, feature_group_count)`` of
+    `conv_general_dilated` (then ``padding`` is unused)."""
+    if general is None and isinstance(filter_shape, (tuple, list)) and len(filter_shape) == 0:
         return _pointwise(name, out_chan, strides, padding, W_std, b_std, dimension_numbers,
                           parameterization, s)
     out_chan = check_positive_int(out_chan, "out_chan", name)
     filter_shape = check_window(filter_shape, "filter_shape", name)
     n = len(filter_shape)
     strides = check_strides(strides, n, name)
-    padding = resolve_padding(padding, name)
+    groups = 1 if general is None else general[3]
+    padding = resolve_padding(padding, name) if general is None else "explicit"
     W_std = check_nonnegative(W_std, "W_std", name)
     b_std = check_nonnegative(b_std, "b_std", name, allow_none=True)
     rule = affine_rule(parameterization, W_std, b_std, s, name)
@@ -177,10 +204,17 @@ def _Conv(name, out_chan, filter_shape, strides, padding, W_std, b_std, dimensio
     def check_input(shape, arg="input_shape"):
         check_shape(shape, name)
         check_input_rank(shape, n, name, "filter_shape")
-        if not transpose:
+        if general is not None:
+            if shape[-1] % groups:
+                raise ValueError(f"{name}: {shape[-1]} input channels do not split into "
+                                 f"feature_group_count={groups} groups.")
+            geometry(shape)
+        elif not transpose:
             check_fits(shape[1:-1], filter_shape, padding, name, "filter_shape")
 
     def geometry(input_shape):
+        if general is not None:
+            return _lax_geometry(input_shape[1:-1], filter_shape, strides, *general[:3], name)
         return _geometry(input_shape[1:-1], filter_shape, strides, padding, transpose)
 
     def shape_fn(input_shape):
@@ -189,10 +223,10 @@ def _Conv(name, out_chan, filter_shape, strides, padding, W_std, b_std, dimensio
     def init_fn(key, input_shape):
         check_input(input_shape)
         out_shape = shape_fn(input_shape)
-        scales = rule.scales(input_shape[-1] * taps, width, input_shape[-1])
+        scales = rule.scales(input_shape[-1] // groups * taps, width, input_shape[-1] // groups)
         k_w, k_b = jax.random.split(key)
         if shared:
-            w_shape = filter_shape + (input_shape[-1], width)
+            w_shape = filter_shape + (input_shape[-1] // groups, width)
             b_shape = (1,) * (n + 1) + (width,)
         else:
             w_shape = out_shape[1:-1] + (taps * input_shape[-1], width)
@@ -209,9 +243,13 @@ def _Conv(name, out_chan, filter_shape, strides, padding, W_std, b_std, dimensio
     def apply_fn(params, x, **kwargs):
         W, b = params
         check_input(x.shape, "x")
-        scales = rule.scales(x.shape[-1] * taps, width, x.shape[-1])
+        scales = rule.scales(x.shape[-1] // groups * taps, width, x.shape[-1] // groups)
         lax_padding = "VALID" if padding == "CIRCULAR" else padding
-        if transpose:
+        if general is not None:
+            pads, lhs_dilation, rhs_dilation, _ = general
+            out = lax.conv_general_dilated(x, W, strides, pads, lhs_dilation, rhs_dilation,
+                                           dimension_numbers=dn, feature_group_count=groups)
+        elif transpose:
             out = lax.conv_transpose(x, W, strides, lax_padding, dimension_numbers=dn)
             if padding == "CIRCULAR":
                 for ax_i, ax in enumerate(geometry(x.shape)):
@@ -241,7 +279,7 @@ def _Conv(name, out_chan, filter_shape, strides, padding, W_std, b_std, dimensio
             return conv_covariance(cov, lead, geo, k.diagonal_spatial)
 
         maps = map_covariances(k, spatial_map)
-        fan_in = k.shape1[-1] * taps
+        fan_in = k.shape1[-1] // groups * taps
         if not local_full:
             nngp, ntk = rule.kernels(maps["nngp"], maps["ntk"], fan_in)
             return k.replace(nngp=nngp, ntk=ntk, cov1=rule.cov(maps["cov1"]),
@@ -263,8 +301,11 @@ def _Conv(name, out_chan, filter_shape, strides, padding, W_std, b_std, dimensio
 
     def linear(out_width):  # the same geometry, unit weights and no bias (infwidth.features)
         return _Conv(name, out_width, filter_shape, strides, padding, 1.0, None,
-                     dimension_numbers, "ntk", (1, 1), transpose, shared)
+                     dimension_numbers, "ntk", (1, 1), transpose, shared, general)
 
+    if general is not None:
+        return make_layer(name, init_fn, apply_fn, kernel_map, shape_fn,
+                          hparams={"rule": rule, "linear": linear, "filter_shape": filter_shape})
     return make_layer(name, init_fn, apply_fn, kernel_map, shape_fn,
                       family="Conv" if shared and not transpose else name,
                       hparams={"rule": rule, "linear": linear, "filter_shape": filter_shape},
@@ -421,6 +462,114 @@ def ConvLocal(out_chan: int, filter_shape, strides=None, padding: str = "VALID",
     """
     return _Conv("ConvLocal", out_chan, filter_shape, strides, padding, W_std, b_std,
                  dimension_numbers, parameterization, s, transpose=False, shared=False)
+
+
+def conv_general_dilated(out_chan: int, filter_shape, window_strides=None, padding="VALID",
+                         lhs_dilation=None, rhs_dilation=None, feature_group_count: int = 1,
+                         W_std: float = 1.0, b_std: float | None = None,
+                         parameterization: str = "ntk", s=(1, 1)) -> Layer:
+    """A channels-last ``jax.lax.conv_general_dilated`` layer with shared weights: strides,
+    'SAME'/'VALID' or explicit ``(lo, hi)`` padding per axis, input dilation (a transposed
+    convolution is the input dilated by the strides, as ``jax.lax.conv_transpose`` and Flax's
+    ``ConvTranspose`` compute it), filter dilation (atrous convolutions) and feature groups.
+
+    The kernel map is `Conv`'s, on the padded and dilated input covariance, with the taps
+    spaced by ``rhs_dilation`` (arXiv:1810.05148):
+    ``K'[p, p'] = W_std**2 / |F| * sum_f K~[s p + d f, s p' + d f] + b_std**2``. With
+    ``feature_group_count=G`` each output channel reads ``C / G`` of the input channels, so
+    its fan-in is ``C / G * |F|``; the kernel assumes that the input's channels are
+    exchangeable, i.e. a hidden layer whose channels go to infinity (on raw inputs each group
+    sees a different covariance, which a `Kernel` does not carry: `from_flax` raises there).
+    Not in neural-tangents; `from_flax` maps convolutions onto it.
+
+    Example:
+      >>> import jax, jax.numpy as jnp
+      >>> from infwidth.stax.conv import conv_general_dilated
+      >>> layer = conv_general_dilated(8, (3,), padding=((2, 2),), rhs_dilation=(2,))
+      >>> x = jnp.ones((2, 6, 3))
+      >>> _, params = layer.init_fn(jax.random.PRNGKey(0), x.shape)
+      >>> layer.apply_fn(params, x).shape
+      (2, 6, 8)
+      >>> k = layer.kernel_fn(x, get='nngp')
+      >>> float(k[0, 0, 0, 0])  # position 0 sees taps at -2 (padding), 0 and 2: 2 of 3
+      0.666...
+    """
+    name = "conv_general_dilated"
+    n = len(check_window(filter_shape, "filter_shape", name))
+    window_strides = check_strides(window_strides, n, name)
+    lhs_dilation = check_strides(lhs_dilation, n, name, "lhs_dilation")
+    rhs_dilation = check_strides(rhs_dilation, n, name, "rhs_dilation")
+    feature_group_count = check_positive_int(feature_group_count, "feature_group_count", name)
+    pads: str | tuple[tuple[int, int], ...]
+    if isinstance(padding, str):
+        if padding.upper() not in ("SAME", "VALID"):
+            raise ValueError(f"{name}(padding={padding!r}): must be 'SAME', 'VALID' or a "
+                             f"(lo, hi) pair per spatial axis.")
+        pads = padding.upper()
+    else:
+        try:
+            pads = tuple((int(lo), int(hi)) for lo, hi in padding)
+        except (TypeError, ValueError):
+            pads = ()
+        if len(pads) != n:
+            raise ValueError(f"{name}(padding={padding!r}): expected 'SAME', 'VALID' or {n} "
+                             f"(lo, hi) pairs, one per spatial axis.")
+    if check_positive_int(out_chan, "out_chan", name) % feature_group_count:
+        raise ValueError(f"{name}(out_chan={out_chan}, feature_group_count="
+                         f"{feature_group_count}): the output channels must split into the "
+                         f"groups.")
+    return _Conv(name, out_chan, filter_shape, window_strides, "VALID", W_std, b_std, None,
+                 parameterization, s, False, True,
+                 general=(pads, lhs_dilation, rhs_dilation, feature_group_count))
+
+
+def spatial_zero_padding(padding_config) -> Layer:
+    """``jax.lax.pad`` of the spatial axes of ``(N, *spatial, C)`` activations with zeros:
+    ``padding_config`` holds ``(lo, hi, interior)`` per spatial axis (negative ``lo``/``hi``
+    crop). Padded positions have zero covariance with everything; the rest of the kernel is
+    moved, not changed. Not in neural-tangents; `from_flax` maps ``jnp.pad``/``lax.pad`` onto
+    it (Flax's 'CAUSAL' convolutions).
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from infwidth.stax.conv import spatial_zero_padding
+      >>> layer = spatial_zero_padding(((1, 0, 0),))
+      >>> layer.kernel_fn(jnp.ones((1, 2, 3)), get='nngp')[0, 0].tolist()
+      [[0.0, 0.0, 0.0], [0.0, 1.0, 1.0], [0.0, 1.0, 1.0]]
+    """
+    name = "spatial_zero_padding"
+    config = tuple((int(lo), int(hi), int(i)) for lo, hi, i in padding_config)
+    if any(i < 0 for _, _, i in config):
+        raise ValueError(f"{name}(padding_config={padding_config!r}): interior padding must be "
+                         f">= 0.")
+
+    def geometry(shape):
+        check_input_rank(shape, len(config), name, "padding_config")
+        axes = []
+        for i, (size, (lo, hi, interior)) in enumerate(zip(shape[1:-1], config)):
+            length = (size - 1) * (interior + 1) + 1 + lo + hi
+            if length < 1:
+                raise ValueError(f"{name}: padding {config[i]} leaves nothing of spatial axis "
+                                 f"{i} (size {size}).")
+            axes.append(_Axis((lo, hi), interior, False, 1, 1, length, None))
+        return tuple(axes)
+
+    def shape_fn(shape):
+        return (shape[0],) + _out_spatial(geometry(shape)) + (shape[-1],)
+
+    def apply_fn(params, x, **kwargs):
+        full = ((0, 0, 0),) + config + ((0, 0, 0),)
+        return lax.pad(x, jnp.zeros((), x.dtype), full)
+
+    def kernel_map(k, **kwargs):
+        k = check_kernel_input(k, name)
+        geo = geometry(k.shape1)
+        maps = map_covariances(
+            k, lambda cov, lead: conv_covariance(cov, lead, geo, k.diagonal_spatial))
+        return k.replace(**maps)
+
+    return make_layer(name, lambda key, shape: (shape_fn(shape), ()), apply_fn, kernel_map,
+                      shape_fn)
 
 
 for _f in (Conv, ConvTranspose, ConvLocal):

@@ -135,21 +135,24 @@ def LayerNorm(axis=-1, eps: float = 1e-12, batch_axis: int = 0, channel_axis: in
                       uses_mask=True)
 
 
-def _diagonal_mask(shape, n_lead: int, diagonal_spatial: bool):
+def _diagonal_mask(shape, n_lead: int, diagonal_spatial: bool, shared=()):
     """Boolean mask of the entries of a covariance where both members are the same unit
-    (the same input and, for full spatial layouts, the same position)."""
+    (the same input and, for full spatial layouts, the same position along each spatial axis
+    not in ``shared``)."""
     mask = np.ones((), bool)
     if n_lead == 2:
         mask = np.eye(shape[0], shape[1], dtype=bool).reshape(shape[:2] + (1,) * (len(shape) - 2))
     if not diagonal_spatial:
         for i in range((len(shape) - n_lead) // 2):
+            if i in shared:
+                continue
             a = n_lead + 2 * i
             eye = np.eye(shape[a], shape[a + 1], dtype=bool)
             mask = mask & eye.reshape((1,) * a + eye.shape + (1,) * (len(shape) - a - 2))
     return np.broadcast_to(mask, shape)
 
 
-def Dropout(rate: float, mode: str = "train") -> Layer:
+def Dropout(rate: float, mode: str = "train", *, broadcast_dims=()) -> Layer:
     """Dropout (Srivastava et al. 2014) with neural-tangents' conventions: ``rate`` is the *keep*
     probability.
 
@@ -165,6 +168,10 @@ def Dropout(rate: float, mode: str = "train") -> Layer:
     Args:
       rate: keep probability, in (0, 1].
       mode: ``'train'`` or ``'test'``.
+      broadcast_dims: spatial axes of ``(N, *spatial, C)`` inputs along which one mask value
+        is shared, as Flax's ``Dropout(broadcast_dims=...)`` (``(1, 2)`` drops whole channels
+        of an image, "spatial dropout"): positions along those axes keep the ``1 / rate``
+        factor between each other. Not in neural-tangents (keyword-only).
 
     Example:
       >>> import jax, jax.numpy as jnp
@@ -188,6 +195,20 @@ def Dropout(rate: float, mode: str = "train") -> Layer:
     if mode not in ("train", "test"):
         raise ValueError(f"{name}: mode must be 'train' or 'test'.")
     rate = rate if traced else float(rate)
+    try:
+        dims = tuple(sorted({int(d) for d in broadcast_dims}))
+    except (TypeError, ValueError):
+        dims = (0,)
+    if not dims == tuple(d for d in dims if d > 0):
+        raise ValueError(f"{name}(broadcast_dims={broadcast_dims!r}): expected positive spatial "
+                         f"axes of (N, *spatial, C) inputs, e.g. (1, 2) for images; the batch "
+                         f"axis cannot share a mask.")
+
+    def check_dims(ndim):
+        if dims and dims[-1] >= ndim - 1:
+            raise ValueError(f"{name}(broadcast_dims={dims}): the inputs have {ndim - 2} "
+                             f"spatial axes (1..{ndim - 2}); the channel axis cannot share a "
+                             f"mask, which would keep or drop a whole input in the limit.")
 
     def init_fn(key, input_shape):
         return tuple(input_shape), ()
@@ -198,18 +219,22 @@ def Dropout(rate: float, mode: str = "train") -> Layer:
         if rng is None:
             raise ValueError(f"{name}: apply_fn needs a PRNG key in train mode: "
                              f"apply_fn(params, x, rng=jax.random.PRNGKey(0)).")
-        keep = jax.random.bernoulli(rng, rate, x.shape)
+        check_dims(x.ndim)
+        shape = tuple(1 if i in dims else s for i, s in enumerate(x.shape))
+        keep = jax.random.bernoulli(rng, rate, shape)
         return jnp.where(keep, x / rate, 0)
 
     def kernel_map(k, **kwargs):
         k = check_kernel_input(k, name)
         if mode == "test":
             return k
+        check_dims(len(k.shape1))
+        shared = {d - 1 for d in dims}
 
         def scale_diagonal(cov, n_lead, same_units):
             if cov is None or not same_units:
                 return cov
-            mask = _diagonal_mask(cov.shape, n_lead, k.diagonal_spatial)
+            mask = _diagonal_mask(cov.shape, n_lead, k.diagonal_spatial, shared)
             return jnp.where(mask, cov / rate, cov)
 
         n_cov = 1 if k.diagonal_batch else 2
