@@ -58,6 +58,23 @@ def _fans(shape, in_axis, out_axis, batch_axis) -> tuple[float, float]:
     return shape[in_axis] * receptive, shape[out_axis] * receptive
 
 
+class FlatInit(NamedTuple):
+    """An initializer applied to the 2-D ``(prod(in dims), prod(out dims))`` view of a
+    parameter, then reshaped: how Flax's ``DenseGeneral`` / ``nnx.LinearGeneral`` draw
+    multi-axis kernels (the fan-in is the contracted size, not the first axis times the
+    receptive field of a convolution)."""
+
+    init: object
+    n_in: int
+
+    def flat_shape(self, shape) -> tuple:
+        return (math.prod(shape[:self.n_in]), math.prod(shape[self.n_in:]))
+
+    def __call__(self, key, shape, dtype=None):
+        kwargs = {} if dtype is None else {"dtype": dtype}
+        return self.init(key, self.flat_shape(tuple(shape)), **kwargs).reshape(shape)
+
+
 def _describe(init) -> str:
     return getattr(init, "__qualname__", type(init).__name__)
 
@@ -74,6 +91,8 @@ def initializer_moments(init, shape) -> Moments:
     >>> initializer_moments(initializers.zeros, (10,))
     Moments(mean=0.0, var=0.0)
     """
+    if isinstance(init, FlatInit):
+        return initializer_moments(init.init, init.flat_shape(tuple(shape)))
     name = getattr(init, "__qualname__", "")
     if name in ("zeros", "ones"):
         return Moments(0.0 if name == "zeros" else 1.0, 0.0)

@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ._initializers import Moments, initializer_moments
+from ._initializers import FlatInit, Moments, initializer_moments
 from ._values import python_branches_explained
 
 
@@ -108,7 +108,11 @@ def _linen(module, x, apply_kwargs, initializers) -> Model:
     for p in paths:
         *mod, name = p.split("/")
         owner = found.get(tuple(mod))
-        inits.append(getattr(owner, f"{name}_init", None) if owner is not None else None)
+        init = getattr(owner, f"{name}_init", None) if owner is not None else None
+        if init is not None and name == "kernel" and isinstance(owner, nn.DenseGeneral):
+            axis = owner.axis
+            init = FlatInit(init, len(axis) if isinstance(axis, (tuple, list)) else 1)
+        inits.append(init)
     inits = _override(paths, tuple(inits), initializers)
 
     def apply_fn(p, xx, **kw):
@@ -158,7 +162,10 @@ def _nnx(module, apply_kwargs, initializers) -> Model:
     for p in paths:
         *mod, name = p.split("/")
         owner = nodes.get(tuple(mod))
-        inits.append(None if owner is None else _nnx_default_init(owner, name))
+        init = None if owner is None else _nnx_default_init(owner, name)
+        if init is not None and name == "kernel" and isinstance(owner, nnx.LinearGeneral):
+            init = FlatInit(init, len(owner.batch_axis) + len(owner.in_features))
+        inits.append(init)
     user = set(initializers or ())
     inits = _override(paths, tuple(inits), initializers)
     for p, v, init in zip(paths, leaves, inits):

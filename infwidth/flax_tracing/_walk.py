@@ -23,6 +23,8 @@ and the elementwise maps of such means         ``x - mean`` (mean 0), ``x * s`` 
                                                RMSNorm: each covariance scaled per input)
 ``x * scale + bias`` after such a scaling      LayerNorm's learned scale and shift
 a Bernoulli mask applied to an activation      `Dropout` in train mode (`_dropout`)
+q/k/v projections, softmax(q.k / sqrt(d)), the  `GlobalSelfAttention` with Gaussian logits
+weighted values and their output projection    (`_attention`)
 =============================================  ===========================================
 
 A parameter's distribution comes from its initializer (`_initializers`). Anything else raises
@@ -44,7 +46,7 @@ from ..empirical._structured import _bind, _inner
 from ..stax import _layout
 from ..stax.conv import conv_general_dilated
 from ..stax.conv import spatial_zero_padding as _spatial_padding
-from . import _dropout
+from . import _attention, _dropout
 from ._activations import activation_layer, linear_factor
 from ._models import leaf_moments
 from ._values import (
@@ -109,8 +111,9 @@ def _chunked(fn, shape):
 class Walker:
     """Interprets a closed jaxpr on `Kernel`s. One walker per kernel evaluation."""
 
-    def __init__(self, model, parameterization, memo=None):
+    def __init__(self, model, parameterization, memo=None, attention_samples=1024):
         self.model = model
+        self.attention_samples = attention_samples
         self.memo = {} if memo is None else memo  # (equation, dtype) -> activation's kernel map
         self.par = parameterization
         self.used = {}
@@ -202,6 +205,8 @@ class Walker:
             return [_dropout.random_step(self, eqn, ins, tuple(eqn.outvars[0].aval.shape))]
         if any(isinstance(v, Stat) for v in ins):
             return [self.statistic(eqn, ins, tuple(eqn.outvars[0].aval.shape))]
+        if any(isinstance(v, _attention.VALUES) for v in ins):
+            return [_attention.step(self, eqn, ins, tuple(eqn.outvars[0].aval.shape))]
         if all(isinstance(v, Const) for v in ins):
             with jax.ensure_compile_time_eval():
                 out = _bind(eqn.primitive, eqn.params, [v.value for v in ins])
@@ -347,6 +352,8 @@ class Walker:
                               "from the left", "Dense layers compute x @ W with the activation "
                               "first; products of activations (attention) are not mapped yet.")
         x, w = ins
+        if len(w.shape) == 3:  # a multi-head projection (attention)
+            return _attention.projection(self, eqn, x, w, out_shape)
         (lc, rc), (lb, rb) = eqn.params["dimension_numbers"]
         nd = len(x.shape)
         if (lb or rb or tuple(lc) != (nd - 1,) or len(w.shape) != 2 or w.shape != w.leaf_shape):

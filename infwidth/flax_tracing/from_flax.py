@@ -19,7 +19,7 @@ def _trace(fn, specs, x_spec):
 
 
 def from_flax(module, example_input, *, parameterization: str = "standard", params=None,
-              initializers=None, **apply_kwargs) -> Layer:
+              initializers=None, attention_samples: int = 1024, **apply_kwargs) -> Layer:
     """The stax triple ``(init_fn, apply_fn, kernel_fn)`` of a Flax model, with the exact
     infinite-width NNGP and NTK of that model as ``kernel_fn``.
 
@@ -33,7 +33,11 @@ def from_flax(module, example_input, *, parameterization: str = "standard", para
     sums, concatenation, sum/average pooling, global mean pooling, flattening, and LayerNorm /
     RMSNorm of a dense/conv output (the mean and variance over the features are deterministic
     in the limit, so the normalisation scales each covariance entry as `stax.LayerNorm` does;
-    Flax's learned scale and shift when a dense/conv layer reads them next), and stochastic
+    Flax's learned scale and shift when a dense/conv layer reads them next), softmax
+    self-attention with ``1/sqrt(head width)`` logits (``MultiHeadDotProductAttention``,
+    ``nnx.MultiHeadAttention`` or the same with ``jnp.einsum``: `stax.GlobalSelfAttention`'s
+    Monte Carlo rule over the Gaussian logits, heads and head width going to infinity), and
+    stochastic
     dropout of hidden activations (``deterministic=False`` with ``rngs={'dropout': key}``,
     ``nnx.Dropout``: train-mode `stax.Dropout`, the expectation over masks). An operation
     without a rule raises `UnsupportedOperation` naming it and the model's source line.
@@ -71,6 +75,9 @@ def from_flax(module, example_input, *, parameterization: str = "standard", para
         leaf (or a dict ``{'path/to/leaf': initializer}``); for a Flax module, a dict overriding
         the initializers read from it (paths as in ``'params/Dense_0/kernel'`` (linen) or
         ``'layers/0/kernel'`` (nnx)).
+      attention_samples: draws of the Gaussian logits in the Monte Carlo kernel of softmax
+        attention (`stax.GlobalSelfAttention`'s ``n_samples``: a multiple of 4; its error
+        falls as ``1 / sqrt(attention_samples)``); unused without attention.
       **apply_kwargs: passed to the model's call (e.g. ``deterministic=True``).
 
     Returns:
@@ -101,6 +108,11 @@ def from_flax(module, example_input, *, parameterization: str = "standard", para
     2020, arXiv:1912.02803).
     """
     par = resolve_parameterization(parameterization, "from_flax")
+    if (isinstance(attention_samples, bool) or not isinstance(attention_samples, int)
+            or attention_samples < 4 or attention_samples % 4):
+        raise ValueError(f"from_flax(attention_samples={attention_samples!r}): expected a "
+                         f"positive multiple of 4 (the draws of softmax attention's logits "
+                         f"come in groups of 4), e.g. 1024.")
     if not hasattr(example_input, "shape") or len(example_input.shape) < 2:
         shape = getattr(example_input, "shape", None)
         raise ValueError("from_flax(example_input): expected an array of shape (N, ..., "
@@ -133,7 +145,7 @@ def from_flax(module, example_input, *, parameterization: str = "standard", para
 
     def kernel_map(k, **kwargs):
         check_has_kernel(par, "from_flax")
-        kernels = Walker(model, par, memo).run(closed, len(leaves), k)
+        kernels = Walker(model, par, memo, attention_samples).run(closed, len(leaves), k)
         return kernels[0] if len(kernels) == 1 else jax.tree_util.tree_unflatten(out_tree, kernels)
 
     layer = make_layer("from_flax", init_fn, apply_fn, kernel_map, shape_fn=None)

@@ -33,7 +33,7 @@ import numpy as np
 from . import _masking
 from ._layer import Layer, check_nonnegative, check_positive_int, make_layer
 from ._layouts import is_default_layout, relaid
-from .attention_gaussian_logits import gaussian_logit_pairs
+from .attention_gaussian_logits import gaussian_logit_pairs, ntk_parameterization_terms
 
 MECHANISMS = {
     "SOFTMAX": lambda g: jax.nn.softmax(g, axis=-1),
@@ -91,7 +91,7 @@ def GlobalSelfAttention(n_chan_out: int, n_chan_key: int, n_chan_val: int, n_hea
                         n_chan_pos_emb: int | None = None, W_pos_emb_std: float = 1.0,
                         val_pos_emb: bool = False, batch_axis: int = 0,
                         channel_axis: int = -1, *, n_samples: int = 1024,
-                        seed: int = 0) -> Layer:
+                        seed: int = 0, _ntk_terms=None) -> Layer:
     """Global multi-head self-attention over the positions of ``(N, T, C)`` (or any
     ``(N, spatial..., C)``) inputs, with neural-tangents' signature and semantics.
 
@@ -130,6 +130,9 @@ def GlobalSelfAttention(n_chan_out: int, n_chan_key: int, n_chan_val: int, n_hea
       n_samples: draws of the Monte Carlo rule of ``linear_scaling=False`` with ``'SOFTMAX'``
         (a multiple of 4; not in neural-tangents, which raises there); unused otherwise.
       seed: the seed of those draws.
+      _ntk_terms: internal (`from_flax`): how the Monte Carlo rule's expectations make the
+        NTK (a hashable `ntk_parameterization_terms`-like function), for parameterizations
+        other than this layer's.
 
     Example:
       >>> import jax, jax.numpy as jnp
@@ -184,7 +187,7 @@ def GlobalSelfAttention(n_chan_out: int, n_chan_key: int, n_chan_val: int, n_hea
             pos_emb_type=pos_emb_type, pos_emb_p_norm=pos_emb_p_norm,
             pos_emb_decay_fn=pos_emb_decay_fn, n_chan_pos_emb=n_chan_pos_emb,
             W_pos_emb_std=W_pos_emb_std, val_pos_emb=val_pos_emb, n_samples=n_samples,
-            seed=seed), batch_axis, channel_axis)
+            seed=seed, _ntk_terms=_ntk_terms), batch_axis, channel_axis)
     QK_std = W_query_std * W_key_std
     OV_std = W_out_std * W_value_std
     attn = MECHANISMS[mechanism]
@@ -381,7 +384,8 @@ def GlobalSelfAttention(n_chan_out: int, n_chan_key: int, n_chan_val: int, n_hea
                        lead(p1, 1), lead(q2, 2)), own_group(s1, cov1_i, v[0], p1)]
             if cov2 is not None:
                 groups.append(own_group(s2, cov2_i, v[1], p2))
-            terms = gaussian_logit_pairs(mechanism, QK_std, n_samples, seed, groups)
+            terms = gaussian_logit_pairs(mechanism, QK_std, n_samples, seed, groups,
+                                         _ntk_terms or ntk_parameterization_terms)
             out_nngp, out_ntk = affine(terms[0][0], OV_std), affine(terms[0][1], OV_std)
             out_cov1 = affine(terms[1][0], OV_std)
             out_cov2 = None if cov2 is None else affine(terms[2][0], OV_std)

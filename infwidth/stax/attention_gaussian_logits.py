@@ -59,7 +59,15 @@ def _mm(spec, *args):
     return jnp.einsum(spec, *args, precision=_HIGHEST)
 
 
-def _elementwise_pair(dual, qk2, ca, cb, cab, vab, tv, tg):
+def ntk_parameterization_terms(nngp, values, x_k, x_kt, cab, tg, qk2):
+    """The NTK term (before ``OV**2``) of the NTK parameterization from the expectations of
+    one pair: ``values = E[A (2 V + T_v) A'^T]``, ``x_k = E[X(K)]``, ``x_kt = E[X(K + T)]``
+    (module docstring). Other parameterizations weigh each weight's share differently
+    (`from_flax` of attention in the standard parameterization)."""
+    return values + qk2 * ((cab + tg) * x_k + cab * x_kt)
+
+
+def _elementwise_pair(dual, qk2, ca, cb, cab, vab, tv, tg, combine=ntk_parameterization_terms):
     """Exact (nngp, ntk) terms of one pair for an entrywise mechanism: sums over keys of the
     two-dimensional dual kernels of the logit pairs (see the module docstring)."""
     nngp_fn, d_nngp_fn = dual
@@ -75,7 +83,7 @@ def _elementwise_pair(dual, qk2, ca, cb, cab, vab, tv, tg):
     values = _mm("pqrs,qs->pr", e_phi, 2 * vab + tv)
     x_k = _mm("pqrs,qs->pr", e_dphi, vab * cab)
     x_kt = _mm("pqrs,qs->pr", e_dphi, vab * (cab + tg))
-    return nngp, values + qk2 * ((cab + tg) * x_k + cab * x_kt)
+    return nngp, combine(nngp, values, x_k, x_kt, cab, tg, qk2)
 
 
 def _softmax_x(sa, sb, v, w):
@@ -92,7 +100,8 @@ def _softmax_x(sa, sb, v, w):
     return term_a - term_b - term_c + term_d
 
 
-def _softmax_pair(draws, chunk, qk, ca, cb, cab, vab, tv, tg, absent_a, absent_b):
+def _softmax_pair(draws, chunk, qk, ca, cb, cab, vab, tv, tg, absent_a, absent_b,
+                  combine=ntk_parameterization_terms):
     """Monte Carlo (nngp, ntk) terms of one pair for softmax attention (module docstring)."""
     p = ca.shape[0]
     joint = jnp.block([[ca, cab], [cab.T, cb]])
@@ -128,7 +137,7 @@ def _softmax_pair(draws, chunk, qk, ca, cb, cab, vab, tv, tg, absent_a, absent_b
     if not with_ntk:
         return means[0], None
     nngp, values, x_k, x_kt = means
-    return nngp, values + qk**2 * ((cab + tg) * x_k + cab * x_kt)
+    return nngp, combine(nngp, values, x_k, x_kt, cab, tg, qk**2)
 
 
 def logit_draws(n_samples: int, n_pos: int, seed: int, dtype):
@@ -143,8 +152,9 @@ def logit_draws(n_samples: int, n_pos: int, seed: int, dtype):
     return jnp.concatenate([base, -base, swapped, -swapped])
 
 
-@functools.partial(jax.jit, static_argnums=(0, 1, 2, 3))
-def gaussian_logit_pairs(mechanism: str, qk: float, n_samples: int, seed: int, groups):
+@functools.partial(jax.jit, static_argnums=(0, 1, 2, 3, 5))
+def gaussian_logit_pairs(mechanism: str, qk: float, n_samples: int, seed: int, groups,
+                         combine=ntk_parameterization_terms):
     """(nngp, ntk) terms (before ``OV**2`` and the bias) of groups of pairs of inputs
     ``(a, b)``. Each group is ``(ca, cb, cab, vab, tv, tg, absent_a, absent_b)``, stacked over
     the same leading (pair) axes: ``ca``, ``cb`` (..., P, P) the logit inputs' own
@@ -155,7 +165,9 @@ def gaussian_logit_pairs(mechanism: str, qk: float, n_samples: int, seed: int, g
     All pairs of all groups go through one map with blocks of a fixed size, so a pair's value
     does not depend on the group or batch it came in: an input paired with itself gets the
     same bits in the cross kernel (``nngp[a, a]``) as in its own covariance (``cov1[a]``).
-    Compiled once per shape (eager calls of ``kernel_fn`` reuse it).
+    Compiled once per shape (eager calls of ``kernel_fn`` reuse it). ``combine`` (static: a
+    hashable function) assembles a pair's NTK term from its expectations
+    (`ntk_parameterization_terms`).
     """
     p = groups[0][2].shape[-1]
     dtype = groups[0][2].dtype
@@ -183,7 +195,7 @@ def gaussian_logit_pairs(mechanism: str, qk: float, n_samples: int, seed: int, g
 
         def one(args):
             a, b, c, v, t, g, _, _ = args
-            return _elementwise_pair(dual, qk**2, a, b, c, v, t, g)
+            return _elementwise_pair(dual, qk**2, a, b, c, v, t, g, combine)
     else:
         draws = logit_draws(n_samples, p, seed, dtype)
         chunk = max(d for d in range(1, min(64, draws.shape[0]) + 1)
@@ -192,7 +204,7 @@ def gaussian_logit_pairs(mechanism: str, qk: float, n_samples: int, seed: int, g
 
         def one(args):
             a, b, c, v, t, g, ma, mb = args
-            return _softmax_pair(draws, chunk, qk, a, b, c, v, t, g, ma, mb)
+            return _softmax_pair(draws, chunk, qk, a, b, c, v, t, g, ma, mb, combine)
 
     # blocks of a fixed size (padded), the same whatever the number of pairs
     block = int(min(_MAX_BLOCK, max(1, _PAIR_BLOCK // per_pair)))
