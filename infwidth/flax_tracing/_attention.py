@@ -14,6 +14,9 @@ The walk follows the computation with four value types:
 * `Mixed`: the weights contracted with a value projection over the keys, with its axes
   named (``n`` batch, ``t`` query position, ``h`` head, ``d`` head width) through transposes.
 
+Logits scaled other than by ``1 / sqrt(d)`` (``c / sqrt(d)``: e.g. the ``1 / d`` of muP) are
+read as a temperature ``c`` at the model's head width, folded into ``W_query_std``: the kernel is
+that of the model's own logit scale (with ``1 / d`` the logits vanish as ``d`` grows further).
 The output projection, ``W_o`` of shape ``(H, d, D_out)`` contracting ``h`` and ``d``, closes
 the pattern: its kernel is `GlobalSelfAttention`'s Gaussian-logit rule (Hron et al. 2020,
 arXiv:2006.10540) on the kernel of the common input, with ``W_query_std``, ``W_key_std``
@@ -87,8 +90,9 @@ class AttentionShares:
     """The NTK term of a pair (`attention_gaussian_logits.ntk_parameterization_terms`'s
     signature) with each parameter's share as the model trains it, for a layer built with
     ``W_value_std = W_out_std = 1`` (so the terms are not yet multiplied by ``OV**2``): fan-ins
-    ``fan_qkv = D`` and ``fan_o = H d``, the variances ``s_*`` (``W_std**2``), whether the query
-    and value projections have (trained) biases."""
+    ``fan_qkv = D`` and ``fan_o = H d``, the variances ``s_*`` (``W_std**2``; ``s_q`` and ``s_k``
+    times the logits' temperature squared), whether the query and value projections have
+    (trained) biases."""
 
     standard: bool
     fan_qkv: int
@@ -331,11 +335,7 @@ def output_projection(walker, eqn, mixed, w_o, out_shape):
         raise _no_rule(eqn, "attends between different activations (cross-attention)")
     scale = q.scale * k.scale * _softmax_scale(eqn, weights)
     n_heads, d_key, d_val = _size(q, "h"), _size(q, "d"), _size(v, "d")
-    if abs(scale * math.sqrt(d_key) - 1) > 1e-6:
-        raise unsupported(eqn, f"scales the logits by {scale:.6g} instead of "
-                          f"1 / sqrt(head width) = {1 / math.sqrt(d_key):.6g}", "With another "
-                          "power of the width the logits vanish or blow up as the width grows; "
-                          "the 1/sqrt(d) scaling of Flax and of Hron et al. 2020 is mapped.")
+    tau2 = (scale * math.sqrt(d_key)) ** 2  # the logits' temperature**2 (1 for 1/sqrt(d))
     x = q.x
     fan = x.shape[-1]
     var = {}
@@ -354,11 +354,11 @@ def output_projection(walker, eqn, mixed, w_o, out_shape):
     s_q, s_k = var["query"] * fan, var["key"] * fan
     s_v, s_o = var["value"] * fan, var["output"] * n_heads * d_val
     standard = walker.par == "standard"
-    shares = AttentionShares(standard, fan, n_heads * d_val, s_q, s_k, s_v, s_o,
+    shares = AttentionShares(standard, fan, n_heads * d_val, tau2 * s_q, tau2 * s_k, s_v, s_o,
                              "query" in biases and standard, "value" in biases and standard)
     layer = stax.GlobalSelfAttention(
         w_o.shape[-1], d_key, d_val, n_heads, linear_scaling=False, W_key_std=math.sqrt(s_k),
-        W_query_std=math.sqrt(s_q), W_value_std=1.0, W_out_std=1.0, b_std=None,
+        W_query_std=math.sqrt(tau2 * s_q), W_value_std=1.0, W_out_std=1.0, b_std=None,
         n_samples=walker.attention_samples, _ntk_terms=shares)
     base = walker.call(layer, x.kernel, eqn)
     ov2 = s_v * s_o
