@@ -69,8 +69,10 @@ def main():
     p.add_argument("--subset", type=int, default=128)
     p.add_argument("--m", type=int, default=128, help="n_features")
     p.add_argument("--diag-reg", type=float, default=1e-2)
-    p.add_argument("--tile", type=int, default=64,
-                   help="images per feature tile (each holds 32x32 positions x ~18 m columns)")
+    p.add_argument("--tile", type=int, default=None,
+                   help="images per feature tile (default: kernel_regression sizes it from "
+                        "the feature map and the free memory; each image holds 32x32 "
+                        "positions x ~18 m columns)")
     a = p.parse_args()
     net = myrtle(depth=5)
     x_train, x_test = images(a.n_train, 0), images(a.n_test, 1)
@@ -89,6 +91,7 @@ def main():
                                     tile_size=a.tile)
     pred = np.asarray(fit(x_test))
     feat_s = time.perf_counter() - t0
+    print(f"feature tiles of {fit.info['tile_size']} images")
     rows.append(("features", a.n_train, float(np.mean(pred.argmax(-1) == y_test)), feat_s,
                  compile_s))
 

@@ -93,6 +93,34 @@ def test_features_solver_is_ridge_regression_on_the_features():
         assert fit.info["chunks"] == 2
 
 
+def test_feature_tiles_are_sized_from_the_feature_map():
+    """Without tile_size, 'features' picks as many inputs per tile as fit in an eighth of the
+    free memory given the feature map's largest intermediate per input: image networks get
+    small tiles, MLPs the 1024 cap; the tile never changes the fit."""
+    from infwidth.predict._regression_solvers import TILE, feature_tile
+
+    cnn = stax.serial(stax.Conv(1, (3, 3), padding="SAME"), stax.Relu(),
+                      stax.Conv(1, (3, 3), padding="SAME"), stax.Relu(), stax.Flatten(),
+                      stax.Dense(1))
+    phi = feature_fn(cnn, jax.random.PRNGKey(0), 64)
+    images = np.zeros((4, 16, 16, 3))
+    # one image's features hold at least 16 * 16 * 64 float64 values: at most 1/8 GiB over
+    # 3 * 131 kB, i.e. 341 images, in a GiB
+    small = feature_tile(phi, images, 2**30)
+    assert 1 <= small <= 2**30 // 8 // (3 * 16 * 16 * 64 * 8)
+    assert feature_tile(phi, images, 4 * 2**30) >= 4 * small - 3  # linear in the memory
+    assert feature_tile(phi, images, 1) == 1
+    mlp = feature_fn(NET, jax.random.PRNGKey(0), 64)
+    assert feature_tile(mlp, np.zeros((4, 3)), 2**30) == TILE == feature_tile(mlp, images, None)
+    x, y, xt = _data(n=40)
+    auto = predict.kernel_regression(NET.kernel_fn, x, y, solver="features", n_features=32,
+                                     key=jax.random.PRNGKey(1))
+    told = predict.kernel_regression(NET.kernel_fn, x, y, solver="features", n_features=32,
+                                     key=jax.random.PRNGKey(1), tile_size=8)
+    assert auto.info["tile_size"] == TILE and told.info["tile_size"] == 8
+    np.testing.assert_allclose(auto(xt), told(xt), rtol=1e-9, atol=1e-12)
+
+
 def test_bad_arguments(monkeypatch):
     x, y, _ = _data(n=20)
     kr = predict.kernel_regression

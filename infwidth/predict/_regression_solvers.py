@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import math
 import os
 import time
 
@@ -135,11 +136,44 @@ def cholesky_fit(kernel_fn, x, y, get, diag_reg, absolute, tile_size=1024):
 # random features
 
 
+TILE = 1024  # rows of a kernel or feature tile unless told
+
+
+def _largest_value(jaxpr) -> int:
+    """Bytes of the largest value computed anywhere in ``jaxpr`` (inner jaxprs included)."""
+    largest = 1
+    for eqn in jaxpr.eqns:
+        for v in eqn.outvars:
+            shape = getattr(v.aval, "shape", None)
+            if shape is not None:
+                largest = max(largest, math.prod(shape) * np.dtype(v.aval.dtype).itemsize)
+        for param in eqn.params.values():
+            for inner in param if isinstance(param, (tuple, list)) else (param,):
+                inner = getattr(inner, "jaxpr", inner)
+                if hasattr(inner, "eqns"):
+                    largest = max(largest, _largest_value(inner))
+    return largest
+
+
+def feature_tile(phi, x, memory: int | None) -> int:
+    """Inputs per feature tile: an eighth of ``memory`` over the bytes of the feature map's
+    largest intermediate for one input (times 3, for the arrays live around it), in
+    ``[1, TILE]``; ``TILE`` when the memory is unknown."""
+    if memory is None:
+        return TILE
+    one = jax.ShapeDtypeStruct((1,) + tuple(x.shape[1:]), jnp.result_type(float))
+    per_input = 3 * _largest_value(jax.make_jaxpr(phi)(one).jaxpr)
+    return int(min(TILE, max(1, memory // 8 // per_input)))
+
+
 def features_fit(kernel_fn, x, y, get, n_features, key, diag_reg, absolute, tile_size, mesh,
                  tqdm):
     from ..features import feature_fn
+    from ..stax._memory import available_bytes
 
     phi = feature_fn(kernel_fn, key, n_features, get=get)
+    if tile_size is None:
+        tile_size = feature_tile(phi, x, available_bytes())
     bar = None if tqdm is None else tqdm(total=x.shape[0], desc="features", unit="pt")
     t0 = time.perf_counter()
     a, z, trace = feature_moments(phi, x, y, tile_size=tile_size, mesh=mesh, progress=bar)
@@ -166,7 +200,7 @@ def features_fit(kernel_fn, x, y, get, n_features, key, diag_reg, absolute, tile
         return out[0], (out[1] if compute_var else None)
 
     info = {"lambda": lam, "n_features": n_features, "moments_seconds": time.perf_counter() - t0,
-            "chunks": n_chunks(x.shape[0], tile_size, mesh)}
+            "chunks": n_chunks(x.shape[0], tile_size, mesh), "tile_size": tile_size}
     return predict, info
 
 

@@ -77,7 +77,8 @@ def _pick(n, itemsize, n_features, key, memory):
 def kernel_regression(kernel_fn: Callable, x_train, y_train, *, solver: str = "auto",
                       diag_reg: float = 1e-4, diag_reg_absolute_scale: bool = False,
                       get: str = "nngp", n_features: int | None = None, key=None,
-                      tile_size: int = 1024, tol: float = 1e-6, maxiter: int | None = None,
+                      tile_size: int | None = None, tol: float = 1e-6,
+                      maxiter: int | None = None,
                       rank: int = 256, compute_var: bool = False, mesh=None,
                       progress: bool = False, checkpoint: str | os.PathLike | None = None,
                       checkpoint_every: int = 10) -> Callable:
@@ -95,6 +96,10 @@ def kernel_regression(kernel_fn: Callable, x_train, y_train, *, solver: str = "a
       get: 'nngp' or 'ntk'.
       n_features, key: width and key of the random features ('features').
       tile_size: rows per kernel / feature tile (memory per device ``~ tile_size ** 2``).
+        ``None`` (default): 1024 for kernel tiles; for 'features', as many inputs as fit in an
+        eighth of the free memory given the feature map's largest intermediate per input
+        (image networks hold spatial feature maps: Myrtle-5 at 32x32 takes 64), at most
+        1024; ``info['tile_size']`` says which.
       tol, maxiter: CG stops at ``||(K + lambda) alpha - y|| <= tol ||y||`` per column, or
         raises `NotConvergedError` after ``maxiter`` (default ``N``) iterations.
       rank: landmarks of the Nystrom preconditioner (CG).
@@ -124,7 +129,8 @@ def kernel_regression(kernel_fn: Callable, x_train, y_train, *, solver: str = "a
     """
     _check(x_train, y_train, get, solver, n_features, key, compute_var)
     diag_reg = check_nonnegative(diag_reg, "diag_reg", _WHERE)
-    tile_size = check_positive_int(tile_size, "tile_size", _WHERE)
+    if tile_size is not None:
+        tile_size = check_positive_int(tile_size, "tile_size", _WHERE)
     rank = check_positive_int(rank, "rank", _WHERE)
     y2 = y_train if len(y_train.shape) == 2 else np.asarray(y_train).reshape(len(y_train), -1)
     n = x_train.shape[0]
@@ -150,8 +156,8 @@ def kernel_regression(kernel_fn: Callable, x_train, y_train, *, solver: str = "a
     else:
         maxiter = n if maxiter is None else check_positive_int(maxiter, "maxiter", _WHERE)
         fn, info = impl.cg_fit(kernel_fn, x_train, y2, get, diag_reg, diag_reg_absolute_scale,
-                               tile_size, mesh, tol, maxiter, rank, tqdm, checkpoint,
-                               checkpoint_every)
+                               tile_size or impl.TILE, mesh, tol, maxiter, rank, tqdm,
+                               checkpoint, checkpoint_every)
     info.update(solver=solver, n_train=n, fit_seconds=time.perf_counter() - t0)
 
     def predict_fn(x_test):
