@@ -203,6 +203,51 @@ def test_standard_ntk_of_attention_against_the_flax_models_own_gradients():
     assert errors["1/d"] < tol("mc"), errors
 
 
+class Causal(nn.Module):
+    heads: int = 2
+    head_width: int = 4
+    out: int = 16
+
+    @nn.compact
+    def __call__(self, x):
+        mask = nn.make_causal_mask(jnp.ones(x.shape[:2]))
+        return nn.MultiHeadDotProductAttention(
+            num_heads=self.heads, qkv_features=self.heads * self.head_width,
+            out_features=self.out)(x, mask=mask)
+
+
+def test_causal_mask_first_position_is_exact_and_masking_matters():
+    """Query position 0 of a causal layer attends to key 0 alone: its output covariance is
+    W_value_std**2 W_out_std**2 x_0 . x'_0 / D exactly, whatever the logits (lecun: 1)."""
+    with x64():
+        x1, x2 = _inputs()
+        _, _, kernel_fn = from_flax(Causal(), x1, attention_samples=S)
+        k = kernel_fn(x1, x2, get="nngp")
+        first = np.einsum("ac,bc->ab", np.asarray(x1[:, 0]), np.asarray(x2[:, 0])) / 5
+        assert_close(k[:, :, 0, 0], first, tol("exact", "float64"), "position 0")
+        unmasked = nn.MultiHeadDotProductAttention(num_heads=2, qkv_features=8, out_features=16)
+        k_full = from_flax(unmasked, x1, attention_samples=S)[2](x1, x2, get="nngp")
+        assert rel_err(k_full[:, :, 0, 0], first) > 0.1  # without the mask position 0 mixes
+
+
+@pytest.mark.float32_stream
+def test_causal_attention_against_the_flax_models_own_kernels():
+    x, _ = _inputs(jnp.float32)
+    init_fn, apply_fn, kernel_fn = from_flax(Causal(16, 64, 64), x, attention_samples=16384)
+    exact = kernel_fn(x, None, get=("nngp", "ntk"))
+    ntk_fn = jax.jit(functools.partial(empirical_ntk_fn(apply_fn, trace_axes=(-1,)), x, None))
+    draws = [init_fn(jax.random.PRNGKey(s), x.shape)[1] for s in range(64)]
+
+    def nngp(p):
+        out = apply_fn(p, x)
+        return jnp.einsum("ntc,mpc->nmtp", out, out) / out.shape[-1]
+
+    nngp = jax.jit(nngp)
+    errors = (rel_err(np.mean([nngp(p) for p in draws], 0), exact.nngp),
+              rel_err(np.mean([ntk_fn(p) for p in draws], 0), exact.ntk))
+    assert max(errors) < tol("mc"), errors  # measured 0.048 (NNGP), 0.024 (NTK)
+
+
 @pytest.mark.float32_stream
 def test_transformer_encoder_monte_carlo_approaches_the_kernel():
     x1, x2 = _inputs(jnp.float32)
@@ -227,10 +272,11 @@ def test_attention_without_a_rule_raises_naming_the_reason():
             y = nn.Dense(5)(x)
             return nn.MultiHeadDotProductAttention(num_heads=1)(x, y)
 
-    class Masked(nn.Module):
+    class PaddingMask(nn.Module):  # a mask that differs between the inputs of the batch
         @nn.compact
         def __call__(self, x):
-            mask = nn.make_causal_mask(jnp.ones(x.shape[:2]))
+            tokens = jnp.ones(x.shape[:2]).at[0, -1].set(0)
+            mask = nn.make_attention_mask(tokens, tokens)
             return nn.MultiHeadDotProductAttention(num_heads=1)(x, mask=mask)
 
     class RandomQueryBias(nn.Module):
@@ -239,7 +285,7 @@ def test_attention_without_a_rule_raises_naming_the_reason():
             return nn.MultiHeadDotProductAttention(num_heads=1,
                                                    bias_init=init.normal(1.0))(x)
 
-    for model, match in ((Cross(), "different activations"), (Masked(), "not a softmax"),
+    for model, match in ((Cross(), "different activations"), (PaddingMask(), "not a softmax"),
                          (RandomQueryBias(), "random query bias")):
         with pytest.raises(UnsupportedOperation, match=match):
             from_flax(model, x)

@@ -285,10 +285,11 @@ def _contract(eqn, ins, out_shape):
                    "weights . values")
 
 
-def _softmax_scale(eqn, weights) -> float:
-    """The attention weights must be ``softmax(c * logits)`` over the keys: returns ``c``
-    (a scaling of the logits applied after the dot products, ``q.k / sqrt(d)`` written on the
-    logits)."""
+def _softmax_scale(eqn, weights):
+    """The attention weights must be ``softmax(c * logits)`` over the keys, possibly with a
+    fixed set of query-key pairs masked out (a causal mask: weight exactly 0, the same for
+    every input and head): returns ``(c, mask or None)``; ``c`` is a scaling of the logits
+    applied after the dot products (``q.k / sqrt(d)`` written on the logits)."""
     logits = weights.logits
     with jax.ensure_compile_time_eval():
         probe = np.random.default_rng(0).normal(size=logits.shape)
@@ -300,24 +301,31 @@ def _softmax_scale(eqn, weights) -> float:
         x = x.reshape([x.shape[i] for i in keep])
         return np.transpose(x, [kept.index(n) for n in ("n", "h", "q", "k")])
 
-    c = None
+    c = mask = None
     if sorted(n for n in weights.names if n != "1") == ["h", "k", "n", "q"]:
         probe, got = squeezed(probe, logits.names), squeezed(got, weights.names)
-    if got.shape == probe.shape and np.all(got > 0):
-        log = np.log(got)
-        dl = log - log.mean(-1, keepdims=True)
-        dp = probe - probe.mean(-1, keepdims=True)
-        c = float(np.sum(dl * dp) / np.sum(dp * dp))
-        expected = np.exp(c * probe - np.max(c * probe, -1, keepdims=True))
-        expected /= expected.sum(-1, keepdims=True)
-        # a structural check: float32 parts of a float64 model (Flax's constants) are fine
-        if not np.allclose(got, expected, rtol=1e-4, atol=1e-5):
-            c = None
+    if got.shape == probe.shape and got.ndim == 4 and np.all(got >= 0):
+        mask = got[0, 0] == 0
+        if np.all((got == 0) == mask) and not np.any(np.all(mask, -1)):
+            keep = ~mask
+            counts = keep.sum(-1, keepdims=True)
+            log = np.where(keep, np.log(np.where(keep, got, 1.0)), 0.0)
+            dl = np.where(keep, log - log.sum(-1, keepdims=True) / counts, 0.0)
+            dp = np.where(keep, probe - np.where(keep, probe, 0).sum(-1, keepdims=True) / counts,
+                          0.0)
+            c = float(np.sum(dl * dp) / max(np.sum(dp * dp), 1e-300))
+            z = np.where(keep, c * probe, -np.inf)
+            expected = np.exp(z - z.max(-1, keepdims=True))
+            expected /= expected.sum(-1, keepdims=True)
+            # a structural check: float32 parts of a float64 model (Flax's constants) are fine
+            if not np.allclose(got, expected, rtol=1e-4, atol=1e-5):
+                c = None
     if c is None or c <= 0:
         raise unsupported(eqn, "mixes the values with attention weights that are not a softmax "
                           "of the logits over the keys", "Softmax attention (Flax's default, "
-                          "without masks or bias terms on the logits) is mapped.")
-    return c
+                          "or with a fixed mask such as a causal one; no padding masks that "
+                          "differ between inputs, no bias terms on the logits) is mapped.")
+    return c, (mask if mask.any() else None)
 
 
 def output_projection(walker, eqn, mixed, w_o, out_shape):
@@ -333,7 +341,8 @@ def output_projection(walker, eqn, mixed, w_o, out_shape):
     q, k = weights.logits.q, weights.logits.k
     if not (q.x is k.x is v.x):
         raise _no_rule(eqn, "attends between different activations (cross-attention)")
-    scale = q.scale * k.scale * _softmax_scale(eqn, weights)
+    c, mask = _softmax_scale(eqn, weights)
+    scale = q.scale * k.scale * c
     n_heads, d_key, d_val = _size(q, "h"), _size(q, "d"), _size(v, "d")
     tau2 = (scale * math.sqrt(d_key)) ** 2  # the logits' temperature**2 (1 for 1/sqrt(d))
     x = q.x
@@ -359,7 +368,8 @@ def output_projection(walker, eqn, mixed, w_o, out_shape):
     layer = stax.GlobalSelfAttention(
         w_o.shape[-1], d_key, d_val, n_heads, linear_scaling=False, W_key_std=math.sqrt(s_k),
         W_query_std=math.sqrt(tau2 * s_q), W_value_std=1.0, W_out_std=1.0, b_std=None,
-        n_samples=walker.attention_samples, _ntk_terms=shares)
+        n_samples=walker.attention_samples, _ntk_terms=shares,
+        _logit_mask=None if mask is None else tuple(map(tuple, mask.tolist())))
     base = walker.call(layer, x.kernel, eqn)
     ov2 = s_v * s_o
     base = base.replace(nngp=ov2 * base.nngp, cov1=ov2 * base.cov1,

@@ -91,7 +91,7 @@ def GlobalSelfAttention(n_chan_out: int, n_chan_key: int, n_chan_val: int, n_hea
                         n_chan_pos_emb: int | None = None, W_pos_emb_std: float = 1.0,
                         val_pos_emb: bool = False, batch_axis: int = 0,
                         channel_axis: int = -1, *, n_samples: int = 1024,
-                        seed: int = 0, _ntk_terms=None) -> Layer:
+                        seed: int = 0, _ntk_terms=None, _logit_mask=None) -> Layer:
     """Global multi-head self-attention over the positions of ``(N, T, C)`` (or any
     ``(N, spatial..., C)``) inputs, with neural-tangents' signature and semantics.
 
@@ -133,6 +133,8 @@ def GlobalSelfAttention(n_chan_out: int, n_chan_key: int, n_chan_val: int, n_hea
       _ntk_terms: internal (`from_flax`): how the Monte Carlo rule's expectations make the
         NTK (a hashable `ntk_parameterization_terms`-like function), for parameterizations
         other than this layer's.
+      _logit_mask: internal (`from_flax`): a (P, P) boolean array of the query-key pairs that
+        never attend (a causal mask), for the Monte Carlo rule only.
 
     Example:
       >>> import jax, jax.numpy as jnp
@@ -187,7 +189,10 @@ def GlobalSelfAttention(n_chan_out: int, n_chan_key: int, n_chan_val: int, n_hea
             pos_emb_type=pos_emb_type, pos_emb_p_norm=pos_emb_p_norm,
             pos_emb_decay_fn=pos_emb_decay_fn, n_chan_pos_emb=n_chan_pos_emb,
             W_pos_emb_std=W_pos_emb_std, val_pos_emb=val_pos_emb, n_samples=n_samples,
-            seed=seed, _ntk_terms=_ntk_terms), batch_axis, channel_axis)
+            seed=seed, _ntk_terms=_ntk_terms, _logit_mask=_logit_mask), batch_axis,
+            channel_axis)
+    if _logit_mask is not None and (linear_scaling or mechanism != "SOFTMAX"):
+        raise ValueError(f"{name}: a logit mask needs linear_scaling=False and 'SOFTMAX'.")
     QK_std = W_query_std * W_key_std
     OV_std = W_out_std * W_value_std
     attn = MECHANISMS[mechanism]
@@ -384,8 +389,9 @@ def GlobalSelfAttention(n_chan_out: int, n_chan_key: int, n_chan_val: int, n_hea
                        lead(p1, 1), lead(q2, 2)), own_group(s1, cov1_i, v[0], p1)]
             if cov2 is not None:
                 groups.append(own_group(s2, cov2_i, v[1], p2))
+            mask = None if _logit_mask is None else jnp.asarray(_logit_mask, bool)
             terms = gaussian_logit_pairs(mechanism, QK_std, n_samples, seed, groups,
-                                         _ntk_terms or ntk_parameterization_terms)
+                                         _ntk_terms or ntk_parameterization_terms, mask)
             out_nngp, out_ntk = affine(terms[0][0], OV_std), affine(terms[0][1], OV_std)
             out_cov1 = affine(terms[1][0], OV_std)
             out_cov2 = None if cov2 is None else affine(terms[2][0], OV_std)

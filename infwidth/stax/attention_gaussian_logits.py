@@ -154,7 +154,7 @@ def logit_draws(n_samples: int, n_pos: int, seed: int, dtype):
 
 @functools.partial(jax.jit, static_argnums=(0, 1, 2, 3, 5))
 def gaussian_logit_pairs(mechanism: str, qk: float, n_samples: int, seed: int, groups,
-                         combine=ntk_parameterization_terms):
+                         combine=ntk_parameterization_terms, logit_mask=None):
     """(nngp, ntk) terms (before ``OV**2`` and the bias) of groups of pairs of inputs
     ``(a, b)``. Each group is ``(ca, cb, cab, vab, tv, tg, absent_a, absent_b)``, stacked over
     the same leading (pair) axes: ``ca``, ``cb`` (..., P, P) the logit inputs' own
@@ -167,7 +167,8 @@ def gaussian_logit_pairs(mechanism: str, qk: float, n_samples: int, seed: int, g
     same bits in the cross kernel (``nngp[a, a]``) as in its own covariance (``cov1[a]``).
     Compiled once per shape (eager calls of ``kernel_fn`` reuse it). ``combine`` (static: a
     hashable function) assembles a pair's NTK term from its expectations
-    (`ntk_parameterization_terms`).
+    (`ntk_parameterization_terms`). ``logit_mask`` (P, P) (softmax only): query-key pairs
+    that never attend (a causal mask), the same for every input.
     """
     p = groups[0][2].shape[-1]
     dtype = groups[0][2].dtype
@@ -204,6 +205,9 @@ def gaussian_logit_pairs(mechanism: str, qk: float, n_samples: int, seed: int, g
 
         def one(args):
             a, b, c, v, t, g, ma, mb = args
+            if logit_mask is not None:
+                ma = logit_mask if ma is None else ma | logit_mask
+                mb = logit_mask if mb is None else mb | logit_mask
             return _softmax_pair(draws, chunk, qk, a, b, c, v, t, g, ma, mb, combine)
 
     # blocks of a fixed size (padded), the same whatever the number of pairs
