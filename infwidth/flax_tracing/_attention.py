@@ -10,7 +10,8 @@ The walk follows the computation with four value types:
 * `Logits`: the dot products of a query and a key projection over the head width, per head;
 * `Weights`: any computation on the logits and constants (Flax's numerically stable softmax:
   max, subtract, exp, sum, divide), kept as a function of the logits and checked, when the
-  weights are used, to be a softmax over the keys;
+  weights are used, to be a softmax over the keys, possibly of scaled logits and with a fixed
+  set of query-key pairs masked out (a causal mask, passed to the Monte Carlo rule);
 * `Mixed`: the weights contracted with a value projection over the keys, with its axes
   named (``n`` batch, ``t`` query position, ``h`` head, ``d`` head width) through transposes.
 
