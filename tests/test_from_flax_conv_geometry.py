@@ -21,7 +21,7 @@ from jax import lax
 from infwidth import from_flax, stax
 from infwidth.empirical import empirical_ntk_fn
 from infwidth.flax_tracing import UnsupportedOperation
-from infwidth.stax.conv import conv_general_dilated, spatial_zero_padding
+from infwidth.stax.conv import conv_general_dilated, spatial_gather, spatial_zero_padding
 
 nn = pytest.importorskip("flax.linen")
 nnx = pytest.importorskip("flax.nnx")
@@ -109,6 +109,48 @@ def test_spatial_zero_padding_moves_the_kernel():
                 expected[:, :, r, c] = np.asarray(k_in)[:, :, i, j]
         assert_close(k, expected, tol("exact", "float64"), "padded kernel")
         assert layer.apply_fn((), x).shape == (2, 8, 3)
+
+
+def test_spatial_gather_equals_the_gathered_inputs_kernel():
+    with x64():
+        x = np.random.default_rng(1).normal(size=(2, 5, 4, 3))
+        idx = [np.array([4, 0, 1, -1, 2]), np.array([3, -1, 0])]
+        k = spatial_gather(idx).kernel_fn(jnp.asarray(x), get="nngp")
+        g = np.take(x, np.maximum(idx[0], 0), 1) * (idx[0] >= 0)[:, None, None]
+        g = np.take(g, np.maximum(idx[1], 0), 2) * (idx[1] >= 0)[:, None]
+        expected = np.einsum("ahwc,bgvc->abhgwv", g, g) / 3
+        assert_close(k, expected, tol("exact", "float64"), "gathered kernel")
+        assert_close(spatial_gather(idx).apply_fn((), jnp.asarray(x)), g,
+                     tol("exact", "float64"), "gathered inputs")
+
+
+def test_circular_padding_and_spatial_slices_equal_stax():
+    """Flax's 'CIRCULAR' padding (a wrap-around jnp.pad: slices concatenated along the spatial
+    axes) and slicing of positions, against stax's CIRCULAR convolution (checked against
+    neural-tangents elsewhere) and a gather."""
+    class Net(nn.Module):
+        @nn.compact
+        def __call__(self, x):
+            h = nn.relu(nn.Conv(8, (3, 3))(x))
+            h = nn.relu(nn.Conv(8, (3, 2), padding="CIRCULAR")(h))
+            return nn.Dense(1)(h[:, 1:, ::2].mean(axis=(1, 2)))
+
+    def std(layer, *args, **kwargs):
+        return layer(*args, parameterization="standard", W_std=1.0, b_std=0.0, **kwargs)
+
+    _, _, expected = stax.serial(
+        std(stax.Conv, 8, (3, 3), padding="SAME"), stax.Relu(),
+        std(stax.Conv, 8, (3, 2), padding="CIRCULAR"), stax.Relu(),
+        spatial_gather([np.arange(1, 5), np.arange(0, 4, 2)]), stax.GlobalAvgPool(),
+        std(stax.Dense, 1))
+    with x64():
+        x1 = jax.random.normal(jax.random.PRNGKey(0), (3, 5, 4, 2), jnp.float64)
+        x2 = jax.random.normal(jax.random.PRNGKey(1), (2, 5, 4, 2), jnp.float64)
+        _, _, kernel_fn = from_flax(Net(), x1)
+        for b in (x2, None):
+            k, e = kernel_fn(x1, b, get=("nngp", "ntk")), expected(x1, b, get=("nngp", "ntk"))
+            assert_close(k.nngp, e.nngp, tol("nt", "float64"), "nngp")
+            assert_close(k.ntk, e.ntk, tol("nt", "float64"), "ntk")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -269,17 +311,25 @@ def test_convolutions_without_a_limit_raise_naming_the_reason():
         def __call__(self, x):
             return nn.Dense(1)(nn.relu(nn.Conv(8, (3,), feature_group_count=2)(x)).mean(1))
 
-    class Circular(nn.Module):
+    class TwoActivations(nn.Module):
         @nn.compact
         def __call__(self, x):
-            return nn.Dense(1)(nn.relu(nn.Conv(8, (3,), padding="CIRCULAR")(x)).mean(1))
+            a, b = nn.Conv(8, (3,))(x), nn.Conv(8, (3,))(x)
+            return nn.Dense(1)(nn.relu(jnp.concatenate([a, b], axis=1)).mean(1))
+
+    class FeatureSlice(nn.Module):
+        @nn.compact
+        def __call__(self, x):
+            return nn.Dense(1)(nn.relu(nn.Conv(8, (3,))(x))[..., :4].mean(1))
 
     with pytest.raises(UnsupportedOperation, match="depthwise"):
         from_flax(Depthwise(), x)
     with pytest.raises(UnsupportedOperation, match="model's input in 2 feature groups"):
         from_flax(GroupedInput(), x)
-    with pytest.raises(UnsupportedOperation, match="test_from_flax_conv_geometry.py"):
-        from_flax(Circular(), x)
+    with pytest.raises(UnsupportedOperation, match="different activations along a spatial"):
+        from_flax(TwoActivations(), x)
+    with pytest.raises(UnsupportedOperation, match="test_from_flax_conv_geometry.py.*feature"):
+        from_flax(FeatureSlice(), x)
     with pytest.raises(ValueError, match="padding"):
         conv_general_dilated(4, (3,), padding="FULL")
     with pytest.raises(ValueError, match="feature_group_count"):

@@ -50,6 +50,10 @@ class Act:
     # per-feature parameters whose gradients are in ``kernel.ntk`` only on average over the
     # features (LayerNorm's learned scale and shift): a dense/conv layer must read it next
     per_feature: str | None = None
+    # positions gathered from another activation (a slice, a piece of a wrap-around pad):
+    # ``(root, indices per spatial axis)`` (-1: a zero), so that pieces of one activation
+    # concatenated along a spatial axis keep their cross-covariances
+    posmap: tuple | None = None
 
 
 @dataclasses.dataclass(frozen=True, eq=False)

@@ -11,6 +11,8 @@ jaxpr                                          stax kernel map
 ``conv_general_dilated(x, W)`` (+ ``b``)       `Conv`'s map with any padding, strides,
                                                dilations and (hidden) feature groups
 ``pad`` of spatial axes with zeros             zero covariance at the padded positions
+``slice`` of spatial axes, pieces of one        the covariance at the gathered positions
+activation concatenated along a spatial axis   (a wrap-around pad)
 a chain of elementwise operations of ``x``     closed-form activation or quadrature
                                                (see `_activations`), or `Scale`
 ``x1 + x2``, ``x1 - x2``                       `FanInSum` (uncorrelated branches only)
@@ -44,7 +46,7 @@ from jax.extend.core import Literal
 from .. import stax
 from ..empirical._structured import _bind, _inner
 from ..stax import _layout
-from ..stax.conv import conv_general_dilated
+from ..stax.conv import conv_general_dilated, spatial_gather
 from ..stax.conv import spatial_zero_padding as _spatial_padding
 from . import _attention, _dropout
 from ._activations import activation_layer, linear_factor
@@ -517,15 +519,61 @@ class Walker:
         raise unsupported(eqn, f"reshapes an activation from {x.shape} to {out_shape}",
                           "Only flattening to (batch, -1) is mapped.")
 
+    @staticmethod
+    def _positions(x):
+        """``(root, indices per spatial axis)`` of an activation."""
+        if x.posmap is not None:
+            return x.posmap
+        return x, tuple(np.arange(n) for n in x.shape[1:-1])
+
+    def _gathered(self, eqn, root, idx, out_shape, fresh):
+        k = self.call(spatial_gather(idx), root.kernel, eqn)
+        return Act(k, out_shape, root.leaves, fresh, posmap=(root, idx))
+
+    def rule_slice(self, eqn, ins, acts, params, out_shape):
+        """A slice of the spatial axes: the covariance at the kept positions."""
+        x = self.materialize(acts[0], eqn)
+        start, limit = eqn.params["start_indices"], eqn.params["limit_indices"]
+        strides = eqn.params["strides"] or (1,) * len(start)
+        nd = len(x.shape)
+        for a in (0, nd - 1):
+            if (start[a], limit[a], strides[a]) != (0, x.shape[a], 1):
+                raise unsupported(eqn, "slices the batch or feature axis of an activation",
+                                  "Slices of the spatial axes are mapped; a subset of the "
+                                  "features is not exchangeable with the rest.")
+        root, idx = self._positions(x)
+        idx = tuple(i[start[1 + a]:limit[1 + a]:strides[1 + a]] for a, i in enumerate(idx))
+        return self._gathered(eqn, root, idx, out_shape, x.fresh)
+
     def rule_concatenate(self, eqn, ins, acts, params, out_shape):
         nd = len(out_shape)
-        if params or len(acts) != len(ins) or eqn.params["dimension"] % nd != nd - 1:
+        dim = eqn.params["dimension"] % nd
+        if not params and len(acts) == len(ins) and 0 < dim < nd - 1:
+            return self._spatial_concatenate(eqn, acts, dim - 1, out_shape)
+        if params or len(acts) != len(ins) or dim != nd - 1:
             raise unsupported(eqn, "concatenates along an axis other than the features, or "
                               "with non-activations", "Only concatenation of activations along "
                               "the last axis is mapped.")
         xs = [self.materialize(a, eqn) for a in acts]
         k = self.call(stax.FanInConcat(axis=-1), [a.kernel for a in xs], eqn)
         return Act(k, out_shape, frozenset().union(*(a.leaves for a in xs)))
+
+    def _spatial_concatenate(self, eqn, acts, axis, out_shape):
+        """Pieces of one activation joined along spatial axis ``axis`` (a wrap-around pad)."""
+        pieces = [self._positions(self.materialize(a, eqn)) for a in acts]
+        root = pieces[0][0]
+        same = all(r is root for r, _ in pieces) and all(
+            len(i) == len(pieces[0][1]) and all(np.array_equal(i[a], pieces[0][1][a])
+                                                for a in range(len(i)) if a != axis)
+            for _, i in pieces)
+        if not same:
+            raise unsupported(eqn, "concatenates different activations along a spatial axis",
+                              "Pieces of one activation (slices, as in a wrap-around pad) may "
+                              "be joined along a spatial axis; different activations only "
+                              "along the features.")
+        idx = tuple(np.concatenate([i[a] for _, i in pieces]) if a == axis else
+                    pieces[0][1][a] for a in range(len(pieces[0][1])))
+        return self._gathered(eqn, root, idx, out_shape, root.fresh)
 
     # ------------------------------------------------------------------------------------------
     # LayerNorm / RMSNorm: means over the features of a Gaussian activation are deterministic

@@ -572,5 +572,60 @@ def spatial_zero_padding(padding_config) -> Layer:
                       shape_fn)
 
 
+def spatial_gather(indices) -> Layer:
+    """Rearranges the positions of ``(N, *spatial, C)`` activations: output position ``i``
+    along spatial axis ``a`` is input position ``indices[a][i]``, or a zero where it is -1
+    (slices, wrap-around padding, reversals, concatenations of pieces of one activation).
+    The kernel is the input covariance at the gathered positions, zero at the -1 ones. Not in
+    neural-tangents; `from_flax` maps ``lax.slice`` and spatial concatenations onto it (Flax's
+    'CIRCULAR' padding).
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from infwidth.stax.conv import spatial_gather
+      >>> x = jnp.array([[[1.], [2.], [3.]]])  # one input, 3 positions
+      >>> k = spatial_gather([[2, 0, -1]]).kernel_fn(x, get='nngp')
+      >>> k[0, 0].tolist()
+      [[9.0, 3.0, 0.0], [3.0, 1.0, 0.0], [0.0, 0.0, 0.0]]
+    """
+    name = "spatial_gather"
+    idx = tuple(np.asarray(i, dtype=np.int64).reshape(-1) for i in indices)
+
+    def check(shape):
+        check_input_rank(shape, len(idx), name, "indices")
+        for a, (size, i) in enumerate(zip(shape[1:-1], idx)):
+            if i.size == 0 or i.min() < -1 or i.max() >= size:
+                raise ValueError(f"{name}: indices of spatial axis {a} must be in [-1, {size}) "
+                                 f"and not empty.")
+
+    def shape_fn(shape):
+        check(shape)
+        return (shape[0],) + tuple(i.size for i in idx) + (shape[-1],)
+
+    def apply_fn(params, x, **kwargs):
+        check(x.shape)
+        for a, i in enumerate(idx):
+            x = jnp.take(x, np.maximum(i, 0), axis=1 + a) * jnp.asarray(
+                (i >= 0).reshape((-1,) + (1,) * (x.ndim - 2 - a)), x.dtype)
+        return x
+
+    def kernel_map(k, **kwargs):
+        k = check_kernel_input(k, name)
+        check(k.shape1)
+
+        def gather(cov, lead):
+            for a, i in enumerate(idx):
+                for ax in spatial_axes(lead, a, k.diagonal_spatial):
+                    keep = (i >= 0).reshape((-1,) + (1,) * (cov.ndim - 1 - ax))
+                    cov = jnp.take(cov, np.maximum(i, 0), axis=ax) * jnp.asarray(keep,
+                                                                                  cov.dtype)
+            return cov
+
+        return k.replace(**map_covariances(k, gather))
+
+    return make_layer(name, lambda key, shape: (shape_fn(shape), ()), apply_fn, kernel_map,
+                      shape_fn)
+
+
 for _f in (Conv, ConvTranspose, ConvLocal):
     _f.__doc__ = _f.__doc__.replace("{args}", _ARGS_DOC)
