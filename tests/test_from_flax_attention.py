@@ -84,6 +84,24 @@ def test_one_attention_layer_equals_stax_in_the_ntk_parameterization():
         check_equal(kernel_fn, expected.kernel_fn, x1, x2, "einsum, 1/d logits")
 
 
+def test_dense_general_with_merged_head_axes_is_a_dense_layer():
+    class Net(nn.Module):
+        @nn.compact
+        def __call__(self, x):
+            h = nn.DenseGeneral(features=(2, 4), bias_init=init.normal(0.3))(x)
+            h = nn.relu(h.reshape(h.shape[:2] + (8,)))
+            return nn.Dense(1)(h.mean(1))
+
+    def std(layer, *args, **kwargs):
+        return layer(*args, parameterization="standard", **kwargs)
+
+    _, _, expected = stax.serial(std(stax.Dense, 8, W_std=1.0, b_std=0.3), stax.Relu(),
+                                 stax.GlobalAvgPool(), std(stax.Dense, 1, W_std=1.0, b_std=0.0))
+    with x64():
+        x1, x2 = _inputs()
+        check_equal(from_flax(Net(), x1)[2], expected, x1, x2, "DenseGeneral")
+
+
 class Block(nn.Module):
     """A pre-LN transformer encoder block."""
     d: int = 8

@@ -200,6 +200,8 @@ def step(walker, eqn, ins, out_shape):
         names = _layout_names(eqn, a, out_shape)
         if names is not None:
             return dataclasses.replace(a, shape=out_shape, names=names)
+        if isinstance(a, Proj) and name == "reshape" and _merges_heads(a, out_shape):
+            return _as_dense(walker, eqn, a, out_shape)
     if isinstance(a, Proj) and len(ours) == 1:
         if name == "add" and len(params) == 1 and a.bias is None and a.scale == 1.0:
             b = params[0]
@@ -222,6 +224,27 @@ def step(walker, eqn, ins, out_shape):
         if len(roots) == 1 and names is not None:
             return _weights(eqn, ins, out_shape, names)
     raise _no_rule(eqn, "uses an attention intermediate in a way that has no kernel rule")
+
+
+def _merges_heads(proj, out_shape) -> bool:
+    """Whether a reshape of a projection ``(n, t, h, d)`` merges ``h`` and ``d`` into one
+    feature axis: an einsum-style dense layer (``DenseGeneral(features=(h, d))``)."""
+    return (proj.names == ("n", "t", "h", "d") and proj.scale == 1.0
+            and tuple(out_shape) == proj.shape[:2] + (proj.shape[2] * proj.shape[3],))
+
+
+def _as_dense(walker, eqn, proj, out_shape):
+    """The projection as the `Dense` layer it is once its head axes are merged."""
+    x, w = proj.x, proj.w
+    m = walker._moments(w, eqn, "weight")
+    W_std = math.sqrt(m.var * x.shape[-1])
+    b_std = None
+    if proj.bias is not None:
+        b_std = math.sqrt(walker._moments(proj.bias, eqn, "bias").var)
+    layer = stax.Dense(out_shape[-1], W_std=W_std, b_std=b_std, parameterization=walker.par)
+    leaves = x.leaves | {w.leaf} | ({proj.bias.leaf} if proj.bias is not None else set())
+    return Act(walker.call(layer, x.kernel, eqn), out_shape, frozenset(leaves),
+               frozenset(leaves - x.leaves))
 
 
 def _weights(eqn, ins, out_shape, names):
