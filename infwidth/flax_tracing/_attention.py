@@ -45,7 +45,7 @@ import numpy as np
 
 from .. import stax
 from ..empirical._structured import _bind
-from ._values import Act, Const, ParamRef, unsupported
+from ._values import Act, Const, ParamRef, shared_scalar, unsupported
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -138,13 +138,6 @@ def projection(walker, eqn, x, w, out_shape):
     return Proj(walker.materialize(x, eqn), w, out_shape, ("n", "t", "h", "d"))
 
 
-def _scalar(v):
-    a = np.asarray(v.value, dtype=np.float64)
-    if a.size == 0 or not np.all(a == a.reshape(-1)[0]):
-        return None
-    return float(a.reshape(-1)[0])
-
-
 def _layout_names(eqn, a, out_shape):
     """The axis names after a layout operation on one value, or None."""
     name, names, shape = eqn.primitive.name, a.names, a.shape
@@ -211,7 +204,7 @@ def step(walker, eqn, ins, out_shape):
                                f"shape {b.leaf_shape} to a projection of shape {a.shape}")
             return dataclasses.replace(a, bias=b)
         if name in ("mul", "div") and len(consts) == 1 and (name == "mul" or ins[0] is a):
-            c = _scalar(consts[0])
+            c = shared_scalar(consts[0])
             if c is not None and c != 0:
                 return dataclasses.replace(a, scale=a.scale * c if name == "mul" else a.scale / c)
     if name == "dot_general" and len(ours) == 2:

@@ -20,7 +20,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import stax
-from ._values import Act, Const, Mask, Uniform, unsupported
+from ._values import Act, Const, Mask, Uniform, shared_scalar, unsupported
 
 # key plumbing: evaluated concretely when the key is a constant (the model's 'dropout' rng)
 KEY_OPS = frozenset(("random_seed", "random_wrap", "random_unwrap", "random_fold_in",
@@ -41,13 +41,6 @@ def uniform_call(eqn, ins):
     return Uniform(lo, hi, tuple(eqn.outvars[0].aval.shape))
 
 
-def _scalar(v):
-    a = np.asarray(v.value)
-    if a.size != 1 and not np.all(a == a.reshape(-1)[0]):
-        return None
-    return float(a.reshape(-1)[0])
-
-
 def _not_a_mask(eqn):
     return unsupported(eqn, "uses random numbers other than as a dropout mask",
                        "Stochastic dropout (a Bernoulli mask from jax.random.bernoulli or "
@@ -66,7 +59,7 @@ def random_step(walker, eqn, ins, out_shape):
     if isinstance(r, Uniform):
         if name not in ("lt", "le", "gt", "ge") or not isinstance(ins[1 - ins.index(r)], Const):
             raise _not_a_mask(eqn)
-        c = _scalar(ins[1 - ins.index(r)])
+        c = shared_scalar(ins[1 - ins.index(r)])
         if c is None:
             raise _not_a_mask(eqn)
         below = min(max((c - r.lo) / (r.hi - r.lo), 0.0), 1.0)  # P(u < c)
@@ -85,15 +78,15 @@ def random_step(walker, eqn, ins, out_shape):
     others = [v for v in ins if v is not r]
     if name in ("mul", "div") and r.scale is not None and len(others) == 1:
         o = others[0]
-        if isinstance(o, Const) and _scalar(o) is not None and (name == "mul" or ins[0] is r):
-            c = _scalar(o)
+        c = shared_scalar(o) if isinstance(o, Const) else None
+        if c is not None and (name == "mul" or ins[0] is r):
             return Mask(r.p, out_shape, r.shared, r.scale * c if name == "mul" else r.scale / c)
         if name == "mul" and isinstance(o, Act):
             return apply_mask(walker, eqn, o, r.p, r.scale, r.shared, out_shape)
     if name == "select_n" and ins[0] is r and r.scale is None and len(ins) == 3:
         on_false, on_true = ins[1], ins[2]
         for act, zero, p in ((on_true, on_false, r.p), (on_false, on_true, 1.0 - r.p)):
-            if isinstance(act, Act) and isinstance(zero, Const) and _scalar(zero) == 0.0:
+            if isinstance(act, Act) and isinstance(zero, Const) and shared_scalar(zero) == 0.0:
                 return apply_mask(walker, eqn, act, p, 1.0, r.shared, out_shape)
     raise _not_a_mask(eqn)
 

@@ -20,6 +20,7 @@ from collections.abc import Callable
 from typing import Any
 
 import jax
+import numpy as np
 
 from ..kernel import Kernel
 
@@ -85,6 +86,14 @@ class Mask:
     shape: tuple
     shared: frozenset = frozenset()
     scale: float | None = None
+
+
+def shared_scalar(const: Const) -> float | None:
+    """The value of a constant that is the same at every entry (a scalar), else None."""
+    a = np.asarray(const.value, dtype=np.float64)
+    if a.size == 0 or not np.all(a == a.reshape(-1)[0]):
+        return None
+    return float(a.reshape(-1)[0])
 
 
 _SKIP = (os.sep + "site-packages" + os.sep, os.sep + "dist-packages" + os.sep,
