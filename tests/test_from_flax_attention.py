@@ -281,6 +281,27 @@ def test_transformer_encoder_monte_carlo_approaches_the_kernel():
     assert errors[256][1] < errors[64][1], errors  # NTK: 0.065 -> 0.017 measured
 
 
+def test_under_neural_tangents_test_settings():
+    """x64 and jax_numpy_rank_promotion='raise' (neural-tangents' tests run that way): LayerNorm
+    statistics, attention, dropout and position slices of sequences all keep explicit ranks."""
+    class Net(nn.Module):
+        @nn.compact
+        def __call__(self, x):
+            x = nn.Dense(8)(x)
+            x = x + nn.MultiHeadDotProductAttention(num_heads=2)(nn.LayerNorm()(x))
+            h = nn.Dropout(0.2)(nn.relu(nn.Dense(16)(x)), deterministic=False)
+            return nn.Dense(1)(h[:, ::2].mean(1))
+
+    with x64(), jax.numpy_rank_promotion("raise"):
+        x1, x2 = _inputs()
+        _, _, kernel_fn = from_flax(Net(), x1, rngs={"dropout": jax.random.PRNGKey(0)},
+                                    attention_samples=64)
+        k = kernel_fn(x1, x2, get=("nngp", "ntk"))
+        assert k.nngp.dtype == jnp.float64 and k.ntk.shape == (3, 2)
+        assert np.isfinite(np.asarray(k.ntk)).all() and float(np.min(np.diag(
+            np.asarray(kernel_fn(x1, None, get="nngp"))))) > 0
+
+
 def test_attention_without_a_rule_raises_naming_the_reason():
     x = jnp.ones((2, 4, 5))
 

@@ -599,9 +599,11 @@ class Walker:
             f_any = _chunked(f, root.shape)
 
             def fn(var):
-                t = jnp.sqrt(jnp.maximum(var, 0))[..., None] * jnp.asarray(nodes, var.dtype)
-                return n * jnp.sum(f_any(t) * jnp.asarray(weights / weights.sum(), var.dtype),
-                                   -1)
+                lead = (1,) * var.ndim  # explicit ranks (jax_numpy_rank_promotion='raise')
+                x = jnp.asarray(nodes, var.dtype).reshape(lead + (-1,))
+                w = jnp.asarray(weights / weights.sum(), var.dtype).reshape(lead + (-1,))
+                t = jnp.sqrt(jnp.maximum(var, 0))[..., None] * x
+                return n * jnp.sum(f_any(t) * w, -1)
         return Stat(fn, root, out_shape)
 
     def statistic(self, eqn, ins, out_shape):

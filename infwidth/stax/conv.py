@@ -605,8 +605,8 @@ def spatial_gather(indices) -> Layer:
     def apply_fn(params, x, **kwargs):
         check(x.shape)
         for a, i in enumerate(idx):
-            x = jnp.take(x, np.maximum(i, 0), axis=1 + a) * jnp.asarray(
-                (i >= 0).reshape((-1,) + (1,) * (x.ndim - 2 - a)), x.dtype)
+            keep = (i >= 0).reshape((1,) * (1 + a) + (-1,) + (1,) * (x.ndim - 2 - a))
+            x = jnp.take(x, np.maximum(i, 0), axis=1 + a) * jnp.asarray(keep, x.dtype)
         return x
 
     def kernel_map(k, **kwargs):
@@ -616,7 +616,7 @@ def spatial_gather(indices) -> Layer:
         def gather(cov, lead):
             for a, i in enumerate(idx):
                 for ax in spatial_axes(lead, a, k.diagonal_spatial):
-                    keep = (i >= 0).reshape((-1,) + (1,) * (cov.ndim - 1 - ax))
+                    keep = (i >= 0).reshape((1,) * ax + (-1,) + (1,) * (cov.ndim - 1 - ax))
                     cov = jnp.take(cov, np.maximum(i, 0), axis=ax) * jnp.asarray(keep,
                                                                                   cov.dtype)
             return cov
