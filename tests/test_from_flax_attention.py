@@ -39,6 +39,12 @@ def check_equal(kernel_fn, expected_fn, x1, x2, what, get=("nngp", "ntk")):
         np.testing.assert_array_equal(getattr(copy, g), getattr(same, g))
 
 
+def fused_attention(params, x):
+    """The same layer through jax.nn.dot_product_attention."""
+    q, k, v = (jnp.einsum("ntd,dhk->nthk", x, params[n]) for n in "qkv")
+    return jnp.einsum("nqhk,hko->nqo", jax.nn.dot_product_attention(q, k, v), params["o"])
+
+
 def einsum_attention(params, x, power=0.5):
     """Attention with logits q.k / d**power (Flax: 0.5; muP: 1)."""
     q = jnp.einsum("ntd,dhk->nthk", x, params["q"])
@@ -75,6 +81,13 @@ def test_one_attention_layer_equals_stax_in_the_ntk_parameterization():
         expected = stax.GlobalSelfAttention(6, 4, 3, 2, linear_scaling=False, W_query_std=2.0,
                                             W_key_std=0.5, W_value_std=1.5, n_samples=S)
         check_equal(kernel_fn, expected.kernel_fn, x1, x2, "einsum")
+        fused_params = {**params, "v": jnp.zeros((5, 2, 4)), "o": jnp.zeros((2, 4, 6))}
+        _, _, kernel_fn = from_flax(fused_attention, x1, params=fused_params,
+                                    initializers={**inits, "o": init.normal(1 / 8**0.5)},
+                                    parameterization="ntk", attention_samples=S)
+        expected = stax.GlobalSelfAttention(6, 4, 4, 2, linear_scaling=False, W_query_std=2.0,
+                                            W_key_std=0.5, W_value_std=1.5, n_samples=S)
+        check_equal(kernel_fn, expected.kernel_fn, x1, x2, "jax.nn.dot_product_attention")
         # logits q.k / d: a temperature 1 / sqrt(d) = 0.5 at the model's head width
         _, _, kernel_fn = from_flax(functools.partial(einsum_attention, power=1.0), x1,
                                     params=params, initializers=inits, parameterization="ntk",

@@ -362,6 +362,8 @@ def output_projection(walker, eqn, mixed, w_o, out_shape):
     scale = q.scale * k.scale * c
     n_heads, d_key, d_val = _size(q, "h"), _size(q, "d"), _size(v, "d")
     tau2 = (scale * math.sqrt(d_key)) ** 2  # the logits' temperature**2 (1 for 1/sqrt(d))
+    if abs(tau2 - 1) < 1e-6:  # 1/sqrt(d), read through float32 parts of the model
+        tau2 = 1.0
     x = q.x
     fan = x.shape[-1]
     var = {}
