@@ -231,5 +231,7 @@ def test_random_numbers_without_a_limit_raise_naming_the_reason():
             from_flax(model, x, rngs=KEY)
     with pytest.raises(ValueError, match="broadcast_dims"):
         stax.Dropout(0.5, broadcast_dims=(0,))
+    with pytest.raises(TypeError, match="broadcast_dims"):
+        stax.Dropout(0.5, broadcast_dims=(1.5,))
     with pytest.raises(ValueError, match="channel axis"):
         stax.serial(stax.Dense(4), stax.Dropout(0.5, broadcast_dims=(1,)))[2](x)

@@ -198,7 +198,11 @@ def Dropout(rate: float, mode: str = "train", *, broadcast_dims=()) -> Layer:
     try:
         dims = tuple(sorted({int(d) for d in broadcast_dims}))
     except (TypeError, ValueError):
-        dims = (0,)
+        raise TypeError(f"{name}(broadcast_dims={broadcast_dims!r}): expected a tuple of spatial "
+                        f"axes (ints), e.g. (1, 2) for images.") from None
+    if any(isinstance(d, bool) or not float(d).is_integer() for d in broadcast_dims):
+        raise TypeError(f"{name}(broadcast_dims={broadcast_dims!r}): expected a tuple of spatial "
+                        f"axes (ints), e.g. (1, 2) for images.")
     if not dims == tuple(d for d in dims if d > 0):
         raise ValueError(f"{name}(broadcast_dims={broadcast_dims!r}): expected positive spatial "
                          f"axes of (N, *spatial, C) inputs, e.g. (1, 2) for images; the batch "
