@@ -51,6 +51,10 @@ class Act:
     # per-feature parameters whose gradients are in ``kernel.ntk`` only on average over the
     # features (LayerNorm's learned scale and shift): a dense/conv layer must read it next
     per_feature: str | None = None
+    # with a learned per-feature scale: the squared mean of its initializer (its gradient, the
+    # normalised feature itself, is in ``kernel.ntk`` as the normalised NNGP); NaN when a random
+    # shift makes that gradient no longer a multiple of the activation
+    gamma_c2: float | None = None
     # positions gathered from another activation (a slice, a piece of a wrap-around pad):
     # ``(root, indices per spatial axis)`` (-1: a zero), so that pieces of one activation
     # concatenated along a spatial axis keep their cross-covariances

@@ -46,6 +46,7 @@ from jax.extend.core import Literal
 from .. import stax
 from ..empirical._structured import _bind, _inner
 from ..stax import _layout
+from ..stax._layer import LayerInfo
 from ..stax.conv import conv_general_dilated, spatial_gather
 from ..stax.conv import spatial_zero_padding as _spatial_padding
 from . import _attention, _dropout
@@ -167,8 +168,12 @@ class Walker:
     def step(self, eqn, ins):
         name = eqn.primitive.name
         held = [a.per_feature for a in ins if isinstance(a, Act) and a.per_feature]
-        if held and (name not in _CALLS or name == "custom_jvp_call") and name not in (
-                "dot_general", "conv_general_dilated") and not (
+        acts_in = [v for v in ins if isinstance(v, Act)]
+        one_root = len({id(a.base if a.fn is not None else a) for a in acts_in}) == 1
+        chain = one_root and not any(isinstance(v, ParamRef) for v in ins) and (
+            name in _ELEMENTWISE or name == "custom_jvp_call")  # an activation: see materialize
+        if held and not chain and (name not in _CALLS or name == "custom_jvp_call") and (
+                name not in ("dot_general", "conv_general_dilated")) and not (
                 name == "add" and any(isinstance(v, ParamRef) for v in ins)):
             raise unsupported(eqn, f"uses a LayerNorm output with its learned {held[0]} "
                               f"before a dense/conv layer", "The gradient of a per-feature "
@@ -281,9 +286,33 @@ class Walker:
                                   "Gaussian in the limit (raw inputs, or two nonlinearities "
                                   "separated by something other than a dense/conv layer)",
                                   "Put a dense or convolution layer before it.")
-            out = Act(self.call(layer, root.kernel, where), act.shape, root.leaves)
+            k = self.call(layer, root.kernel, where)
+            if root.gamma_c2 is not None:
+                k = self._scaled_feature_ntk(where, root, layer, k)
+            out = Act(k, act.shape, root.leaves)
         self.cache[id(act)] = out
         return out
+
+    def _scaled_feature_ntk(self, eqn, root, layer, k):
+        """The NTK after an activation of ``y = gamma * x^ + beta`` (LayerNorm's learned
+        scale): gamma_i's gradient ``phi'(y_i) x^_i`` is a function of the feature itself, so
+        its share is ``E[phi'(u) phi'(v) u v] / c2`` rather than ``x^ x^' E[phi' phi']``. For
+        the ReLU family ``phi'(u) u = phi(u)``, so that share is the activation's NNGP / c2."""
+        c2 = root.gamma_c2
+        family = LayerInfo.of(getattr(layer, "kernel_fn", None)).family
+        if family != "ABRelu" or c2 != c2:
+            what = ("a random shift" if c2 != c2 else "a nonlinearity outside the ReLU family")
+            raise unsupported(eqn, f"applies {what} to a LayerNorm output with its learned "
+                              f"{root.per_feature}", "The scale's gradient is the normalised "
+                              "feature itself; its share of the NTK is exact for the ReLU "
+                              "family (phi'(u) u = phi(u)) with a constant-initialized shift. "
+                              "Use a ReLU-family activation, or use_scale=False.")
+        base = root.kernel
+        if k.ntk is None:
+            return k
+        n_hat = base.nngp / c2  # the normalised NNGP: gamma's tangent covariance
+        naive = self.call(layer, base.replace(ntk=n_hat), eqn).ntk  # x^ x^' E[phi' phi']
+        return k.replace(ntk=k.ntk - naive + k.nngp / c2)
 
     def elementwise(self, eqn, ins, out_shape):
         acts = [v for v in ins if isinstance(v, Act)]
@@ -705,7 +734,8 @@ class Walker:
         out = k.replace(nngp=nngp, ntk=ntk, cov1=cov1, cov2=cov2)
         leaves = x.leaves | ({stat.scale.leaf} if stat.scale is not None else set())
         held = None if stat.scale is None else f"scale {self.model.paths[stat.scale.leaf]!r}"
-        return Act(out, out_shape, frozenset(leaves), where="normalised", per_feature=held)
+        return Act(out, out_shape, frozenset(leaves), where="normalised", per_feature=held,
+                   gamma_c2=None if stat.scale is None else c2)
 
     def shift(self, eqn, x, b, out_shape):
         """LayerNorm's learned shift: a per-feature parameter added to a normalised
@@ -723,5 +753,7 @@ class Walker:
         k = x.kernel
         out = k.replace(nngp=k.nngp + m.var, ntk=None if k.ntk is None else k.ntk + 1.0,
                         cov1=k.cov1 + m.var, cov2=None if k.cov2 is None else k.cov2 + m.var)
-        return Act(out, out_shape, x.leaves | {b.leaf}, x.fresh | {b.leaf},
-                   per_feature=f"shift {path!r}")
+        gamma_c2 = x.gamma_c2 if (x.gamma_c2 is None or m.var == 0) else float("nan")
+        held = f"shift {path!r}" if x.per_feature is None else f"{x.per_feature} and shift"
+        return Act(out, out_shape, x.leaves | {b.leaf}, x.fresh | {b.leaf}, per_feature=held,
+                   gamma_c2=gamma_c2)
