@@ -33,7 +33,8 @@ def from_flax(module, example_input, *, parameterization: str = "standard", para
     sums, concatenation, sum/average pooling, global mean pooling, flattening, and LayerNorm /
     RMSNorm of a dense/conv output (the mean and variance over the features are deterministic
     in the limit, so the normalisation scales each covariance entry as `stax.LayerNorm` does;
-    Flax's learned scale and shift when a dense/conv layer reads them next), softmax
+    Flax's learned scale and shift when a dense/conv layer or a ReLU-family activation reads
+    them next), softmax
     self-attention with ``1/sqrt(head width)`` logits (``MultiHeadDotProductAttention``,
     ``nnx.MultiHeadAttention`` or the same with ``jnp.einsum``: `stax.GlobalSelfAttention`'s
     Monte Carlo rule over the Gaussian logits, heads and head width going to infinity), and
