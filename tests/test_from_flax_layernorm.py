@@ -28,16 +28,19 @@ class LinenLN(nn.Module):
 
 
 class PreLN(nn.Module):
-    """LayerNorm with its learned scale and shift, read by a dense layer (a pre-LN block)."""
+    """LayerNorm with its learned scale and shift, read by a dense layer (a pre-LN block), or
+    with ``relu_next`` by a ReLU (post-LN MLPs)."""
     width: int = 64
     affine: bool = True
+    relu_next: bool = False
 
     @nn.compact
     def __call__(self, x):
         x = nn.Dense(self.width)(x)
-        norm = nn.LayerNorm(epsilon=1e-3, use_scale=self.affine, use_bias=self.affine)
-        x = nn.Dense(self.width)(norm(x))
-        return nn.Dense(1)(jnp.tanh(x))
+        x = nn.LayerNorm(epsilon=1e-3, use_scale=self.affine, use_bias=self.affine)(x)
+        if self.relu_next:
+            return nn.Dense(1)(nn.relu(x))
+        return nn.Dense(1)(jnp.tanh(nn.Dense(self.width)(x)))
 
 
 def stax_ln(eps=1e-3):
@@ -142,18 +145,6 @@ def test_layernorm_scale_and_shift_against_the_flax_models_own_gradients():
     assert errors[2048] < tol("mc") and errors[2048] < errors[32] / 2, errors
 
 
-class LNRelu(nn.Module):
-    """LayerNorm with its learned scale and shift read by a ReLU (post-LN MLPs)."""
-    width: int = 64
-    affine: bool = True
-
-    @nn.compact
-    def __call__(self, x):
-        x = nn.Dense(self.width)(x)
-        x = nn.relu(nn.LayerNorm(epsilon=1e-3, use_scale=self.affine, use_bias=self.affine)(x))
-        return nn.Dense(1)(x)
-
-
 @pytest.mark.float32_stream
 def test_learned_scale_read_by_a_relu_against_the_flax_models_own_gradients():
     """The scale's gradient is the normalised feature itself, so through a ReLU its share is
@@ -163,10 +154,10 @@ def test_learned_scale_read_by_a_relu_against_the_flax_models_own_gradients():
     x1, x2 = inputs(4, 3)
     errors = {}
     for width in (32, 2048):
-        with_affine = from_flax(LNRelu(width), x1)[2]
-        without = from_flax(LNRelu(width, affine=False), x1)[2]
+        with_affine = from_flax(PreLN(width, relu_next=True), x1)[2]
+        without = from_flax(PreLN(width, affine=False, relu_next=True), x1)[2]
         predicted = with_affine(x1, x2, get="ntk") - without(x1, x2, get="ntk")
-        measured = _affine_ntk(LNRelu(width), x1, x2, jax.random.PRNGKey(3), 8)
+        measured = _affine_ntk(PreLN(width, relu_next=True), x1, x2, jax.random.PRNGKey(3), 8)
         errors[width] = rel_err(measured, predicted)
     assert errors[2048] < tol("mc") and errors[2048] < errors[32] / 2, errors  # 0.17, 0.024
 

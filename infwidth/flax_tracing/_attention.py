@@ -45,6 +45,7 @@ import numpy as np
 
 from .. import stax
 from ..empirical._structured import _bind
+from ..parameterization import affine_rule
 from ._values import Act, Const, ParamRef, shared_scalar, unsupported
 
 
@@ -397,7 +398,7 @@ def output_projection(walker, eqn, mixed, w_o, out_shape):
     def rebuild(b_std):
         if b_std is None:
             return base
-        ntk_bias = 1.0 if standard else b_std**2
+        ntk_bias = affine_rule(walker.par, 1.0, b_std, (1, 1), "from_flax").bias_ntk()
         return base.replace(nngp=base.nngp + b_std**2,
                             ntk=None if base.ntk is None else base.ntk + ntk_bias,
                             cov1=base.cov1 + b_std**2,
